@@ -1,0 +1,177 @@
+// Command gwelb is the gwelb daemon: a sticky-session load balancer node for
+// Genesys Web Engagement clusters.
+//
+//	gwelb agent -config FILE
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gwelb/gwelb/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `usage: gwelb <command> [flags]
+
+commands:
+  agent -config FILE   run a balancer node
+  version              print the version
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "agent":
+		os.Exit(agentMain(os.Args[2:]))
+	case "version", "-version", "--version":
+		fmt.Println("gwelb", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "gwelb: unknown command %q\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+}
+
+func agentMain(args []string) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	configPath := fs.String("config", "", "path to the YAML config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "gwelb agent: usage: gwelb agent -config FILE")
+		return 2
+	}
+	cfg, err := LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gwelb:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runAgent(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "gwelb:", err)
+		return 1
+	}
+	return 0
+}
+
+// runAgent serves the data plane and the ops endpoints until ctx ends.
+func runAgent(ctx context.Context, cfg *Config) error {
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	opts, err := cfg.ProxyOptions()
+	if err != nil {
+		return err
+	}
+	opts.Logger = log
+	accessLog, closeLog, err := openAccessLog(cfg.AccessLog)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	opts.AccessLog = accessLog
+
+	table, err := cfg.Table()
+	if err != nil {
+		return err
+	}
+	srv := proxy.New(opts)
+	defer srv.Close()
+	srv.Update(table)
+
+	var listeners []*proxy.Listener
+	for _, lc := range cfg.ListenerConfigs() {
+		l, err := srv.Listen(lc)
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, l)
+	}
+	errc := make(chan error, len(listeners)+1)
+	for _, l := range listeners {
+		log.Info("listening", "addr", l.Addr().String())
+		go func() { errc <- l.Serve() }()
+	}
+	var ops *http.Server
+	if cfg.OpsAddr != "" {
+		ln, err := net.Listen("tcp", cfg.OpsAddr)
+		if err != nil {
+			return fmt.Errorf("ops_addr %s: %w", cfg.OpsAddr, err)
+		}
+		ops = &http.Server{Handler: proxy.OpsHandler(srv.Ready), ReadHeaderTimeout: 5 * time.Second}
+		log.Info("ops listening", "addr", ln.Addr().String())
+		go func() {
+			if err := ops.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("ops %s: %w", cfg.OpsAddr, err)
+			}
+		}()
+	}
+	log.Info("gwelb started", "version", version, "pools", len(table.Pools()))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, l := range listeners {
+		if err := l.Shutdown(shutdownCtx); err != nil {
+			log.Warn("listener shutdown", "err", err)
+		}
+	}
+	if ops != nil {
+		ops.Shutdown(shutdownCtx)
+	}
+	return runErr
+}
+
+// openAccessLog maps the access_log setting onto a writer.
+func openAccessLog(dest string) (io.Writer, func(), error) {
+	switch dest {
+	case "", "off":
+		return nil, func() {}, nil
+	case "stdout":
+		return os.Stdout, func() {}, nil
+	case "stderr":
+		return os.Stderr, func() {}, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("access_log: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if s == "" {
+		return slog.LevelInfo, nil
+	}
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("%q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

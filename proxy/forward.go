@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Handler returns the http.Handler of a listener serving the named pools,
+// or every pool when none is named.
+func (s *Server) Handler(pools ...string) http.Handler {
+	return &handler{s: s, pools: pools}
+}
+
+type handler struct {
+	s     *Server
+	pools []string
+}
+
+// reqState is one request's routing decision, shared by the rewrite, the
+// retrying transport, the response hook and the access log.
+type reqState struct {
+	pv      *poolView
+	keys    stickyKeys
+	value   string // the sticky value that decided (query beats cookie)
+	carried string // the route the request carried, "" if none
+	member  int    // index of the member serving the request
+	retried bool
+	body    *replayBody
+
+	upstreamStart time.Time
+	upstreamTime  time.Duration
+	status        int // status the member answered, for upgrades the handler never sees
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	s := h.s
+	lw := &logWriter{ResponseWriter: w}
+	st := &reqState{member: -1}
+	defer func() { s.accessLog.log(r, lw, st, start) }()
+
+	v := s.view.Load()
+	if v == nil {
+		plain(lw, http.StatusServiceUnavailable, "gwelb: not ready: no routing table yet")
+		return
+	}
+	pv := v.match(r.URL.Path)
+	if pv == nil || (len(h.pools) > 0 && !slices.Contains(h.pools, pv.spec.Name)) {
+		plain(lw, http.StatusNotFound, "gwelb: no pool serves this path")
+		return
+	}
+	st.pv = pv
+	st.keys = readSticky(r, pv.spec.QueryParam, pv.spec.Cookie)
+	st.value = st.keys.value()
+	st.carried = routeOf(st.value)
+	st.member = pv.pick(st.value, st.carried, start.UnixNano())
+	if st.member < 0 {
+		plain(lw, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody && s.opts.RetryBodyBytes > 0 {
+		st.body = &replayBody{src: r.Body, limit: s.opts.RetryBodyBytes}
+		r.Body = st.body
+	}
+	pv.members[st.member].inflight.Add(1)
+	// A retry may move the request; release whichever member serves it last.
+	defer func() { pv.members[st.member].inflight.Add(-1) }()
+	s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// rewrite points the outbound request at the chosen member, keeping the
+// request target byte for byte and appending to X-Forwarded-For as Apache does.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	st := stateOf(pr.In.Context())
+	target := st.pv.pool.Member(st.member).Target
+	out := pr.Out
+	out.URL.Scheme = target.Scheme
+	out.URL.Host = target.Host
+	out.Host = ""
+	// ReverseProxy drops query parameters it cannot parse, and URL.Path
+	// re-escapes; GWE gets exactly what the client sent.
+	out.URL.RawQuery = pr.In.URL.RawQuery
+	if path, _, _ := strings.Cut(pr.In.RequestURI, "?"); strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
+		out.URL.Opaque = path
+	}
+	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+		out.Header["X-Forwarded-For"] = prior
+	}
+	pr.SetXForwarded()
+}
+
+// modifyResponse inserts the route cookie when the member serving the
+// request is not the one its sticky value named (routing contract rule 7).
+func (s *Server) modifyResponse(resp *http.Response) error {
+	st := stateOf(resp.Request.Context())
+	st.status = resp.StatusCode
+	st.upstreamTime = time.Since(st.upstreamStart)
+	if st.pv.spec.InsertCookie && st.pv.pool.Member(st.member).Route != st.carried {
+		resp.Header.Add("Set-Cookie", st.pv.cookies[st.member])
+	}
+	return nil
+}
+
+// errorHandler answers when the member (and the fallback) gave no response.
+// Only balancer-side failures get here, so the answer is 502 or 504, never 500.
+func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateOf(r.Context())
+	if st != nil && !st.upstreamStart.IsZero() && st.upstreamTime == 0 {
+		st.upstreamTime = time.Since(st.upstreamStart)
+	}
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		w.WriteHeader(499)
+	case isTimeout(err):
+		plain(w, http.StatusGatewayTimeout, "gwelb: upstream timeout")
+	default:
+		plain(w, http.StatusBadGateway, "gwelb: upstream unavailable")
+	}
+	if st != nil && st.member >= 0 {
+		s.log.Warn("upstream request failed", "pool", st.pv.spec.Name, "route", st.pv.members[st.member].route, "err", err)
+	}
+}
+
+// retryTransport sends a request to its chosen member and, when the member
+// gives no response at all, once more to the fallback member (rule 8).
+type retryTransport struct{ s *Server }
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateOf(req.Context())
+	st.upstreamStart = time.Now()
+	resp, err := t.s.transport.RoundTrip(req)
+	if err == nil || req.Context().Err() != nil {
+		return resp, err
+	}
+	now := time.Now()
+	failed := st.pv.members[st.member]
+	if isConnFailure(err) {
+		failed.quarantinedUntil.Store(now.Add(st.pv.spec.FailTimeout).UnixNano())
+	}
+	t.s.opts.Observer.ObserveFailure(st.pv.spec.Name, failed.route, err)
+	if st.retried || !isConnFailure(err) {
+		return nil, err
+	}
+	var body io.ReadCloser
+	if req.Body != nil {
+		if st.body == nil {
+			return nil, err
+		}
+		if body = st.body.rewind(); body == nil {
+			return nil, err // more of the body was sent than was kept
+		}
+	}
+	next := st.pv.pick(st.value, st.carried, now.UnixNano())
+	if next < 0 || next == st.member {
+		return nil, err
+	}
+	t.s.log.Info("retrying on fallback member", "pool", st.pv.spec.Name, "failed", failed.route, "fallback", st.pv.members[next].route, "err", err)
+	st.retried = true
+	failed.inflight.Add(-1)
+	st.pv.members[next].inflight.Add(1)
+	st.member = next
+	retry := req.Clone(req.Context())
+	retry.Body = body
+	target := st.pv.pool.Member(next).Target
+	retry.URL.Scheme, retry.URL.Host = target.Scheme, target.Host
+	st.upstreamStart = time.Now()
+	return t.s.transport.RoundTrip(retry)
+}
+
+// isConnFailure reports whether err means the member never answered:
+// refused, unreachable, reset or closed before any response byte, or a
+// connect timeout.
+func isConnFailure(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// plain writes a short text answer.
+func plain(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ListenerConfig describes one data-plane listener.
+type ListenerConfig struct {
+	Addr              string        // host:port
+	Pools             []string      // pools served; empty serves all
+	CertFile, KeyFile string        // both set: serve TLS
+	ReadHeaderTimeout time.Duration // default 10 s
+	IdleTimeout       time.Duration // keep-alive idle time; default 120 s
+	MaxHeaderBytes    int           // larger request headers get 431; default 64 KiB
+}
+
+// Listener is a bound data-plane listener.
+type Listener struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Listen binds lc.Addr and prepares to serve s on it. Request bodies and
+// WebSockets have no read or write deadline: they stream for as long as
+// both sides keep them open.
+func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
+	if lc.ReadHeaderTimeout == 0 {
+		lc.ReadHeaderTimeout = 10 * time.Second
+	}
+	if lc.IdleTimeout == 0 {
+		lc.IdleTimeout = 120 * time.Second
+	}
+	if lc.MaxHeaderBytes == 0 {
+		lc.MaxHeaderBytes = 64 << 10
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(lc.Pools...),
+		ReadHeaderTimeout: lc.ReadHeaderTimeout,
+		IdleTimeout:       lc.IdleTimeout,
+		MaxHeaderBytes:    lc.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	if (lc.CertFile == "") != (lc.KeyFile == "") {
+		return nil, fmt.Errorf("listener %s: tls needs both cert and key", lc.Addr)
+	}
+	if lc.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: load tls key pair: %w", lc.Addr, err)
+		}
+		// HTTP/1.1 only: WebSocket upgrades need it, and GWE speaks nothing else.
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+	}
+	ln, err := net.Listen("tcp", lc.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", lc.Addr, err)
+	}
+	if srv.TLSConfig != nil {
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	return &Listener{srv: srv, ln: ln}, nil
+}
+
+// Addr is the bound address (useful when the config asked for port 0).
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Serve accepts connections until Shutdown; it then returns nil.
+func (l *Listener) Serve() error {
+	if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", l.ln.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, waits for requests in flight until ctx ends,
+// then closes what remains (hijacked WebSockets are closed by their peers).
+func (l *Listener) Shutdown(ctx context.Context) error {
+	err := l.srv.Shutdown(ctx)
+	if err != nil {
+		l.srv.Close()
+	}
+	return err
+}

@@ -1,0 +1,238 @@
+// Package proxy is gwelb's data plane: it reads sticky values, chooses a
+// member from the current *fsm.Table, forwards HTTP and WebSocket traffic,
+// inserts the route cookie and turns connection failures into local
+// quarantine and health observations.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gwelb/gwelb/fsm"
+)
+
+// Observer receives the proxy's passive health signals. The health prober
+// turns them into observations; until then a no-op sink will do.
+type Observer interface {
+	// ObserveFailure reports that a request to member route of pool failed
+	// before any response byte (connection refused, reset, timeout).
+	ObserveFailure(pool, route string, err error)
+}
+
+// NopObserver discards observations.
+type NopObserver struct{}
+
+// ObserveFailure does nothing.
+func (NopObserver) ObserveFailure(string, string, error) {}
+
+// Options configure a Server; the zero value of each field picks the default.
+type Options struct {
+	ConnectTimeout        time.Duration // dial timeout to a member; default 5 s (the guide's proxy_connect_timeout)
+	ResponseHeaderTimeout time.Duration // wait for a member's response headers; default 60 s, < 0 disables
+	RetryBodyBytes        int64         // request body bytes kept for the one retry; default 1 MiB, < 0 disables body retries
+	UpstreamTLS           *tls.Config   // for https members; nil uses the system roots
+	AccessLog             io.Writer     // one line per request; nil disables
+	Observer              Observer      // passive health sink; nil discards
+	Logger                *slog.Logger  // error log; nil uses slog.Default()
+}
+
+// Server routes requests to pool members by the current Table.
+type Server struct {
+	opts      Options
+	log       *slog.Logger
+	transport *http.Transport
+	rp        *httputil.ReverseProxy
+	accessLog *accessLogger
+
+	view atomic.Pointer[view]
+
+	mu      sync.Mutex              // guards members and rr across Updates
+	members map[string]*memberState // by pool, route and URL
+	rr      map[string]*atomic.Uint64
+}
+
+// New returns a Server that answers 503 until the first Update.
+func New(opts Options) *Server {
+	if opts.ConnectTimeout == 0 {
+		opts.ConnectTimeout = 5 * time.Second
+	}
+	if opts.ResponseHeaderTimeout == 0 {
+		opts.ResponseHeaderTimeout = 60 * time.Second
+	} else if opts.ResponseHeaderTimeout < 0 {
+		opts.ResponseHeaderTimeout = 0
+	}
+	if opts.RetryBodyBytes == 0 {
+		opts.RetryBodyBytes = 1 << 20
+	}
+	if opts.Observer == nil {
+		opts.Observer = NopObserver{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		members: map[string]*memberState{},
+		rr:      map[string]*atomic.Uint64{},
+	}
+	if opts.AccessLog != nil {
+		s.accessLog = &accessLogger{w: opts.AccessLog}
+	}
+	s.transport = &http.Transport{
+		DialContext:            (&net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:        opts.UpstreamTLS,
+		TLSHandshakeTimeout:    opts.ConnectTimeout,
+		ResponseHeaderTimeout:  opts.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxIdleConns:           4096,
+		MaxIdleConnsPerHost:    1024, // warm connections per member; Go's default of 2 would redial under load
+		IdleConnTimeout:        90 * time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	s.rp = &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      &retryTransport{s: s},
+		ModifyResponse: s.modifyResponse,
+		ErrorHandler:   s.errorHandler,
+		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+		BufferPool:     bufferPool{},
+	}
+	return s
+}
+
+// Update makes t the table every new request is routed by. Per-member local
+// state (quarantine, requests in flight) survives updates that keep the
+// member's pool, route and URL.
+func (s *Server) Update(t *fsm.Table) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := &view{table: t}
+	seen := map[string]bool{}
+	for _, p := range t.Pools() {
+		spec := p.Spec()
+		rr := s.rr[spec.Name]
+		if rr == nil {
+			rr = new(atomic.Uint64)
+			s.rr[spec.Name] = rr
+		}
+		pv := &poolView{pool: p, spec: spec, rr: rr}
+		for i := range p.Members() {
+			m := p.Member(i)
+			key := spec.Name + "\x00" + m.Route + "\x00" + m.URL
+			ms := s.members[key]
+			if ms == nil {
+				ms = &memberState{route: m.Route, host: m.Target.Host}
+				s.members[key] = ms
+			}
+			seen[key] = true
+			pv.members = append(pv.members, ms)
+			pv.cookies = append(pv.cookies, setCookie(spec.Cookie, m.Route, spec.CookieAttrs))
+		}
+		v.pools = append(v.pools, pv)
+	}
+	for key := range s.members {
+		if !seen[key] {
+			delete(s.members, key)
+		}
+	}
+	s.view.Store(v)
+}
+
+// Table returns the table requests are routed by, or nil before the first Update.
+func (s *Server) Table() *fsm.Table {
+	if v := s.view.Load(); v != nil {
+		return v.table
+	}
+	return nil
+}
+
+// Close drops idle upstream connections.
+func (s *Server) Close() { s.transport.CloseIdleConnections() }
+
+// InFlight returns the requests (and open WebSockets) in flight to member
+// route of pool through this node.
+func (s *Server) InFlight(pool, route string) int64 {
+	v := s.view.Load()
+	if v == nil {
+		return 0
+	}
+	for _, pv := range v.pools {
+		if pv.spec.Name != pool {
+			continue
+		}
+		if i, ok := pv.pool.Lookup(route); ok {
+			return pv.members[i].inflight.Load()
+		}
+	}
+	return 0
+}
+
+// view is what one request sees: a Table and this node's state for its members.
+type view struct {
+	table *fsm.Table
+	pools []*poolView // parallel to table.Pools()
+}
+
+// match returns the pool serving path, or nil.
+func (v *view) match(path string) *poolView {
+	p := v.table.Match(path)
+	if p == nil {
+		return nil
+	}
+	for _, pv := range v.pools {
+		if pv.pool == p {
+			return pv
+		}
+	}
+	return nil
+}
+
+type poolView struct {
+	pool    *fsm.Pool
+	spec    fsm.PoolSpec
+	rr      *atomic.Uint64
+	members []*memberState // parallel to pool.Members()
+	cookies []string       // Set-Cookie value per member, built once per Update
+}
+
+// pick chooses a member index for a request, honouring local quarantine.
+func (pv *poolView) pick(value, route string, now int64) int {
+	return pv.pool.Pick(value, route, pv.rr.Add(1)-1, func(i int) bool {
+		return pv.members[i].quarantined(now)
+	})
+}
+
+// memberState is this node's local knowledge of one member.
+type memberState struct {
+	route            string
+	host             string
+	quarantinedUntil atomic.Int64 // unix nanoseconds
+	inflight         atomic.Int64
+}
+
+func (m *memberState) quarantined(now int64) bool { return m.quarantinedUntil.Load() > now }
+
+// bufferPool shares 32 KiB copy buffers between requests.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
+// stateKey keys the per-request routing state in a request's context.
+type stateKey struct{}
+
+func stateOf(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	return st
+}
