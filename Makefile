@@ -1,0 +1,45 @@
+# gwelb: sticky-session load balancer for Genesys Web Engagement clusters.
+# `make demo` runs the demo, `make test` the whole fast suite.
+
+GO          ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test lint fuzz bench demo clean
+
+all: build
+
+## build: static binaries into bin/
+build:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+
+## test: the whole fast suite, with the race detector, plus a short fuzz run
+test:
+	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+## fuzz: fuzz sticky-value parsing (FUZZTIME, default 60s)
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzSticky -fuzztime=$(FUZZTIME) ./proxy/
+
+## lint: gofmt, go vet, staticcheck
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## bench: Go benchmarks, then gwelb side by side with nginx, HAProxy and Apache under wrk
+bench: build
+	$(GO) test -run=NONE -bench=. -benchmem ./proxy/ ./fsm/
+	deploy/bench/run.sh
+
+## demo: demo GWE servers and gwelb on loopback; Ctrl-C stops everything
+demo: build
+	deploy/local/demo.sh
+
+clean:
+	rm -rf bin .demo

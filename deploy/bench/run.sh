@@ -1,0 +1,580 @@
+#!/usr/bin/env bash
+# deploy/bench/run.sh — side-by-side throughput/latency benchmark (wrk) of
+#   direct  : the GWE demo server "2" hit directly (no balancer)
+#   gwelb   : bin/gwelb                        (gwelb-backend.yaml.tmpl)
+#   nginx   : the vendor guide's Backend config (nginx-backend.conf.tmpl)
+#   haproxy : equivalent cookie stickiness      (haproxy.cfg.tmpl)
+#   apache  : the guide's mod_proxy_balancer    (apache-backend.conf.tmpl)
+# all in front of the same three bin/gwe-demo backends (routes 1, 2, 3) on
+# 127.0.0.1, with the same wrk settings, in two scenarios:
+#   sticky : every request carries "Cookie: ROUTEID=.2" (must reach server 2)
+#   new    : no cookie (every request is a new session: round-robin + insert)
+# Before measuring, every balancer is checked to route ROUTEID=.N to server N
+# and to insert a cookie that matches the server that answered; any mismatch
+# aborts the run.
+#
+# CPU split (2+ CPUs and taskset available): balancers on CPU 1, wrk and the
+# demo servers on CPU 0. Every balancer gets one CPU's worth of execution:
+# nginx worker_processes 1, haproxy nbthread 1, gwelb GOMAXPROCS=1, Apache
+# mpm_event with its defaults (all its processes pinned to CPU 1 too).
+#
+# Output: a table on stdout (also out/results.md), JSON in out/results.json,
+# raw wrk output in out/raw/, rendered configs in out/configs/.
+#
+# Environment (all optional):
+#   BENCH_DURATION=10s BENCH_CONNECTIONS=32 BENCH_THREADS=1 BENCH_WARMUP=2s
+#   BENCH_PATH=/backend/x
+#   BENCH_TARGETS="direct gwelb nginx haproxy apache"
+#   BENCH_SCENARIOS="sticky new"
+#   BENCH_ROUNDS=1            >1: repeat every run, report medians (less noise)
+#   BENCH_PORT_BASE=18400     first port tried; 9 free ports are picked upward
+#   BENCH_OUT=deploy/bench/out
+#   BENCH_NO_PIN=1            do not pin with taskset
+#   BENCH_SKIP_BUILD=1        do not build bin/gwelb bin/gwe-demo
+#   BENCH_KEEP_RUNDIR=1       keep the temp dir with configs and logs
+#   GWELB_BIN=bin/gwelb GWE_DEMO_BIN=bin/gwe-demo
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "${SCRIPT_DIR}/../.." && pwd)
+cd "${REPO_ROOT}"
+export PATH="${PATH}:/usr/local/sbin:/usr/sbin:/sbin"
+
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+THREADS=${BENCH_THREADS:-1}
+WARMUP=${BENCH_WARMUP:-2s}
+REQ_PATH=${BENCH_PATH:-/backend/x}
+TARGETS=${BENCH_TARGETS:-direct gwelb nginx haproxy apache}
+SCENARIOS=${BENCH_SCENARIOS:-sticky new}
+ROUNDS=${BENCH_ROUNDS:-1}
+PORT_BASE=${BENCH_PORT_BASE:-18400}
+OUT_DIR=${BENCH_OUT:-${SCRIPT_DIR}/out}
+GWELB_BIN=${GWELB_BIN:-${REPO_ROOT}/bin/gwelb}
+GWE_DEMO_BIN=${GWE_DEMO_BIN:-${REPO_ROOT}/bin/gwe-demo}
+APACHE_MODDIR=${APACHE_MODDIR:-/usr/lib/apache2/modules}
+NGINX_MIME_TYPES=${NGINX_MIME_TYPES:-/etc/nginx/mime.types}
+STICKY_COOKIE='ROUTEID=.2'
+READY_TIMEOUT=20 # seconds
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+RUNDIR=""
+PIDS=()
+NAMES=()
+POLICY_RC_CREATED=""
+
+dump_logs() {
+  [[ -n ${RUNDIR} && -d ${RUNDIR} ]] || return 0
+  local f
+  for f in "${RUNDIR}"/*.log; do
+    [[ -s $f ]] || continue
+    printf '[bench] ---- %s (last 20 lines) ----\n' "${f##*/}" >&2
+    tail -n 20 "$f" >&2 || true
+  done
+}
+
+die() {
+  printf '\n[bench] FAIL: %s\n' "$*" >&2
+  dump_logs
+  exit 1
+}
+
+cleanup() {
+  local rc=$? i pid deadline
+  trap - EXIT INT TERM
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${PIDS[i]}" 2>/dev/null || true
+  done
+  deadline=$((SECONDS + 10))
+  for pid in "${PIDS[@]}"; do
+    while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -KILL "${pid}" 2>/dev/null || true
+    wait "${pid}" 2>/dev/null || true
+  done
+  if [[ -n ${POLICY_RC_CREATED} ]]; then
+    rm -f "${POLICY_RC_CREATED}" 2>/dev/null || sudo rm -f "${POLICY_RC_CREATED}" || true
+  fi
+  if [[ -n ${RUNDIR} && -d ${RUNDIR} ]]; then
+    if [[ ${BENCH_KEEP_RUNDIR:-0} == 1 ]]; then
+      log "kept run dir ${RUNDIR}"
+    else
+      rm -rf "${RUNDIR}"
+    fi
+  fi
+  exit "${rc}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools ----
+
+ensure_tools() {
+  local missing=() t sudo=()
+  for t in wrk nginx haproxy apache2; do
+    command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+  done
+  [[ -f ${APACHE_MODDIR}/mod_proxy_balancer.so ]] || missing+=(apache2-modules)
+  ((${#missing[@]} == 0)) && return 0
+  log "missing: ${missing[*]} -> apt-get install -y wrk nginx-light haproxy apache2"
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install wrk nginx haproxy apache2 yourself"
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 || die "not root and no sudo: cannot install ${missing[*]}"
+    sudo=(sudo)
+  fi
+  # Keep the packages' maintainer scripts from starting system-wide daemons
+  # (nginx and apache2 would both grab :80); this benchmark starts its own.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    POLICY_RC_CREATED=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "${POLICY_RC_CREATED}" >/dev/null
+    "${sudo[@]}" chmod 755 "${POLICY_RC_CREATED}"
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y wrk nginx-light haproxy apache2
+  if [[ -n ${POLICY_RC_CREATED} ]]; then
+    "${sudo[@]}" rm -f "${POLICY_RC_CREATED}"
+    POLICY_RC_CREATED=""
+  fi
+  for t in wrk nginx haproxy apache2; do
+    command -v "$t" >/dev/null 2>&1 || die "$t still missing after apt-get install"
+  done
+}
+
+build_bins() {
+  if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
+    log "BENCH_SKIP_BUILD=1: using existing ${GWELB_BIN} ${GWE_DEMO_BIN}"
+  elif [[ -f Makefile ]] && make -n build >/dev/null 2>&1; then
+    log "make build"
+    make build >&2
+  else
+    log "go build -o bin/ ./cmd/gwelb ./cmd/gwe-demo"
+    mkdir -p bin
+    go build -o bin/ ./cmd/gwelb ./cmd/gwe-demo >&2
+  fi
+  [[ -x ${GWE_DEMO_BIN} ]] || die "${GWE_DEMO_BIN} not found (make build)"
+  if [[ " ${TARGETS} " == *" gwelb "* ]]; then
+    [[ -x ${GWELB_BIN} ]] || die "${GWELB_BIN} not found (make build)"
+  fi
+}
+
+# ---------------------------------------------------------------- ports ----
+
+port_in_use() { { : <>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; }
+
+NEXT_PORT=${PORT_BASE}
+free_port() { # sets PORT
+  while port_in_use "${NEXT_PORT}"; do
+    NEXT_PORT=$((NEXT_PORT + 1))
+    ((NEXT_PORT < PORT_BASE + 1000)) || die "no free port in ${PORT_BASE}..$((PORT_BASE + 999))"
+  done
+  PORT=${NEXT_PORT}
+  NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+# ----------------------------------------------------------------- http ----
+
+send_request() { # send_request PORT PATH COOKIE (to stdout)
+  printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1:%s\r\nUser-Agent: gwelb-bench\r\n' "$2" "$1"
+  if [[ -n $3 ]]; then printf 'Cookie: %s\r\n' "$3"; fi
+  printf 'Connection: close\r\n\r\n'
+}
+
+# http_get PORT PATH [COOKIE]: one HTTP/1.1 request over bash's /dev/tcp (no
+# curl needed). Sets H_STATUS, H_SERVER (X-GWE-Server), H_SETCOOKIE (all
+# Set-Cookie values joined by " | ") and H_BODY (first body line).
+http_get() {
+  local port=$1 path=$2 cookie=${3-} fd line inbody=0 chunked=0
+  H_STATUS="" H_SERVER="" H_SETCOOKIE="" H_BODY=""
+  { exec {fd}<>"/dev/tcp/127.0.0.1/${port}"; } 2>/dev/null || return 1
+  if ! send_request "${port}" "${path}" "${cookie}" >&"${fd}"; then
+    exec {fd}>&-
+    return 1
+  fi
+  while IFS= read -r -t 5 -u "${fd}" line || [[ -n ${line} ]]; do
+    line=${line%$'\r'}
+    if ((inbody)); then
+      if ((chunked)); then chunked=0; continue; fi # skip the chunk-size line
+      H_BODY=${line}
+      break
+    fi
+    if [[ -z ${H_STATUS} ]]; then
+      H_STATUS=$(awk '{print $2}' <<<"${line}")
+    elif [[ -z ${line} ]]; then
+      inbody=1
+    else
+      case ${line,,} in
+      x-gwe-server:*) H_SERVER=${line#*:} H_SERVER=${H_SERVER# } ;;
+      set-cookie:*) H_SETCOOKIE+="${H_SETCOOKIE:+ | }${line#*: }" ;;
+      transfer-encoding:*chunked*) chunked=1 ;;
+      esac
+    fi
+  done
+  exec {fd}>&-
+  [[ -n ${H_STATUS} ]]
+}
+
+# ------------------------------------------------------------- processes ----
+
+# start NAME CPU CMD...: start CMD in the background (pinned to CPU when
+# pinning is on), output to RUNDIR/NAME.log.
+start() {
+  local name=$1 cpu=$2
+  shift 2
+  local pin=()
+  [[ -n ${cpu} && ${PIN} == 1 ]] && pin=(taskset -c "${cpu}")
+  "${pin[@]}" "$@" >"${RUNDIR}/${name}.log" 2>&1 &
+  PIDS+=("$!")
+  NAMES+=("${name}")
+  LAST_PID=$!
+}
+
+# wait_http NAME PID PORT PATH [COOKIE]: poll until PORT answers PATH with 200.
+wait_http() {
+  local name=$1 pid=$2 port=$3 path=$4 cookie=${5-}
+  local deadline=$((SECONDS + READY_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    kill -0 "${pid}" 2>/dev/null || die "${name} exited during startup (see ${name}.log)"
+    if http_get "${port}" "${path}" "${cookie}" && [[ ${H_STATUS} == 200 ]]; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  die "${name} not ready on 127.0.0.1:${port}${path} after ${READY_TIMEOUT}s (last status '${H_STATUS}')"
+}
+
+render() { # render TEMPLATE OUT
+  sed -e "s|@RUNDIR@|${RUNDIR}|g" \
+    -e "s|@LISTEN_PORT@|${LISTEN_PORT}|g" \
+    -e "s|@OPS_PORT@|${OPS_PORT}|g" \
+    -e "s|@B1_PORT@|${B_PORT[1]}|g" \
+    -e "s|@B2_PORT@|${B_PORT[2]}|g" \
+    -e "s|@B3_PORT@|${B_PORT[3]}|g" \
+    -e "s|@APACHE_MODDIR@|${APACHE_MODDIR}|g" \
+    -e "s|@NGINX_MIME_TYPES@|${NGINX_MIME_TYPES}|g" \
+    -e "s|@APACHE_USER_LINE@|${APACHE_USER_LINE}|g" \
+    -e "s|@APACHE_GROUP_LINE@|${APACHE_GROUP_LINE}|g" \
+    "${SCRIPT_DIR}/$1" >"$2"
+  if grep -q '@[A-Z0-9_]*@' "$2"; then die "unsubstituted placeholder in $2"; fi
+  # Never start a config that points anywhere but loopback.
+  if grep -Eo '([0-9]{1,3}\.){3}[0-9]{1,3}' "$2" | grep -vqx '127\.0\.0\.1'; then
+    die "non-loopback address in rendered $2"
+  fi
+  mkdir -p "${OUT_DIR}/configs"
+  cp "$2" "${OUT_DIR}/configs/"
+}
+
+declare -A TPORT=() # target -> port wrk hits
+declare -A TPID=()
+
+start_target() {
+  local t=$1
+  case $t in
+  direct)
+    TPORT[direct]=${B_PORT[2]}
+    ;;
+  gwelb)
+    free_port; LISTEN_PORT=${PORT}
+    free_port; OPS_PORT=${PORT}
+    render gwelb-backend.yaml.tmpl "${RUNDIR}/gwelb-backend.yaml"
+    start gwelb "${LB_CPU}" env GOMAXPROCS=1 "${GWELB_BIN}" agent -config "${RUNDIR}/gwelb-backend.yaml"
+    TPID[gwelb]=${LAST_PID}
+    TPORT[gwelb]=${LISTEN_PORT}
+    wait_http gwelb "${LAST_PID}" "${OPS_PORT}" /readyz
+    ;;
+  nginx)
+    free_port; LISTEN_PORT=${PORT}
+    render nginx-backend.conf.tmpl "${RUNDIR}/nginx-backend.conf"
+    nginx -t -p "${RUNDIR}" -c "${RUNDIR}/nginx-backend.conf" >"${RUNDIR}/nginx-t.log" 2>&1 ||
+      die "nginx -t failed: $(cat "${RUNDIR}/nginx-t.log")"
+    start nginx "${LB_CPU}" nginx -p "${RUNDIR}" -c "${RUNDIR}/nginx-backend.conf"
+    TPID[nginx]=${LAST_PID}
+    TPORT[nginx]=${LISTEN_PORT}
+    ;;
+  haproxy)
+    free_port; LISTEN_PORT=${PORT}
+    render haproxy.cfg.tmpl "${RUNDIR}/haproxy.cfg"
+    haproxy -c -q -f "${RUNDIR}/haproxy.cfg" >"${RUNDIR}/haproxy-c.log" 2>&1 ||
+      die "haproxy -c failed: $(cat "${RUNDIR}/haproxy-c.log")"
+    start haproxy "${LB_CPU}" haproxy -db -f "${RUNDIR}/haproxy.cfg"
+    TPID[haproxy]=${LAST_PID}
+    TPORT[haproxy]=${LISTEN_PORT}
+    ;;
+  apache)
+    free_port; LISTEN_PORT=${PORT}
+    render apache-backend.conf.tmpl "${RUNDIR}/apache-backend.conf"
+    apache2 -t -d "${RUNDIR}" -f "${RUNDIR}/apache-backend.conf" >"${RUNDIR}/apache-t.log" 2>&1 ||
+      die "apache2 -t failed: $(cat "${RUNDIR}/apache-t.log")"
+    start apache "${LB_CPU}" apache2 -d "${RUNDIR}" -f "${RUNDIR}/apache-backend.conf" -DFOREGROUND
+    TPID[apache]=${LAST_PID}
+    TPORT[apache]=${LISTEN_PORT}
+    ;;
+  *) die "unknown target '$t' (BENCH_TARGETS)" ;;
+  esac
+  if [[ $t != direct && $t != gwelb ]]; then
+    wait_http "$t" "${TPID[$t]}" "${TPORT[$t]}" "${REQ_PATH}" "${STICKY_COOKIE}"
+  fi
+}
+
+# has_cookie NAME=VALUE: true if one of the Set-Cookie headers of the last
+# http_get sets exactly NAME=VALUE (attributes after ';' ignored).
+has_cookie() {
+  local c rest=${H_SETCOOKIE}
+  while [[ -n ${rest} ]]; do
+    c=${rest%%" | "*}
+    [[ ${rest} == *" | "* ]] && rest=${rest#*" | "} || rest=""
+    c=${c%%;*}
+    c=${c// /}
+    [[ ${c} == "$1" ]] && return 0
+  done
+  return 1
+}
+
+# verify_target T: sticky cookies must reach their server; new sessions must
+# get a ROUTEID cookie naming the server that answered, round-robin.
+verify_target() {
+  local t=$1 port=${TPORT[$1]} r i seen="" want
+  if [[ $t == direct ]]; then
+    http_get "${port}" "${REQ_PATH}" "${STICKY_COOKIE}" || die "direct: no answer on ${port}"
+    [[ ${H_STATUS} == 200 && ${H_SERVER} == 2 && ${H_BODY} == 2 ]] ||
+      die "direct: want 200 from server 2, got status=${H_STATUS} X-GWE-Server=${H_SERVER} body=${H_BODY}"
+    log "verify direct: server 2 answers ${REQ_PATH} (X-GWE-Server: 2)"
+    return 0
+  fi
+  for r in 2 1 3 2; do
+    for i in 1 2 3; do
+      http_get "${port}" "${REQ_PATH}" "ROUTEID=.${r}" || die "$t: no answer on ${port}"
+      if [[ ${H_STATUS} != 200 || ${H_SERVER} != "${r}" || ${H_BODY} != "${r}" ]]; then
+        die "$t does NOT route 'Cookie: ROUTEID=.${r}' to server ${r}: status=${H_STATUS} X-GWE-Server='${H_SERVER}' body='${H_BODY}' (request ${i})"
+      fi
+    done
+  done
+  for i in 1 2 3 4 5 6; do
+    http_get "${port}" "${REQ_PATH}" || die "$t: no answer on ${port}"
+    [[ ${H_STATUS} == 200 && -n ${H_SERVER} ]] ||
+      die "$t: new session: status=${H_STATUS} X-GWE-Server='${H_SERVER}'"
+    want="ROUTEID=.${H_SERVER}"
+    has_cookie "${want}" ||
+      die "$t: new session answered by server ${H_SERVER} but Set-Cookie is '${H_SETCOOKIE}' (want ${want})"
+    [[ " ${seen} " == *" ${H_SERVER} "* ]] || seen+=" ${H_SERVER}"
+  done
+  (($(wc -w <<<"${seen}") >= 2)) || die "$t: 6 new sessions all went to server${seen} (no balancing)"
+  log "verify $t: ROUTEID=.1/.2/.3 -> servers 1/2/3; new sessions -> servers${seen} with matching Set-Cookie"
+}
+
+# ------------------------------------------------------------------- wrk ----
+
+# parse_wrk FILE -> "rps p50_ms p99_ms non2xx socket_errors requests"
+parse_wrk() {
+  awk '
+    function ms(v,   n, u) {
+      n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+      if (u == "us") return n / 1000
+      if (u == "ms") return n
+      if (u == "s") return n * 1000
+      if (u == "m") return n * 60000
+      return -1
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ { gsub(/,/, ""); serr = $4 + $6 + $8 + $10 }
+    / requests in / { reqs = $1 }
+    END {
+      if (rps == "" || p50 == "" || p99 == "") exit 1
+      printf "%s %.3f %.3f %d %d %d\n", rps, p50, p99, non2xx, serr, reqs
+    }' "$1"
+}
+
+# Per-round values, space-separated, keyed "target,scenario".
+declare -A RPS_R=() P50_R=() P99_R=()
+# Final values (medians over rounds; errors and requests summed).
+declare -A RPS=() P50=() P99=() ERRS=() REQS=()
+
+bench() { # bench TARGET SCENARIO ROUND
+  local t=$1 s=$2 round=$3 url hdr=() raw parsed rps p50 p99 non2xx serr reqs
+  url="http://127.0.0.1:${TPORT[$t]}${REQ_PATH}"
+  [[ $s == sticky ]] && hdr=(-H "Cookie: ${STICKY_COOKIE}")
+  raw="${OUT_DIR}/raw/${t}-${s}-r${round}.txt"
+  local wpin=()
+  [[ ${PIN} == 1 ]] && wpin=(taskset -c "${WRK_CPU}")
+  log "round ${round}/${ROUNDS} ${t}/${s}: wrk warm-up ${WARMUP}, then -t${THREADS} -c${CONNECTIONS} -d${DURATION} --latency ${hdr[*]} ${url}"
+  "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${WARMUP}" "${hdr[@]}" "${url}" >/dev/null ||
+    die "wrk warm-up failed for ${t}/${s}"
+  "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency "${hdr[@]}" "${url}" >"${raw}" ||
+    die "wrk failed for ${t}/${s}"
+  parsed=$(parse_wrk "${raw}") || die "cannot parse wrk output ${raw}: $(cat "${raw}")"
+  read -r rps p50 p99 non2xx serr reqs <<<"${parsed}"
+  RPS_R[$t,$s]+="${RPS_R[$t,$s]:+ }${rps}"
+  P50_R[$t,$s]+="${P50_R[$t,$s]:+ }${p50}"
+  P99_R[$t,$s]+="${P99_R[$t,$s]:+ }${p99}"
+  REQS[$t,$s]=$((${REQS[$t,$s]:-0} + reqs))
+  ERRS[$t,$s]=$((${ERRS[$t,$s]:-0} + non2xx + serr))
+  if ((non2xx + serr > 0)); then
+    log "WARNING: ${t}/${s}: ${non2xx} non-2xx responses and ${serr} socket errors (see ${raw})"
+  fi
+  # Cheap post-check that the balancer still routes correctly after the load.
+  if [[ $t != direct ]]; then
+    if ! http_get "${TPORT[$t]}" "${REQ_PATH}" "${STICKY_COOKIE}" || [[ ${H_SERVER} != 2 ]]; then
+      die "${t}: after the run, ROUTEID=.2 no longer reaches server 2 (X-GWE-Server='${H_SERVER}')"
+    fi
+  fi
+}
+
+median() { # median of the (space-separated) numbers in $1
+  tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
+    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() { # ratio A B -> A/B with 2 decimals, or "-"
+  if [[ -z ${1} || -z ${2} ]]; then printf -- '-'; return; fi
+  awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) printf "-"; else printf "%.2f", a / b }'
+}
+
+json_str() { # minimal JSON string escaping
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/ }
+  s=${s//$'\n'/ }
+  printf '"%s"' "${s}"
+}
+
+version_of() {
+  case $1 in
+  direct) printf 'gwe-demo %s' "$(git -C "${REPO_ROOT}" describe --always --dirty 2>/dev/null || echo unknown)" ;;
+  gwelb) printf 'gwelb %s' "$(git -C "${REPO_ROOT}" describe --always --dirty 2>/dev/null || echo unknown)" ;;
+  nginx) nginx -v 2>&1 | head -n1 ;;
+  haproxy) haproxy -v 2>&1 | head -n1 | awk '{print $1, $2, $3}' ;;
+  apache) apache2 -v 2>&1 | head -n1 | sed 's/^Server version: //' ;;
+  esac
+}
+
+# ------------------------------------------------------------------ main ----
+
+ensure_tools
+build_bins
+
+NCPU=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)
+PIN=0
+LB_CPU="" WRK_CPU="" DEMO_CPU=""
+if [[ ${BENCH_NO_PIN:-0} != 1 ]] && ((NCPU >= 2)) && command -v taskset >/dev/null 2>&1; then
+  PIN=1 LB_CPU=1 WRK_CPU=0 DEMO_CPU=0
+  PIN_NOTE="balancers pinned to CPU 1; wrk and the 3 demo servers pinned to CPU 0 (taskset)"
+else
+  PIN_NOTE="no CPU pinning (ncpu=${NCPU}, taskset $(command -v taskset >/dev/null 2>&1 && echo present || echo missing), BENCH_NO_PIN=${BENCH_NO_PIN:-0})"
+fi
+BUDGET_NOTE="nginx worker_processes 1; haproxy nbthread 1; gwelb GOMAXPROCS=1; apache mpm_event defaults"
+
+if ((EUID == 0)) && getent passwd www-data >/dev/null 2>&1; then
+  APACHE_USER_LINE="User www-data" APACHE_GROUP_LINE="Group www-data"
+else
+  APACHE_USER_LINE="# (not root: no User)" APACHE_GROUP_LINE="# (not root: no Group)"
+fi
+LISTEN_PORT="" OPS_PORT=""
+
+RUNDIR=$(mktemp -d "${TMPDIR:-/tmp}/gwelb-bench.XXXXXX")
+chmod 755 "${RUNDIR}" # apache children (www-data) may need to traverse it
+rm -rf "${OUT_DIR}"
+mkdir -p "${OUT_DIR}/raw" "${OUT_DIR}/configs"
+
+log "${PIN_NOTE}"
+log "CPU budget: ${BUDGET_NOTE}"
+
+# Three demo GWE backend servers, routes/names 1 2 3.
+declare -a B_PORT=() DEMO_PID=()
+for r in 1 2 3; do
+  free_port
+  B_PORT[r]=${PORT}
+  start "gwe-demo-${r}" "${DEMO_CPU}" "${GWE_DEMO_BIN}" -addr "127.0.0.1:${PORT}" -name "${r}" -prefix /backend
+  DEMO_PID[r]=${LAST_PID}
+done
+for r in 1 2 3; do
+  wait_http "gwe-demo-${r}" "${DEMO_PID[r]}" "${B_PORT[r]}" "${REQ_PATH}"
+  http_get "${B_PORT[r]}" "${REQ_PATH}"
+  [[ ${H_SERVER} == "${r}" ]] || die "gwe-demo-${r} answers X-GWE-Server='${H_SERVER}', want '${r}'"
+done
+log "demo servers: 1=127.0.0.1:${B_PORT[1]} 2=127.0.0.1:${B_PORT[2]} 3=127.0.0.1:${B_PORT[3]}"
+
+read -r -a TARGET_LIST <<<"${TARGETS}"
+read -r -a SCENARIO_LIST <<<"${SCENARIOS}"
+for s in "${SCENARIO_LIST[@]}"; do
+  [[ $s == sticky || $s == new ]] || die "unknown scenario '$s' (BENCH_SCENARIOS: sticky new)"
+done
+
+# Start and verify everything before measuring anything.
+for t in "${TARGET_LIST[@]}"; do start_target "$t"; done
+for t in "${TARGET_LIST[@]}"; do verify_target "$t"; done
+
+[[ ${ROUNDS} =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for s in "${SCENARIO_LIST[@]}"; do
+    for t in "${TARGET_LIST[@]}"; do bench "$t" "$s" "${round}"; done
+  done
+done
+for s in "${SCENARIO_LIST[@]}"; do
+  for t in "${TARGET_LIST[@]}"; do
+    RPS[$t,$s]=$(median "${RPS_R[$t,$s]}")
+    P50[$t,$s]=$(median "${P50_R[$t,$s]}")
+    P99[$t,$s]=$(median "${P99_R[$t,$s]}")
+  done
+done
+
+# ---------------------------------------------------------------- report ----
+
+{
+  printf '# gwelb benchmark: wrk -t%s -c%s -d%s --latency %s (warm-up %s), %s round(s)%s\n' \
+    "${THREADS}" "${CONNECTIONS}" "${DURATION}" "${REQ_PATH}" "${WARMUP}" "${ROUNDS}" \
+    "$( ((ROUNDS > 1)) && echo ', medians shown')"
+  printf '# sticky = every request sends "Cookie: %s" (must reach server 2); new = no cookie (new session, round-robin)\n' "${STICKY_COOKIE}"
+  printf '# %s\n# %s; %s CPUs\n\n' "${PIN_NOTE}" "${BUDGET_NOTE}" "${NCPU}"
+  printf '| %-8s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s |\n' \
+    target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx'
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '----------' '-----------:' '---------:' \
+    '---------:' '--------:' '----------:' '---------:'
+  for s in "${SCENARIO_LIST[@]}"; do
+    for t in "${TARGET_LIST[@]}"; do
+      printf '| %-8s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s |\n' \
+        "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
+        "$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}")" "$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}")"
+    done
+  done
+  printf '\nx direct / x nginx = req/s of the row divided by req/s of direct / nginx in the same scenario.\n'
+} | tee "${OUT_DIR}/results.md"
+
+{
+  printf '{\n'
+  printf '  "generated_at": %s,\n' "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
+  printf '  "host": {"ncpu": %s, "cpu_model": %s, "kernel": %s},\n' "${NCPU}" \
+    "$(json_str "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)")" \
+    "$(json_str "$(uname -sr)")"
+  printf '  "wrk": {"threads": %s, "connections": %s, "duration": %s, "warmup": %s, "rounds": %s, "path": %s, "sticky_cookie": %s},\n' \
+    "${THREADS}" "${CONNECTIONS}" "$(json_str "${DURATION}")" "$(json_str "${WARMUP}")" "${ROUNDS}" \
+    "$(json_str "${REQ_PATH}")" "$(json_str "${STICKY_COOKIE}")"
+  printf '  "cpu_pinning": {"enabled": %s, "balancers_cpu": %s, "wrk_cpu": %s, "demo_servers_cpu": %s, "note": %s, "budget": %s},\n' \
+    "$([[ ${PIN} == 1 ]] && echo true || echo false)" "${LB_CPU:-null}" "${WRK_CPU:-null}" "${DEMO_CPU:-null}" \
+    "$(json_str "${PIN_NOTE}")" "$(json_str "${BUDGET_NOTE}")"
+  printf '  "versions": {'
+  sep=""
+  for t in "${TARGET_LIST[@]}"; do
+    printf '%s%s: %s' "${sep}" "$(json_str "$t")" "$(json_str "$(version_of "$t")")"
+    sep=", "
+  done
+  printf ', "wrk": %s},\n' "$(json_str "$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')")"
+  printf '  "results": [\n'
+  sep=""
+  for s in "${SCENARIO_LIST[@]}"; do
+    for t in "${TARGET_LIST[@]}"; do
+      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_rounds": [%s]}' \
+        "${sep}" "$(json_str "$t")" "$(json_str "$s")" "${REQS[$t,$s]}" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
+        "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(ratio "${P99[$t,$s]}" "${P99[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(tr ' ' ',' <<<"${RPS_R[$t,$s]}")"
+      sep=$',\n'
+    done
+  done
+  printf '\n  ]\n}\n'
+} >"${OUT_DIR}/results.json"
+
+log "wrote ${OUT_DIR}/results.json and ${OUT_DIR}/results.md"
