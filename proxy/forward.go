@@ -73,6 +73,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pv.members[st.member].inflight.Add(1)
 	// A retry may move the request; release whichever member serves it last.
 	defer func() { pv.members[st.member].inflight.Add(-1) }()
+	// Bodies stream both ways at once (rule 9): a member may answer before
+	// the request body has all arrived, and without full duplex net/http's
+	// HTTP/1 server would cut the rest of the body off once the response
+	// headers go out. HTTP/2 is always full duplex and says so with an error.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
@@ -141,12 +146,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil || req.Context().Err() != nil {
 		return resp, err
 	}
-	now := time.Now()
-	failed := st.pv.members[st.member]
-	if isConnFailure(err) {
-		failed.quarantinedUntil.Store(now.Add(st.pv.spec.FailTimeout).UnixNano())
-	}
-	t.s.opts.Observer.ObserveFailure(st.pv.spec.Name, failed.route, err)
+	failedIdx, failed := st.member, st.pv.members[st.member]
+	t.fail(st, err)
 	if st.retried || !isConnFailure(err) {
 		return nil, err
 	}
@@ -159,8 +160,10 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err // more of the body was sent than was kept
 		}
 	}
-	next := st.pv.pick(st.value, st.carried, now.UnixNano())
-	if next < 0 || next == st.member {
+	// The failed member is skipped even when fail_timeout is 0 and it is
+	// not quarantined.
+	next := st.pv.pickExcept(st.value, st.carried, time.Now().UnixNano(), failedIdx)
+	if next < 0 {
 		return nil, err
 	}
 	t.s.log.Info("retrying on fallback member", "pool", st.pv.spec.Name, "failed", failed.route, "fallback", st.pv.members[next].route, "err", err)
@@ -173,7 +176,21 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	target := st.pv.pool.Member(next).Target
 	retry.URL.Scheme, retry.URL.Host = target.Scheme, target.Host
 	st.upstreamStart = time.Now()
-	return t.s.transport.RoundTrip(retry)
+	resp, err = t.s.transport.RoundTrip(retry)
+	if err != nil && req.Context().Err() == nil {
+		t.fail(st, err) // the fallback's failure counts too (rule 8)
+	}
+	return resp, err
+}
+
+// fail records that the request's current member gave no response:
+// quarantine after a connection failure, and a health observation.
+func (t *retryTransport) fail(st *reqState, err error) {
+	m := st.pv.members[st.member]
+	if isConnFailure(err) {
+		m.quarantinedUntil.Store(time.Now().Add(st.pv.spec.FailTimeout).UnixNano())
+	}
+	t.s.opts.Observer.ObserveFailure(st.pv.spec.Name, m.route, err)
 }
 
 // isConnFailure reports whether err means the member never answered:

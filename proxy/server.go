@@ -211,6 +211,14 @@ func (pv *poolView) pick(value, route string, now int64) int {
 	})
 }
 
+// pickExcept is pick for a retry: member except, which just failed, is
+// skipped whether or not it is quarantined.
+func (pv *poolView) pickExcept(value, route string, now int64, except int) int {
+	return pv.pool.Pick(value, route, pv.rr.Add(1)-1, func(i int) bool {
+		return i == except || pv.members[i].quarantined(now)
+	})
+}
+
 // memberState is this node's local knowledge of one member.
 type memberState struct {
 	route            string
