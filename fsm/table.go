@@ -80,6 +80,7 @@ type PoolSpec struct {
 	InsertCookie bool          // set Cookie when the route is assigned or changes
 	CookieAttrs  CookieSpec    // attributes of the inserted cookie
 	FailTimeout  time.Duration // local quarantine after a connection failure
+	Health       HealthSpec    // active probe and verdict flap damping (see verdict.go)
 	Members      []MemberSpec
 }
 

@@ -60,7 +60,7 @@ func pickFunc(t testing.TB, s *Server, c pickCase) func() int {
 	return func() int {
 		keys := readSticky(req, pv.spec.QueryParam, pv.spec.Cookie)
 		value := keys.value()
-		return pv.pick(value, routeOf(value), now)
+		return pv.pick(value, fsm.RouteOf(value), now)
 	}
 }
 

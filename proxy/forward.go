@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gwelb/gwelb/fsm"
 )
 
 // Handler returns the http.Handler of a listener serving the named pools,
@@ -60,7 +62,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.pv = pv
 	st.keys = readSticky(r, pv.spec.QueryParam, pv.spec.Cookie)
 	st.value = st.keys.value()
-	st.carried = routeOf(st.value)
+	st.carried = fsm.RouteOf(st.value)
 	st.member = pv.pick(st.value, st.carried, start.UnixNano())
 	if st.member < 0 {
 		plain(lw, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/gwelb/gwelb/fsm"
 )
 
 // FuzzSticky feeds arbitrary query strings and Cookie headers to the
@@ -39,10 +41,10 @@ func FuzzSticky(f *testing.F) {
 		r := &http.Request{URL: &url.URL{Path: "/x", RawQuery: rawQuery}, Header: http.Header{"Cookie": {cookie}}}
 		for _, pv := range pools {
 			k := readSticky(r, pv.spec.QueryParam, pv.spec.Cookie)
-			if k.query != "" && !validSticky(k.query) {
+			if k.query != "" && !fsm.ValidSticky(k.query) {
 				t.Fatalf("query value %q is not valid", k.query)
 			}
-			if k.cookie != "" && !validSticky(k.cookie) {
+			if k.cookie != "" && !fsm.ValidSticky(k.cookie) {
 				t.Fatalf("cookie value %q is not valid", k.cookie)
 			}
 			if pv.spec.QueryParam == "" && k.query != "" {
@@ -58,18 +60,18 @@ func FuzzSticky(f *testing.F) {
 				t.Fatalf("query value %q is not in %q", k.query, rawQuery)
 			}
 			value := k.value()
-			if value != "" && !validSticky(value) {
+			if value != "" && !fsm.ValidSticky(value) {
 				t.Fatalf("value %q is not valid", value)
 			}
 			if k.query != "" && value != k.query {
 				t.Fatalf("value %q, but the query %q must win", value, k.query)
 			}
-			route := routeOf(value)
+			route := fsm.RouteOf(value)
 			if !strings.HasSuffix(value, route) {
 				t.Fatalf("route %q is not a suffix of %q", route, value)
 			}
 			if i := strings.IndexByte(value, '.'); (i < 0 && route != "") || (i >= 0 && route != value[i+1:]) {
-				t.Fatalf("routeOf(%q) = %q, want what follows the first dot", value, route)
+				t.Fatalf("fsm.RouteOf(%q) = %q, want what follows the first dot", value, route)
 			}
 			if m := pv.pick(value, route, 0); m < 0 || m >= len(pv.members) {
 				t.Fatalf("pick(%q) = %d", value, m)

@@ -188,8 +188,8 @@ func TestStickyNoRoute(t *testing.T) {
 		{"quote inside", "backend", "/backend/x", []string{`Cookie: ROUTEID=""".2"""`}, ""},
 		{"10 KB cookie", "backend", "/backend/x", []string{"Cookie: ROUTEID=" + huge}, ""},
 		{"10 KB alias", "frontend", "/frontend/x?alias=" + huge, nil, ""},
-		{"longest honoured value", "backend", "/backend/x", []string{"Cookie: ROUTEID=" + strings.Repeat("v", MaxStickyLen-2) + ".9"}, strings.Repeat("v", MaxStickyLen-2) + ".9"},
-		{"one byte too long", "backend", "/backend/x", []string{"Cookie: ROUTEID=" + strings.Repeat("v", MaxStickyLen-1) + ".2"}, ""},
+		{"longest honoured value", "backend", "/backend/x", []string{"Cookie: ROUTEID=" + strings.Repeat("v", fsm.MaxStickyLen-2) + ".9"}, strings.Repeat("v", fsm.MaxStickyLen-2) + ".9"},
+		{"one byte too long", "backend", "/backend/x", []string{"Cookie: ROUTEID=" + strings.Repeat("v", fsm.MaxStickyLen-1) + ".2"}, ""},
 		{"first duplicate malformed", "backend", "/backend/x", []string{"Cookie: ROUTEID=,; ROUTEID=.2"}, ""},
 		{"cookie without value", "backend", "/backend/x", []string{"Cookie: ROUTEID; other=.2"}, ""},
 	}

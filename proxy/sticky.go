@@ -4,11 +4,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-)
 
-// MaxStickyLen is the longest sticky value honoured; longer values are
-// treated as absent rather than hashed or logged at length.
-const MaxStickyLen = 256
+	"github.com/gwelb/gwelb/fsm"
+)
 
 // stickyKeys are the sticky values a request carried for one pool.
 type stickyKeys struct {
@@ -38,15 +36,6 @@ func readSticky(r *http.Request, queryName, cookieName string) stickyKeys {
 	return k
 }
 
-// routeOf returns what follows the first '.' of a sticky value, Apache's
-// rule: ".GWE_F_2" -> "GWE_F_2", "abc.2" -> "2", "abc" -> "".
-func routeOf(value string) string {
-	if i := strings.IndexByte(value, '.'); i >= 0 {
-		return value[i+1:]
-	}
-	return ""
-}
-
 // queryParam returns the URL-decoded value of the first occurrence of name
 // in a raw query, or "" when it is absent, empty or malformed. Names are
 // compared raw and case-sensitively, as Apache does.
@@ -65,7 +54,7 @@ func queryParam(rawQuery, name string) string {
 			}
 			val = dec
 		}
-		if !validSticky(val) {
+		if !fsm.ValidSticky(val) {
 			return ""
 		}
 		return val
@@ -90,27 +79,11 @@ func cookieValue(lines []string, name string) string {
 			if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
 				val = val[1 : len(val)-1]
 			}
-			if !validSticky(val) {
+			if !fsm.ValidSticky(val) {
 				return ""
 			}
 			return val
 		}
 	}
 	return ""
-}
-
-// validSticky reports whether v is usable as a sticky value: 1 to
-// MaxStickyLen visible ASCII characters that cannot break a Cookie header
-// or a log line.
-func validSticky(v string) bool {
-	if v == "" || len(v) > MaxStickyLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c <= ' ' || c >= 0x7f || c == '"' || c == ',' || c == ';' || c == '\\' {
-			return false
-		}
-	}
-	return true
 }

@@ -9,40 +9,6 @@ import (
 	"github.com/gwelb/gwelb/fsm"
 )
 
-func TestRouteOf(t *testing.T) {
-	tests := []struct{ value, route string }{
-		{".GWE_F_2", "GWE_F_2"},
-		{"abc.2", "2"},
-		{".2", "2"},
-		{"abc", ""},
-		{"", ""},
-		{".", ""},
-		{"abc.", ""},
-		{"a.b.c", "b.c"}, // the FIRST dot, as Apache
-		{"..2", ".2"},
-	}
-	for _, tt := range tests {
-		if got := routeOf(tt.value); got != tt.route {
-			t.Errorf("routeOf(%q) = %q, want %q", tt.value, got, tt.route)
-		}
-	}
-}
-
-func TestValidSticky(t *testing.T) {
-	valid := []string{".2", "abc.2", ".GWE_F_2", "x", strings.Repeat("a", MaxStickyLen), "%2E2", "a=b", "a:b/c?d&e", "~!@#$^*()[]{}<>|`'"}
-	invalid := []string{"", strings.Repeat("a", MaxStickyLen+1), ".2 ", " .2", "a\tb", ".2\x00", ".2\x7f", "\x01", ".2é", `"`, `.2"`, ".2,3", ".2;3", `.\2`, "\n"}
-	for _, v := range valid {
-		if !validSticky(v) {
-			t.Errorf("validSticky(%.40q) = false, want true", v)
-		}
-	}
-	for _, v := range invalid {
-		if validSticky(v) {
-			t.Errorf("validSticky(%.40q) = true, want false", v)
-		}
-	}
-}
-
 func TestQueryParam(t *testing.T) {
 	tests := []struct {
 		raw, name, want string
@@ -101,7 +67,7 @@ func TestCookieValue(t *testing.T) {
 		{"lone quote", []string{`ROUTEID="`}, ""},
 		{"inner quote", []string{`ROUTEID=a"b`}, ""},
 		{"non-ASCII", []string{"ROUTEID=.2\xc3\xa9"}, ""},
-		{"too long", []string{"ROUTEID=" + strings.Repeat("x", MaxStickyLen+1)}, ""},
+		{"too long", []string{"ROUTEID=" + strings.Repeat("x", fsm.MaxStickyLen+1)}, ""},
 		{"value with =", []string{"ROUTEID=a=b.2"}, "a=b.2"},
 		{"no lines", nil, ""},
 		{"empty line", []string{""}, ""},

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -14,12 +15,25 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/proxy"
 )
 
 // Config is gwelb's configuration file. Unknown keys are errors.
 type Config struct {
+	Node            string         `yaml:"node"`
+	DataDir         string         `yaml:"data_dir"`
+	RaftAddr        string         `yaml:"raft_addr"`
+	GossipAddr      string         `yaml:"gossip_addr"`
+	GRPCAddr        string         `yaml:"grpc_addr"`
+	BootstrapExpect int            `yaml:"bootstrap_expect"`
+	RetryJoin       []string       `yaml:"retry_join"`
+	Token           string         `yaml:"token"`
+	GossipKey       string         `yaml:"gossip_key"`
+	GRPCTLS         *GRPCTLSConfig `yaml:"grpc_tls"`
+	Raft            RaftTiming     `yaml:"raft"`
+
 	Listeners   []ListenerConfig `yaml:"listeners"`
 	OpsAddr     string           `yaml:"ops_addr"`
 	AccessLog   string           `yaml:"access_log"`
@@ -28,6 +42,22 @@ type Config struct {
 	Limits      Limits           `yaml:"limits"`
 	UpstreamTLS UpstreamTLS      `yaml:"upstream_tls"`
 	Pools       []PoolConfig     `yaml:"pools"`
+}
+
+// GRPCTLSConfig secures the admin API; with ca set, clients and peers must
+// present certificates signed by it (mTLS).
+type GRPCTLSConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	CA   string `yaml:"ca"`
+}
+
+// RaftTiming overrides the control plane's failure-detection timing.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration `yaml:"heartbeat_timeout"`
+	ElectionTimeout    time.Duration `yaml:"election_timeout"`
+	LeaderLeaseTimeout time.Duration `yaml:"leader_lease_timeout"`
+	Gossip             string        `yaml:"gossip"`
 }
 
 // ListenerConfig is one data-plane listener.
@@ -169,6 +199,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("ops_addr %q: %w", c.OpsAddr, err)
 		}
 	}
+	if _, err := c.gossipKey(); err != nil {
+		return err
+	}
+	if c.GRPCTLS != nil && (c.GRPCTLS.Cert == "" || c.GRPCTLS.Key == "") {
+		return errors.New("grpc_tls: both cert and key are required")
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return fmt.Errorf("log_level: %w", err)
 	}
@@ -217,6 +253,86 @@ func (c *Config) Table() (*fsm.Table, error) {
 		return nil, fmt.Errorf("pools: %w", err)
 	}
 	return t, nil
+}
+
+// ClusterConfig maps the config onto the control plane's, with the file's
+// pools as the seed of a new cluster. The token may come from GWELB_TOKEN.
+func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
+	table, err := c.Table()
+	if err != nil {
+		return cluster.Config{}, err
+	}
+	var seed []fsm.PoolSpec
+	for _, p := range table.Pools() {
+		spec := p.Spec()
+		for _, m := range p.Members() {
+			spec.Members = append(spec.Members, m.MemberSpec)
+		}
+		seed = append(seed, spec)
+	}
+	key, _ := c.gossipKey()
+	token := c.Token
+	if token == "" {
+		token = os.Getenv("GWELB_TOKEN")
+	}
+	cc := cluster.Config{
+		Name: c.Node, DataDir: c.DataDir,
+		RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, GRPCAddr: c.GRPCAddr,
+		BootstrapExpect: c.BootstrapExpect, RetryJoin: c.RetryJoin,
+		Token: token, GossipKey: key, Dev: dev,
+		Timing: cluster.Timing{
+			HeartbeatTimeout: c.Raft.HeartbeatTimeout, ElectionTimeout: c.Raft.ElectionTimeout,
+			LeaderLeaseTimeout: c.Raft.LeaderLeaseTimeout, GossipProfile: c.Raft.Gossip,
+		},
+		Seed: seed,
+	}
+	if c.GRPCTLS != nil {
+		cc.TLS = &cluster.TLS{CertFile: c.GRPCTLS.Cert, KeyFile: c.GRPCTLS.Key, CAFile: c.GRPCTLS.CA}
+	}
+	if err := cc.Validate(); err != nil {
+		return cc, err
+	}
+	return cc, nil
+}
+
+// applyDev fills what a lone -dev node needs and the file left out: a
+// name, loopback addresses and a data directory in a temporary folder.
+func (c *Config) applyDev() error {
+	if c.Node == "" {
+		c.Node = "dev"
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = "127.0.0.1:7101"
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = "127.0.0.1:7201"
+	}
+	if c.GRPCAddr == "" {
+		c.GRPCAddr = "127.0.0.1:7001"
+	}
+	if c.DataDir == "" {
+		dir, err := os.MkdirTemp("", "gwelb-dev-")
+		if err != nil {
+			return fmt.Errorf("data_dir: %w", err)
+		}
+		c.DataDir = dir
+	}
+	return nil
+}
+
+func (c *Config) gossipKey() ([]byte, error) {
+	if c.GossipKey == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(c.GossipKey)
+	if err != nil {
+		return nil, fmt.Errorf("gossip_key: not base64: %w", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("gossip_key: %d bytes after base64, want 16, 24 or 32", len(key))
 }
 
 // ProxyOptions maps the config onto the data plane's options.

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/proxy"
 )
 
@@ -28,7 +29,7 @@ var version = "dev"
 const usage = `usage: gwelb <command> [flags]
 
 commands:
-  agent -config FILE   run a balancer node
+  agent -config FILE [-dev]   run a balancer node (-dev: a lone node, data in a temp dir)
   version              print the version
 `
 
@@ -53,29 +54,39 @@ func main() {
 func agentMain(args []string) int {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	configPath := fs.String("config", "", "path to the YAML config file")
+	dev := fs.Bool("dev", false, "run a lone node that bootstraps itself, data in a temp dir, no token needed")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *configPath == "" || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "gwelb agent: usage: gwelb agent -config FILE")
+		fmt.Fprintln(os.Stderr, "gwelb agent: usage: gwelb agent -config FILE [-dev]")
 		return 2
 	}
 	cfg, err := LoadConfig(*configPath)
+	if err == nil && *dev {
+		err = cfg.applyDev()
+	}
+	var cc cluster.Config
+	if err == nil {
+		cc, err = cfg.ClusterConfig(*dev)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gwelb:", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runAgent(ctx, cfg); err != nil {
+	if err := runAgent(ctx, cfg, cc); err != nil {
 		fmt.Fprintln(os.Stderr, "gwelb:", err)
 		return 1
 	}
 	return 0
 }
 
-// runAgent serves the data plane and the ops endpoints until ctx ends.
-func runAgent(ctx context.Context, cfg *Config) error {
+// runAgent runs the control plane, the data plane and the ops endpoints
+// until ctx ends (SIGTERM: leave the cluster gracefully) or an operator
+// makes the node leave.
+func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
@@ -92,13 +103,16 @@ func runAgent(ctx context.Context, cfg *Config) error {
 	defer closeLog()
 	opts.AccessLog = accessLog
 
-	table, err := cfg.Table()
+	srv := proxy.New(opts)
+	defer srv.Close()
+	cc.Logger = log
+	cc.OnTable = srv.Update
+	cc.InFlight = srv.InFlight
+	node, err := cluster.Start(cc)
 	if err != nil {
 		return err
 	}
-	srv := proxy.New(opts)
-	defer srv.Close()
-	srv.Update(table)
+	defer node.Kill()
 
 	var listeners []*proxy.Listener
 	for _, lc := range cfg.ListenerConfigs() {
@@ -127,16 +141,25 @@ func runAgent(ctx context.Context, cfg *Config) error {
 			}
 		}()
 	}
-	log.Info("gwelb started", "version", version, "pools", len(table.Pools()))
+	log.Info("gwelb started", "version", version, "node", cc.Name, "dev", cc.Dev)
 
 	var runErr error
+	leave := true
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		log.Info("shutting down: leaving the cluster")
+	case <-node.Left():
+		log.Info("left the cluster on request; shutting down")
+		leave = false
 	case runErr = <-errc:
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if leave && runErr == nil {
+		if err := node.Shutdown(shutdownCtx); err != nil {
+			log.Warn("leave", "err", err)
+		}
+	}
 	for _, l := range listeners {
 		if err := l.Shutdown(shutdownCtx); err != nil {
 			log.Warn("listener shutdown", "err", err)

@@ -146,11 +146,11 @@ build_bins() {
     log "BENCH_SKIP_BUILD=1: using existing ${GWELB_BIN} ${GWE_DEMO_BIN}"
   elif [[ -f Makefile ]] && make -n build >/dev/null 2>&1; then
     log "make build"
-    make build >&2
+    make build >&2 || die "make build failed (or run with BENCH_SKIP_BUILD=1 and existing bin/)"
   else
     log "go build -o bin/ ./cmd/gwelb ./cmd/gwe-demo"
     mkdir -p bin
-    go build -o bin/ ./cmd/gwelb ./cmd/gwe-demo >&2
+    go build -o bin/ ./cmd/gwelb ./cmd/gwe-demo >&2 || die "go build failed (or run with BENCH_SKIP_BUILD=1 and existing bin/)"
   fi
   [[ -x ${GWE_DEMO_BIN} ]] || die "${GWE_DEMO_BIN} not found (make build)"
   if [[ " ${TARGETS} " == *" gwelb "* ]]; then
@@ -422,6 +422,21 @@ bench() { # bench TARGET SCENARIO ROUND
   fi
 }
 
+# cpu_busy_pct: percentage of all CPUs' time spent busy over the next 2s
+# (from /proc/stat; "unknown" without it). Everything started by this script
+# is idle then, so this is other load on the machine.
+cpu_busy_pct() {
+  local a b
+  a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat 2>/dev/null) || a=""
+  sleep 2
+  b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat 2>/dev/null) || b=""
+  if [[ -z $a || -z $b ]]; then echo unknown; return; fi
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    busy = y[1] - x[1]; total = busy + y[2] - x[2]
+    if (total <= 0) print "unknown"; else printf "%.0f\n", 100 * busy / total }'
+}
+
 median() { # median of the (space-separated) numbers in $1
   tr ' ' '\n' <<<"$1" | sort -g | awk '{ v[NR] = $1 }
     END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -507,11 +522,20 @@ for t in "${TARGET_LIST[@]}"; do start_target "$t"; done
 for t in "${TARGET_LIST[@]}"; do verify_target "$t"; done
 
 [[ ${ROUNDS} =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+IDLE_BUSY=$(cpu_busy_pct)
+log "before measuring: CPU ${IDLE_BUSY}% busy over 2s with everything idle; load average ${LOADAVG_START}"
+# Even rounds run the targets in reverse order, so no target always runs
+# right after the same neighbour.
+REVERSED=()
+for ((i = ${#TARGET_LIST[@]} - 1; i >= 0; i--)); do REVERSED+=("${TARGET_LIST[i]}"); done
 for ((round = 1; round <= ROUNDS; round++)); do
   for s in "${SCENARIO_LIST[@]}"; do
-    for t in "${TARGET_LIST[@]}"; do bench "$t" "$s" "${round}"; done
+    if ((round % 2)); then order=("${TARGET_LIST[@]}"); else order=("${REVERSED[@]}"); fi
+    for t in "${order[@]}"; do bench "$t" "$s" "${round}"; done
   done
 done
+LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 for s in "${SCENARIO_LIST[@]}"; do
   for t in "${TARGET_LIST[@]}"; do
     RPS[$t,$s]=$(median "${RPS_R[$t,$s]}")
@@ -527,7 +551,13 @@ done
     "${THREADS}" "${CONNECTIONS}" "${DURATION}" "${REQ_PATH}" "${WARMUP}" "${ROUNDS}" \
     "$( ((ROUNDS > 1)) && echo ', medians shown')"
   printf '# sticky = every request sends "Cookie: %s" (must reach server 2); new = no cookie (new session, round-robin)\n' "${STICKY_COOKIE}"
-  printf '# %s\n# %s; %s CPUs\n\n' "${PIN_NOTE}" "${BUDGET_NOTE}" "${NCPU}"
+  printf '# %s\n# %s; %s CPUs\n' "${PIN_NOTE}" "${BUDGET_NOTE}" "${NCPU}"
+  printf '# other load: CPUs %s%% busy just before measuring; load average %s before, %s after\n\n' \
+    "${IDLE_BUSY}" "${LOADAVG_START}" "${LOADAVG_END}"
+  if [[ ${IDLE_BUSY} =~ ^[0-9]+$ ]] && ((IDLE_BUSY > 10)); then
+    printf '# WARNING: other processes kept the CPUs %s%% busy before measuring: numbers are noisy;\n' "${IDLE_BUSY}"
+    printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
+  fi
   printf '| %-8s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s |\n' \
     target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx'
   printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '----------' '-----------:' '---------:' \
@@ -545,9 +575,10 @@ done
 {
   printf '{\n'
   printf '  "generated_at": %s,\n' "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
-  printf '  "host": {"ncpu": %s, "cpu_model": %s, "kernel": %s},\n' "${NCPU}" \
+  printf '  "host": {"ncpu": %s, "cpu_model": %s, "kernel": %s, "other_cpu_busy_pct_before": %s, "loadavg_start": %s, "loadavg_end": %s},\n' "${NCPU}" \
     "$(json_str "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)")" \
-    "$(json_str "$(uname -sr)")"
+    "$(json_str "$(uname -sr)")" "$([[ ${IDLE_BUSY} =~ ^[0-9]+$ ]] && echo "${IDLE_BUSY}" || echo null)" \
+    "$(json_str "${LOADAVG_START}")" "$(json_str "${LOADAVG_END}")"
   printf '  "wrk": {"threads": %s, "connections": %s, "duration": %s, "warmup": %s, "rounds": %s, "path": %s, "sticky_cookie": %s},\n' \
     "${THREADS}" "${CONNECTIONS}" "$(json_str "${DURATION}")" "$(json_str "${WARMUP}")" "${ROUNDS}" \
     "$(json_str "${REQ_PATH}")" "$(json_str "${STICKY_COOKIE}")"

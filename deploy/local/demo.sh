@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Starts three frontend and three backend demo GWE servers and a gwelb node
-# in front of them, all on loopback, and stops them all on Ctrl-C.
+# Starts a three-node gwelb cluster on loopback in front of three frontend
+# and three backend demo GWE servers, waits for a leader, prints what to
+# try, and stops everything on Ctrl-C. State and logs go to .demo/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 state=.demo
+rm -rf "$state"
 mkdir -p "$state"
 pids=()
 cleanup() {
@@ -20,31 +22,47 @@ for i in 1 2 3; do
 	bin/gwe-demo -addr "127.0.0.1:909$i" -name "$i" -prefix /backend >"$state/gwe-backend-$i.log" 2>&1 &
 	pids+=($!)
 done
-bin/gwelb agent -config deploy/examples/single.yaml >"$state/gwelb.log" 2>&1 &
-pids+=($!)
+for i in 1 2 3; do
+	bin/gwelb agent -config "deploy/local/n$i.yaml" >"$state/n$i.log" 2>&1 &
+	pids+=($!)
+done
 
-deadline=$((SECONDS + 15))
-until curl -fsS -o /dev/null http://127.0.0.1:8081/readyz 2>/dev/null; do
+export GWELB_TOKEN=demo-token
+deadline=$((SECONDS + 30))
+for ops in 8081 8181 8281; do
+	until curl -fsS -o /dev/null "http://127.0.0.1:$ops/readyz" 2>/dev/null; do
+		if [ $SECONDS -ge $deadline ]; then
+			echo "the cluster did not become ready; logs in $state/" >&2
+			tail -n 5 "$state"/n*.log >&2
+			exit 1
+		fi
+		sleep 0.2
+	done
+done
+until bin/gwelbctl --addr 127.0.0.1:7001 status -o json 2>/dev/null | grep -q '"leader"'; do
 	if [ $SECONDS -ge $deadline ]; then
-		echo "gwelb did not become ready; see $state/gwelb.log" >&2
-		tail -5 "$state/gwelb.log" >&2
+		echo "no leader elected; logs in $state/" >&2
 		exit 1
 	fi
 	sleep 0.2
 done
+bin/gwelbctl --addr 127.0.0.1:7001 status
 
 cat <<'MSG'
-gwelb demo is up (logs in .demo/):
-  gwelb node           http://127.0.0.1:8080   ops: http://127.0.0.1:8081/readyz
-  frontend GWE servers GWE_F_1..3 on 127.0.0.1:8091-8093
-  backend GWE servers  1..3 on 127.0.0.1:9091-9093
 
-Try:
-  curl -i http://127.0.0.1:8080/backend/x                     # new session: Set-Cookie ROUTEID=.<route>
-  curl -b 'ROUTEID=.2' http://127.0.0.1:8080/backend/x        # always 2
-  curl 'http://127.0.0.1:8080/frontend/x?alias=.GWE_F_3'      # always GWE_F_3
-  curl -X POST 'http://127.0.0.1:9092/_demo/health?state=down'  # make server 2 unhealthy
-  tail -f .demo/gwelb.log                                     # access log
+gwelb demo cluster is up (state and logs in .demo/):
+  nodes n1 n2 n3     data plane http://127.0.0.1:8080, :8180, :8280   admin gRPC 127.0.0.1:7001-7003
+  frontend GWE servers GWE_F_1..3 on 127.0.0.1:8091-8093, backend 1..3 on 127.0.0.1:9091-9093
+
+Try (in another shell, from this directory):
+  export GWELB_TOKEN=demo-token
+  bin/gwelbctl status
+  for p in 8080 8180 8280; do curl -s -b 'ROUTEID=.2' http://127.0.0.1:$p/backend/x; done    # 2 2 2
+  curl -s 'http://127.0.0.1:8180/frontend/x?alias=.GWE_F_3'                                # GWE_F_3
+  bin/gwelbctl route backend .2 --all-nodes                                                # every node agrees
+  bin/gwelbctl member drain backend 2 && bin/gwelbctl member list
+  kill $(pgrep -f 'n1.yaml') ; bin/gwelbctl --addr 127.0.0.1:7002 status                  # kill n1: a new leader
+  curl -s -b 'ROUTEID=.2' http://127.0.0.1:8180/backend/x                                  # still 2
 
 Ctrl-C stops everything.
 MSG

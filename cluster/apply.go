@@ -1,0 +1,135 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/gwelb/gwelb/fsm"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
+)
+
+// errNoLeader is what callers see when no leader appears within the write
+// timeout; gwelbctl maps the wording "no leader" to its exit code 4.
+func errNoLeader(wait time.Duration) error {
+	return status.Errorf(codes.Unavailable, "no leader: none elected within %v (is a quorum of nodes up?)", wait)
+}
+
+// apply commits cmd through Raft: on the leader directly, on a follower by
+// forwarding to the leader's admin API. Without a leader it waits up to
+// WriteTimeout for one. It returns the index the command was applied at.
+func (n *Node) apply(ctx context.Context, cmd *gwelbv1.Command) (uint64, error) {
+	if cmd.UnixNanos == 0 {
+		cmd.UnixNanos = time.Now().UnixNano()
+	}
+	data, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "encode command: %v", err)
+	}
+	return n.applyBytes(ctx, data, false)
+}
+
+// applyBytes applies an encoded command. A forwarded command is never
+// forwarded again: a node that lost leadership answers "not leader" and the
+// original node retries against the new leader.
+func (n *Node) applyBytes(ctx context.Context, data []byte, forwarded bool) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.WriteTimeout)
+	defer cancel()
+	for {
+		index, retry, err := n.tryApply(ctx, data, forwarded)
+		if !retry {
+			return index, err
+		}
+		select {
+		case <-ctx.Done():
+			if forwarded {
+				return 0, status.Error(codes.Unavailable, "not leader")
+			}
+			return 0, errNoLeader(n.cfg.WriteTimeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// tryApply makes one attempt; retry reports a transient failure (no leader
+// yet, leadership changed) worth another attempt.
+func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index uint64, retry bool, err error) {
+	if n.IsLeader() {
+		deadline, _ := ctx.Deadline()
+		f := n.raft.Apply(data, time.Until(deadline))
+		if err := f.Error(); err != nil {
+			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				// Commands are idempotent upserts, so trying again after an
+				// indeterminate ErrLeadershipLost is safe.
+				return 0, true, nil
+			}
+			return 0, false, status.Errorf(codes.Unavailable, "raft apply: %v", err)
+		}
+		if resp, ok := f.Response().(error); ok && resp != nil {
+			return 0, false, fsmError(resp)
+		}
+		return f.Index(), false, nil
+	}
+	if forwarded {
+		return 0, true, nil
+	}
+	leader := n.Leader()
+	if leader == "" {
+		return 0, true, nil
+	}
+	addr := n.grpcAddrOf(leader)
+	if addr == "" {
+		return 0, true, nil // gossip has not told us where the leader listens yet
+	}
+	resp, err := n.peers.apply(ctx, addr, data)
+	if err != nil {
+		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
+			return 0, true, nil
+		}
+		return 0, false, err
+	}
+	return resp.GetIndex(), false, nil
+}
+
+// fsmError maps an FSM rejection onto a gRPC status.
+func fsmError(err error) error {
+	switch {
+	case errors.Is(err, fsm.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, fsm.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, fsm.ErrVersion):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// removePeer removes a node from the Raft configuration, on the leader.
+func (n *Node) removePeer(ctx context.Context, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.WriteTimeout)
+	defer cancel()
+	for {
+		if n.IsLeader() {
+			if err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout).Error(); err != nil {
+				return fmt.Errorf("remove %s: %w", name, err)
+			}
+			n.log.Info("removed node from the raft configuration", "peer", name)
+			return nil
+		}
+		if leader := n.Leader(); leader != "" && leader != n.cfg.Name {
+			if addr := n.grpcAddrOf(leader); addr != "" {
+				return n.peers.leave(ctx, addr, name)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errNoLeader(n.cfg.WriteTimeout)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

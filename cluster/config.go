@@ -1,0 +1,130 @@
+// Package cluster is gwelb's control plane: a Raft group (raft-boltdb/v2
+// stores) that replicates the member table, memberlist gossip that finds
+// peers and tells the leader who is alive, the leader's reconcile loop,
+// write forwarding and the gRPC admin service.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/gwelb/gwelb/fsm"
+)
+
+// Config configures a Node.
+type Config struct {
+	Name            string   // unique node name: Raft server ID and gossip name
+	DataDir         string   // Raft log, stable store and snapshots
+	RaftAddr        string   // host:port of the Raft TCP transport (bound and advertised)
+	GossipAddr      string   // host:port of memberlist (TCP and UDP)
+	GRPCAddr        string   // host:port of the admin API
+	BootstrapExpect int      // wait for this many nodes, then one bootstraps them all
+	RetryJoin       []string // gossip addresses to join, retried until one answers
+	Token           string   // admin API token; required unless Dev
+	GossipKey       []byte   // 16, 24 or 32 bytes: encrypt gossip; nil for plain
+	TLS             *TLS     // admin API TLS (and mTLS between nodes); nil for plaintext
+	Dev             bool     // a lone node that bootstraps itself
+
+	Timing       Timing        // Raft and gossip timing; zero fields take LAN defaults
+	WriteTimeout time.Duration // how long a write waits for a leader; default 5 s
+
+	Seed     []fsm.PoolSpec                 // applied once, when the cluster is first bootstrapped
+	OnTable  func(*fsm.Table)               // receives every new routing table, in index order
+	InFlight func(pool, route string) int64 // requests in flight per member, for Status; may be nil
+	Logger   *slog.Logger
+}
+
+// TLS names the admin API's certificate files (PEM).
+type TLS struct {
+	CertFile string // server certificate, also presented to peers when forwarding
+	KeyFile  string
+	CAFile   string // verifies peers; with it set, clients must present a certificate (mTLS)
+}
+
+// Timing holds the timeouts that decide how fast failures are noticed.
+//
+// The defaults suit a LAN or one host: Raft's own defaults (1 s heartbeat
+// and election timeouts) leave a cluster without a leader for 2-4 s after
+// the leader dies; a tenth of a second of round trip is plenty on a LAN, so
+// gwelb waits half a second, which elects a new leader in about 0.5-1.5 s,
+// and stays clear of false elections when a 2-core host is busy.
+type Timing struct {
+	HeartbeatTimeout   time.Duration // default 500 ms
+	ElectionTimeout    time.Duration // default 500 ms
+	LeaderLeaseTimeout time.Duration // default 250 ms; must not exceed HeartbeatTimeout
+	CommitTimeout      time.Duration // default 20 ms
+	GossipProfile      string        // "lan" (default) or "local": memberlist's LAN or loopback profile
+}
+
+func (c *Config) setDefaults() {
+	t := &c.Timing
+	if t.HeartbeatTimeout == 0 {
+		t.HeartbeatTimeout = 500 * time.Millisecond
+	}
+	if t.ElectionTimeout == 0 {
+		t.ElectionTimeout = 500 * time.Millisecond
+	}
+	if t.LeaderLeaseTimeout == 0 {
+		t.LeaderLeaseTimeout = 250 * time.Millisecond
+	}
+	if t.CommitTimeout == 0 {
+		t.CommitTimeout = 20 * time.Millisecond
+	}
+	if t.GossipProfile == "" {
+		t.GossipProfile = "lan"
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.OnTable == nil {
+		c.OnTable = func(*fsm.Table) {}
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	if c.Name == "" {
+		return errors.New("node: name is required")
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir: is required")
+	}
+	for _, a := range []struct{ field, addr string }{{"raft_addr", c.RaftAddr}, {"gossip_addr", c.GossipAddr}, {"grpc_addr", c.GRPCAddr}} {
+		host, _, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			return fmt.Errorf("%s %q: want host:port", a.field, a.addr)
+		}
+		if ip := net.ParseIP(host); a.field != "grpc_addr" && (ip == nil || ip.IsUnspecified()) {
+			return fmt.Errorf("%s %q: want an IP address other peers can reach (it is advertised as given)", a.field, a.addr)
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		return fmt.Errorf("bootstrap_expect %d: must not be negative", c.BootstrapExpect)
+	}
+	if c.Dev && c.BootstrapExpect > 1 {
+		return fmt.Errorf("bootstrap_expect %d: a -dev node bootstraps alone", c.BootstrapExpect)
+	}
+	if !c.Dev && c.Token == "" && (c.TLS == nil || c.TLS.CAFile == "") {
+		return errors.New("token: the admin API needs a token (or mTLS with tls.ca_file) unless -dev")
+	}
+	switch len(c.GossipKey) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("gossip_key: %d bytes, want 16, 24 or 32", len(c.GossipKey))
+	}
+	switch c.Timing.GossipProfile {
+	case "", "lan", "local":
+	default:
+		return fmt.Errorf("gossip profile %q: want lan or local", c.Timing.GossipProfile)
+	}
+	if c.Timing.LeaderLeaseTimeout > c.Timing.HeartbeatTimeout && c.Timing.HeartbeatTimeout > 0 {
+		return errors.New("raft timing: leader_lease_timeout must not exceed heartbeat_timeout")
+	}
+	return nil
+}

@@ -1,0 +1,240 @@
+package cluster
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+
+	"github.com/gwelb/gwelb/fsm"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
+)
+
+// reconcileInterval re-sweeps gossip against the Raft configuration even
+// without events: gossip events can be missed (Consul's lesson).
+const reconcileInterval = 5 * time.Second
+
+// monitorLeadership runs the leader loop while this node leads. It watches
+// Config.NotifyCh, which never drops a transition, unlike LeaderCh.
+func (n *Node) monitorLeadership(ctx context.Context) {
+	var lead *leadership
+	defer func() { lead.revoke() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-n.notifyCh:
+			switch {
+			case isLeader && lead == nil:
+				n.log.Info("became leader")
+				lead = n.establish(ctx)
+			case !isLeader && lead != nil:
+				n.log.Info("lost leadership")
+				lead.revoke()
+				lead = nil
+			}
+		}
+	}
+}
+
+// leadership is a running leader loop; establish and revoke are symmetric.
+type leadership struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (n *Node) establish(ctx context.Context) *leadership {
+	lctx, cancel := context.WithCancel(ctx)
+	l := &leadership{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		n.leaderLoop(lctx)
+	}()
+	return l
+}
+
+// revoke stops the leader loop and waits for it; nil is a no-op.
+func (l *leadership) revoke() {
+	if l == nil {
+		return
+	}
+	l.cancel()
+	<-l.done
+}
+
+// leaderLoop is the leader's duty: catch up with the log (Barrier), seed
+// the table once, and keep the Raft configuration in line with gossip.
+func (n *Node) leaderLoop(ctx context.Context) {
+	for {
+		// Act on FSM state only once every committed entry is applied.
+		if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return
+		} else {
+			n.log.Warn("leader barrier", "err", err)
+		}
+	}
+	if len(n.cfg.Seed) > 0 && !n.fsm.State().GetSeeded() {
+		if _, err := n.apply(ctx, fsm.SeedCommand(n.cfg.Seed)); err != nil {
+			n.log.Warn("seed the member table", "err", err)
+		} else {
+			n.log.Info("seeded the member table from the config file", "pools", len(n.cfg.Seed))
+		}
+	}
+	ticker := time.NewTicker(reconcileInterval)
+	defer ticker.Stop()
+	for {
+		n.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-n.events:
+		}
+	}
+}
+
+// reconcile turns gossip into Raft configuration changes, Nomad's way:
+// alive and unknown -> voter; left gracefully -> removed; failed -> kept
+// (only an operator's force-leave removes it, so quorum never shrinks by
+// itself). It then records the voters as the balancer set whose majority
+// decides health verdicts.
+func (n *Node) reconcile(ctx context.Context) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		n.log.Warn("reconcile: read raft configuration", "err", err)
+		return
+	}
+	servers := f.Configuration().Servers
+	inConfig := map[string]raft.Server{}
+	for _, s := range servers {
+		inConfig[string(s.ID)] = s
+	}
+	for _, m := range n.members() {
+		s, known := inConfig[m.Name]
+		switch {
+		case m.Status == memberlist.StateAlive && (!known || string(s.Address) != m.Meta.Raft || s.Suffrage != raft.Voter):
+			n.log.Info("adding voter", "peer", m.Name, "raft", m.Meta.Raft)
+			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.Raft), 0, n.cfg.WriteTimeout).Error(); err != nil {
+				n.log.Warn("add voter", "peer", m.Name, "err", err)
+			}
+		case m.Status == memberlist.StateLeft && known && m.Name != n.cfg.Name:
+			n.log.Info("removing voter that left", "peer", m.Name)
+			if err := n.raft.RemoveServer(raft.ServerID(m.Name), 0, n.cfg.WriteTimeout).Error(); err != nil {
+				n.log.Warn("remove voter", "peer", m.Name, "err", err)
+			}
+		}
+	}
+	n.syncBalancers(ctx)
+}
+
+// syncBalancers records the current voters in the FSM when they changed.
+func (n *Node) syncBalancers(ctx context.Context) {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	var voters []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		}
+	}
+	sort.Strings(voters)
+	if slices.Equal(voters, n.fsm.State().GetBalancers()) {
+		return
+	}
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: voters}}}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		n.log.Warn("record balancer set", "err", err)
+	}
+}
+
+// bootstrapLoop bootstraps the cluster once: a -dev node alone at once; with
+// bootstrap_expect N, the node with the lowest name bootstraps all of them
+// once N nodes gossip and none of them already has a configuration.
+// Everyone else waits for the leader to add them.
+func (n *Node) bootstrapLoop(ctx context.Context) {
+	has, err := raft.HasExistingState(n.logStore, n.logStore, n.snaps)
+	if err != nil {
+		n.log.Error("bootstrap: read raft state", "err", err)
+		return
+	}
+	if has {
+		return
+	}
+	if n.cfg.Dev {
+		n.bootstrap([]raft.Server{{ID: raft.ServerID(n.cfg.Name), Address: raft.ServerAddress(n.cfg.RaftAddr), Suffrage: raft.Voter}})
+		return
+	}
+	if n.cfg.BootstrapExpect == 0 {
+		return
+	}
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	for {
+		if done := n.tryBootstrap(ctx); done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-n.bootEvents:
+		}
+	}
+}
+
+// tryBootstrap reports whether bootstrapping is settled for this node.
+func (n *Node) tryBootstrap(ctx context.Context) bool {
+	if n.raft.LastIndex() > 0 || n.Leader() != "" {
+		return true // someone added us to a configuration
+	}
+	var alive []gossipMember
+	for _, m := range n.members() {
+		if m.Status == memberlist.StateAlive {
+			alive = append(alive, m)
+		}
+	}
+	if len(alive) < n.cfg.BootstrapExpect {
+		return false
+	}
+	sort.Slice(alive, func(i, j int) bool { return alive[i].Name < alive[j].Name })
+	if alive[0].Name != n.cfg.Name {
+		return false // the lowest name bootstraps; we wait to be added
+	}
+	// Never bootstrap a second configuration next to an existing cluster.
+	for _, m := range alive[1:] {
+		st, err := n.peers.status(ctx, m.Meta.GRPC)
+		if err != nil {
+			n.log.Debug("bootstrap: peer not ready", "peer", m.Name, "err", err)
+			return false
+		}
+		if st.GetLeader() != "" || st.GetLastLogIndex() > 0 {
+			n.log.Info("bootstrap: a cluster exists already; waiting to be added", "peer", m.Name, "leader", st.GetLeader())
+			return true
+		}
+	}
+	servers := make([]raft.Server, 0, len(alive))
+	for _, m := range alive {
+		servers = append(servers, raft.Server{ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.Meta.Raft), Suffrage: raft.Voter})
+	}
+	n.bootstrap(servers)
+	return true
+}
+
+func (n *Node) bootstrap(servers []raft.Server) {
+	names := make([]string, 0, len(servers))
+	for _, s := range servers {
+		names = append(names, string(s.ID))
+	}
+	if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+		n.log.Error("bootstrap", "err", err)
+		return
+	}
+	n.log.Info("bootstrapped the cluster", "voters", names)
+}

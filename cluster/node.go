@@ -1,0 +1,282 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+
+	"github.com/gwelb/gwelb/fsm"
+)
+
+// Node is one gwelb balancer node's control plane.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	logStore  *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	snaps     raft.SnapshotStore
+
+	gossip     *memberlist.Memberlist
+	notifyCh   <-chan bool   // Raft leadership transitions (never dropped, unlike LeaderCh)
+	events     chan struct{} // gossip changed: the leader reconciles
+	bootEvents chan struct{} // gossip changed: bootstrap looks again
+	grpc       *grpc.Server
+	grpcLn     net.Listener
+	peers      *peerClients
+	watchers   *watchers
+	tables     *tablePublisher
+
+	ctx      context.Context // ends when the node stops
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	left     chan struct{} // closed when the node left the cluster on request
+	leftOnce sync.Once
+	once     sync.Once // Kill runs once
+}
+
+// Start opens the node's stores, starts Raft, gossip and the admin API, and
+// joins or bootstraps the cluster in the background.
+func Start(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:        cfg,
+		log:        cfg.Logger.With("node", cfg.Name),
+		events:     make(chan struct{}, 1),
+		bootEvents: make(chan struct{}, 1),
+		watchers:   newWatchers(),
+		ctx:        ctx,
+		cancel:     cancel,
+		left:       make(chan struct{}),
+	}
+	n.tables = newTablePublisher(filepath.Join(cfg.DataDir, "table.cache"), cfg.OnTable, n.log)
+	n.fsm = fsm.NewFSM(func(t *fsm.Table) {
+		n.tables.publish(t)
+		n.tables.save(n.fsm.State())
+		n.watchers.notify()
+	})
+	if err := n.start(); err != nil {
+		n.Kill()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Node) start() error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	// Serve the last table this node knew before Raft has caught up, so a
+	// restarted node (or a whole restarted cluster) routes at once.
+	n.tables.loadCache()
+
+	if err := n.startRaft(); err != nil {
+		return err
+	}
+	peers, err := newPeerClients(n.cfg)
+	if err != nil {
+		return err
+	}
+	n.peers = peers
+	if err := n.startGRPC(); err != nil {
+		return err
+	}
+	if err := n.startGossip(); err != nil {
+		return err
+	}
+	n.goRun(n.monitorLeadership)
+	n.goRun(n.joinLoop)
+	n.goRun(n.bootstrapLoop)
+	n.log.Info("node started", "raft", n.cfg.RaftAddr, "gossip", n.cfg.GossipAddr, "grpc", n.GRPCAddr())
+	return nil
+}
+
+func (n *Node) startRaft() error {
+	logStore, err := raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(n.cfg.DataDir, "raft.db"),
+		// A second process on the same data_dir must fail, not hang.
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft store %s: %w", n.cfg.DataDir, err)
+	}
+	n.logStore = logStore
+	hlog := newHCLogger("raft", n.log)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, hlog)
+	if err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	n.snaps = snaps
+	addr, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
+	}
+	trans, err := raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, addr, 3, 10*time.Second, hlog)
+	if err != nil {
+		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
+	}
+	n.transport = trans
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.Name)
+	rc.HeartbeatTimeout = n.cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.Timing.CommitTimeout
+	rc.Logger = hlog
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+	// The state is a few kilobytes: snapshot often so restarts replay little.
+	rc.SnapshotThreshold = 1024
+	rc.TrailingLogs = 2048
+	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	n.notifyCh = notify
+	return nil
+}
+
+// goRun runs f in a goroutine tied to the node's lifetime.
+func (n *Node) goRun(f func(ctx context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f(n.ctx)
+	}()
+}
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// GRPCAddr is the bound admin API address.
+func (n *Node) GRPCAddr() string {
+	if n.grpcLn == nil {
+		return n.cfg.GRPCAddr
+	}
+	return n.grpcLn.Addr().String()
+}
+
+// Table returns the routing table this node's FSM has applied.
+func (n *Node) Table() *fsm.Table { return n.fsm.Table() }
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft != nil && n.raft.State() == raft.Leader }
+
+// Leader returns the leader's node name, or "" when none is known.
+func (n *Node) Leader() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// LastContact is how long ago this node heard from the leader (0 on the leader).
+func (n *Node) LastContact() time.Duration {
+	if n.IsLeader() {
+		return 0
+	}
+	lc := n.raft.LastContact()
+	if lc.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(lc)
+}
+
+// Left is closed when the node left the cluster because an operator asked
+// (gwelbctl leave); the daemon then exits.
+func (n *Node) Left() <-chan struct{} { return n.left }
+
+// Shutdown leaves the cluster gracefully, as on SIGTERM: it hands over
+// leadership if it holds it, leaves gossip so the leader removes it from
+// the Raft configuration, and closes its stores.
+func (n *Node) Shutdown(ctx context.Context) error {
+	err := n.leave(ctx)
+	n.Kill()
+	return err
+}
+
+// Kill stops the node without a goodbye, as a crash would (but releasing
+// its ports and files): peers see it fail and keep it as a voter.
+func (n *Node) Kill() {
+	n.once.Do(func() {
+		n.cancel()
+		if n.grpc != nil {
+			n.grpc.Stop()
+		}
+		if n.gossip != nil {
+			n.gossip.Shutdown()
+		}
+		if n.raft != nil {
+			if err := n.raft.Shutdown().Error(); err != nil {
+				n.log.Warn("raft shutdown", "err", err)
+			}
+		}
+		if n.transport != nil {
+			n.transport.Close()
+		}
+		if n.logStore != nil {
+			n.logStore.Close()
+		}
+		if n.peers != nil {
+			n.peers.close()
+		}
+		n.wg.Wait()
+		n.tables.close()
+	})
+}
+
+// leave hands over leadership, asks the leader to remove this node, and
+// leaves gossip.
+func (n *Node) leave(ctx context.Context) error {
+	var errs []error
+	if n.IsLeader() && n.voters() > 1 {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
+		}
+	}
+	if n.voters() > 1 {
+		if err := n.removePeer(ctx, n.cfg.Name); err != nil {
+			errs = append(errs, fmt.Errorf("leave raft: %w", err))
+		}
+	}
+	if n.gossip != nil {
+		if err := n.gossip.Leave(2 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+		}
+	}
+	n.log.Info("left the cluster")
+	return errors.Join(errs...)
+}
+
+// voters counts the voters of the current Raft configuration.
+func (n *Node) voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			c++
+		}
+	}
+	return c
+}
