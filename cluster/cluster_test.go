@@ -12,53 +12,54 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/gwelb/gwelb/cluster/clustertest"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // putMember adds member route (URL of GWE server gwe) through tn.
-func putMember(t *testing.T, c *testCluster, tn *testNode, route, url string) uint64 {
+func putMember(t *testing.T, c *clustertest.Cluster, tn *clustertest.Node, route, url string) uint64 {
 	t.Helper()
-	cl, ctx := c.admin(tn)
+	cl, ctx := c.Admin(tn)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{Pool: "backend", Route: route, Url: url, Weight: 1}})
 	if err != nil {
-		t.Fatalf("put member %s via %s: %v", route, tn.cfg.Name, err)
+		t.Fatalf("put member %s via %s: %v", route, tn.Cfg.Name, err)
 	}
 	return resp.GetIndex()
 }
 
 func TestWriteOnFollowerReachesEveryProxy(t *testing.T) {
-	c := newTestCluster(t, 3)
-	f := c.followers()[0]
-	index := putMember(t, c, f, "4", c.gwe["1"].URL)
+	c := clustertest.New(t, 3)
+	f := c.Followers()[0]
+	index := putMember(t, c, f, "4", c.GWE["1"].URL)
 	if index == 0 {
 		t.Fatal("write acknowledged without an index")
 	}
-	c.waitAll("member 4 in every proxy's table", func(tn *testNode) bool {
-		_, ok := tn.proxy.Table().Pool("backend").Lookup("4")
+	c.WaitAll("member 4 in every proxy's table", func(tn *clustertest.Node) bool {
+		_, ok := tn.Proxy.Table().Pool("backend").Lookup("4")
 		return ok
 	})
-	for _, tn := range c.live() {
-		server, _, err := get(t, tn, "/backend/x", "ROUTEID=.4")
+	for _, tn := range c.Live() {
+		server, _, err := clustertest.Get(t, tn, "/backend/x", "ROUTEID=.4")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if server != "1" { // route 4 points at demo server "1"
-			t.Errorf("%s routed ROUTEID=.4 to %q, want the server behind route 4 (1)", tn.cfg.Name, server)
+			t.Errorf("%s routed ROUTEID=.4 to %q, want the server behind route 4 (1)", tn.Cfg.Name, server)
 		}
 	}
 }
 
 func TestRouteAnswersTheSameOnEveryNode(t *testing.T) {
-	c := newTestCluster(t, 3)
-	cl, ctx := c.admin(c.followers()[0])
+	c := clustertest.New(t, 3)
+	cl, ctx := c.Admin(c.Followers()[0])
 	if _, err := cl.SetMemberState(ctx, &gwelbv1.SetMemberStateRequest{Pool: "backend", Route: "2", State: gwelbv1.AdminState_ADMIN_STATE_DISABLED}); err != nil {
 		t.Fatal(err)
 	}
-	c.waitAll("member 2 disabled everywhere", func(tn *testNode) bool {
-		i, _ := tn.proxy.Table().Pool("backend").Lookup("2")
-		return !tn.proxy.Table().Pool("backend").Member(i).Usable()
+	c.WaitAll("member 2 disabled everywhere", func(tn *clustertest.Node) bool {
+		i, _ := tn.Proxy.Table().Pool("backend").Lookup("2")
+		return !tn.Proxy.Table().Pool("backend").Member(i).Usable()
 	})
 	values := []string{".1", ".2", ".3", ".nope", "abc.2", "plain", ""}
 	for i := range 50 {
@@ -66,14 +67,14 @@ func TestRouteAnswersTheSameOnEveryNode(t *testing.T) {
 	}
 	for _, v := range values {
 		var first *gwelbv1.RouteResponse
-		for _, tn := range c.live() {
-			cl, ctx := c.admin(tn)
+		for _, tn := range c.Live() {
+			cl, ctx := c.Admin(tn)
 			resp, err := cl.Route(ctx, &gwelbv1.RouteRequest{Pool: "backend", Value: v})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if v != "" && resp.GetRoute() == "2" {
-				t.Errorf("%s routes %q to disabled member 2", tn.cfg.Name, v)
+				t.Errorf("%s routes %q to disabled member 2", tn.Cfg.Name, v)
 			}
 			if first == nil {
 				first = resp
@@ -85,8 +86,8 @@ func TestRouteAnswersTheSameOnEveryNode(t *testing.T) {
 }
 
 func TestAdminAPINeedsTheToken(t *testing.T) {
-	c := newTestCluster(t, 3)
-	cl, ctx := c.adminWithToken(c.nodes[0], "wrong")
+	c := clustertest.New(t, 3)
+	cl, ctx := c.AdminWithToken(c.Nodes[0], "wrong")
 	_, err := cl.Status(ctx, &gwelbv1.StatusRequest{})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("status with a wrong token: %v, want Unauthenticated", err)
@@ -97,17 +98,17 @@ func TestAdminAPINeedsTheToken(t *testing.T) {
 // writes succeed again, nothing acknowledged is lost, and the surviving
 // proxies never stop routing, each session staying on its server.
 func TestLeaderKill(t *testing.T) {
-	c := newTestCluster(t, 3)
-	leader := c.waitLeader()
+	c := clustertest.New(t, 3)
+	leader := c.WaitLeader()
 	var acked []string
 	for i := range 5 {
 		route := fmt.Sprintf("a%d", i)
-		putMember(t, c, c.followers()[i%2], route, c.gwe["3"].URL)
+		putMember(t, c, c.Followers()[i%2], route, c.GWE["3"].URL)
 		acked = append(acked, route)
 	}
 
-	var survivors []*testNode
-	for _, tn := range c.live() {
+	var survivors []*clustertest.Node
+	for _, tn := range c.Live() {
 		if tn != leader {
 			survivors = append(survivors, tn)
 		}
@@ -127,10 +128,10 @@ func TestLeaderKill(t *testing.T) {
 						return
 					default:
 					}
-					server, _, err := get(t, tn, "/backend/x", "ROUTEID=."+route)
+					server, _, err := clustertest.Get(t, tn, "/backend/x", "ROUTEID=."+route)
 					requests.Add(1)
 					if err == nil && server != route {
-						err = fmt.Errorf("session .%s served by %s via %s", route, server, tn.cfg.Name)
+						err = fmt.Errorf("session .%s served by %s via %s", route, server, tn.Cfg.Name)
 					}
 					if err != nil {
 						failures.Add(1)
@@ -142,23 +143,23 @@ func TestLeaderKill(t *testing.T) {
 	}
 
 	killedAt := time.Now()
-	c.kill(leader)
-	newLeader := c.waitLeader()
+	c.Kill(leader)
+	newLeader := c.WaitLeader()
 	elected := time.Since(killedAt)
 	if newLeader == leader {
 		t.Fatal("the killed node is still leader")
 	}
-	putMember(t, c, survivors[0], "after-kill", c.gwe["2"].URL)
+	putMember(t, c, survivors[0], "after-kill", c.GWE["2"].URL)
 	acked = append(acked, "after-kill")
 	close(stop)
 	wg.Wait()
-	t.Logf("new leader %s after %v; %d requests through survivors", newLeader.cfg.Name, elected, requests.Load())
+	t.Logf("new leader %s after %v; %d requests through survivors", newLeader.Cfg.Name, elected, requests.Load())
 	if failures.Load() > 0 {
 		t.Errorf("%d of %d requests through surviving nodes failed; first: %v", failures.Load(), requests.Load(), firstErr.Load())
 	}
-	c.waitAll("every acknowledged member on every survivor", func(tn *testNode) bool {
+	c.WaitAll("every acknowledged member on every survivor", func(tn *clustertest.Node) bool {
 		for _, r := range acked {
-			if _, ok := tn.proxy.Table().Pool("backend").Lookup(r); !ok {
+			if _, ok := tn.Proxy.Table().Pool("backend").Lookup(r); !ok {
 				return false
 			}
 		}
@@ -169,108 +170,108 @@ func TestLeaderKill(t *testing.T) {
 // TestRestart stops and restarts one node, then all three: the member table
 // survives in bolt and snapshots.
 func TestRestart(t *testing.T) {
-	c := newTestCluster(t, 3)
-	putMember(t, c, c.nodes[0], "durable", c.gwe["1"].URL)
-	hasDurable := func(tn *testNode) bool {
-		tab := tn.proxy.Table()
+	c := clustertest.New(t, 3)
+	putMember(t, c, c.Nodes[0], "durable", c.GWE["1"].URL)
+	hasDurable := func(tn *clustertest.Node) bool {
+		tab := tn.Proxy.Table()
 		if tab == nil || tab.Pool("backend") == nil {
 			return false
 		}
 		_, ok := tab.Pool("backend").Lookup("durable")
 		return ok
 	}
-	c.waitAll("durable member everywhere", hasDurable)
+	c.WaitAll("durable member everywhere", hasDurable)
 
-	one := c.followers()[0]
-	c.kill(one)
-	restarted := c.start(one.cfg)
+	one := c.Followers()[0]
+	c.Kill(one)
+	restarted := c.Start(one.Cfg)
 	if !hasDurable(restarted) {
 		t.Error("a restarted node does not route on its last table before raft catches up")
 	}
-	c.waitLeader()
-	putMember(t, c, restarted, "after-restart", c.gwe["2"].URL)
+	c.WaitLeader()
+	putMember(t, c, restarted, "after-restart", c.GWE["2"].URL)
 
-	cfgs := []*testNode{}
-	cfgs = append(cfgs, c.nodes...)
+	cfgs := []*clustertest.Node{}
+	cfgs = append(cfgs, c.Nodes...)
 	for _, tn := range cfgs {
-		c.kill(tn)
+		c.Kill(tn)
 	}
 	for _, tn := range cfgs {
-		c.start(tn.cfg)
+		c.Start(tn.Cfg)
 	}
-	c.waitLeader()
-	c.waitAll("durable and after-restart members after a whole-cluster restart", func(tn *testNode) bool {
+	c.WaitLeader()
+	c.WaitAll("durable and after-restart members after a whole-cluster restart", func(tn *clustertest.Node) bool {
 		if !hasDurable(tn) {
 			return false
 		}
-		_, ok := tn.proxy.Table().Pool("backend").Lookup("after-restart")
+		_, ok := tn.Proxy.Table().Pool("backend").Lookup("after-restart")
 		return ok
 	})
-	putMember(t, c, c.nodes[2], "after-full-restart", c.gwe["3"].URL)
+	putMember(t, c, c.Nodes[2], "after-full-restart", c.GWE["3"].URL)
 }
 
 // TestJoinLeaveAndForceLeave joins a fourth node, makes it leave gracefully,
 // then force-removes a killed node.
 func TestJoinLeaveAndForceLeave(t *testing.T) {
-	c := newTestCluster(t, 3)
-	fourth := c.start(c.nodeConfig("n4"))
-	cl, ctx := c.admin(fourth)
-	if _, err := cl.Join(ctx, &gwelbv1.JoinRequest{Addrs: []string{c.nodes[0].cfg.GossipAddr}}); err != nil {
+	c := clustertest.New(t, 3)
+	fourth := c.Start(c.NodeConfig("n4"))
+	cl, ctx := c.Admin(fourth)
+	if _, err := cl.Join(ctx, &gwelbv1.JoinRequest{Addrs: []string{c.Nodes[0].Cfg.GossipAddr}}); err != nil {
 		t.Fatalf("join: %v", err)
 	}
-	voters := func(tn *testNode) map[string]bool {
+	voters := func(tn *clustertest.Node) map[string]bool {
 		out := map[string]bool{}
-		for _, p := range tn.node.Status().GetPeers() {
+		for _, p := range tn.Node.Status().GetPeers() {
 			if p.GetSuffrage() == "Voter" {
 				out[p.GetId()] = true
 			}
 		}
 		return out
 	}
-	c.waitAll("n4 a voter everywhere", func(tn *testNode) bool { return voters(tn)["n4"] })
-	c.waitAll("n4 has the table", func(tn *testNode) bool {
-		return tn.proxy.Table() != nil && tn.proxy.Table().Pool("backend") != nil
+	c.WaitAll("n4 a voter everywhere", func(tn *clustertest.Node) bool { return voters(tn)["n4"] })
+	c.WaitAll("n4 has the table", func(tn *clustertest.Node) bool {
+		return tn.Proxy.Table() != nil && tn.Proxy.Table().Pool("backend") != nil
 	})
 
 	if _, err := cl.Leave(ctx, &gwelbv1.LeaveRequest{}); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
 	select {
-	case <-fourth.node.Left():
+	case <-fourth.Node.Left():
 	case <-time.After(20 * time.Second):
 		t.Fatal("n4 did not leave")
 	}
-	c.kill(fourth)
-	c.waitAll("n4 removed from the raft configuration", func(tn *testNode) bool { return !voters(tn)["n4"] })
+	c.Kill(fourth)
+	c.WaitAll("n4 removed from the raft configuration", func(tn *clustertest.Node) bool { return !voters(tn)["n4"] })
 
-	victim := c.followers()[0]
-	c.kill(victim)
-	leader := c.waitLeader()
-	if !voters(leader)[victim.cfg.Name] {
+	victim := c.Followers()[0]
+	c.Kill(victim)
+	leader := c.WaitLeader()
+	if !voters(leader)[victim.Cfg.Name] {
 		t.Fatal("a failed node was removed without an operator asking")
 	}
-	lc, lctx := c.admin(c.followers()[0])
-	if _, err := lc.Leave(lctx, &gwelbv1.LeaveRequest{Node: victim.cfg.Name}); err != nil {
+	lc, lctx := c.Admin(c.Followers()[0])
+	if _, err := lc.Leave(lctx, &gwelbv1.LeaveRequest{Node: victim.Cfg.Name}); err != nil {
 		t.Fatalf("force leave: %v", err)
 	}
-	c.waitAll("the killed node force-removed", func(tn *testNode) bool { return !voters(tn)[victim.cfg.Name] })
+	c.WaitAll("the killed node force-removed", func(tn *clustertest.Node) bool { return !voters(tn)[victim.Cfg.Name] })
 	if _, err := lc.Leave(lctx, &gwelbv1.LeaveRequest{Node: "no-such-node"}); status.Code(err) != codes.NotFound {
 		t.Errorf("force leave of an unknown node: %v, want NotFound", err)
 	}
-	putMember(t, c, leader, "two-left", c.gwe["1"].URL)
+	putMember(t, c, leader, "two-left", c.GWE["1"].URL)
 }
 
 // TestNoLeaderIsAClearError: with a quorum gone, a write gets Unavailable
 // "no leader" after the bounded wait, and the data plane keeps routing.
 func TestNoLeaderIsAClearError(t *testing.T) {
-	c := newTestCluster(t, 3)
-	survivor := c.followers()[0]
-	for _, tn := range c.live() {
+	c := clustertest.New(t, 3)
+	survivor := c.Followers()[0]
+	for _, tn := range c.Live() {
 		if tn != survivor {
-			c.kill(tn)
+			c.Kill(tn)
 		}
 	}
-	cl, ctx := c.admin(survivor)
+	cl, ctx := c.Admin(survivor)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{Pool: "backend", Route: "x", Url: "http://127.0.0.1:1"}})
@@ -278,15 +279,15 @@ func TestNoLeaderIsAClearError(t *testing.T) {
 	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no leader") {
 		t.Fatalf("write without a quorum: %v, want Unavailable \"no leader\"", err)
 	}
-	server, _, err := get(t, survivor, "/backend/x", "ROUTEID=.2")
+	server, _, err := clustertest.Get(t, survivor, "/backend/x", "ROUTEID=.2")
 	if err != nil || server != "2" {
 		t.Fatalf("data plane without a quorum: server %q, err %v", server, err)
 	}
 }
 
 func TestUnknownMemberIsNotFound(t *testing.T) {
-	c := newTestCluster(t, 3)
-	cl, ctx := c.admin(c.followers()[0])
+	c := clustertest.New(t, 3)
+	cl, ctx := c.Admin(c.Followers()[0])
 	_, err := cl.RemoveMember(ctx, &gwelbv1.RemoveMemberRequest{Pool: "backend", Route: "nope"})
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("remove unknown member: %v, want NotFound", err)

@@ -1,4 +1,7 @@
-package cluster_test
+// Package clustertest runs real gwelb nodes (control plane, data plane and
+// a listener each) over real TCP on loopback inside a test process, for the
+// cluster, gwelbctl and benchmark suites.
+package clustertest
 
 import (
 	"context"
@@ -25,29 +28,29 @@ import (
 	"github.com/gwelb/gwelb/proxy"
 )
 
-const testToken = "test-token"
+const Token = "test-token"
 
-// testNode is one real gwelb node: control plane, data plane and a listener.
-type testNode struct {
-	cfg   cluster.Config
-	node  *cluster.Node
-	proxy *proxy.Server
-	ln    *proxy.Listener
-	url   string // data-plane base URL
+// Node is one real gwelb node: control plane, data plane and a listener.
+type Node struct {
+	Cfg   cluster.Config
+	Node  *cluster.Node
+	Proxy *proxy.Server
+	Ln    *proxy.Listener
+	URL   string // data-plane base URL
 	dead  bool
 }
 
-// testCluster runs real nodes over real TCP on loopback in this process.
-type testCluster struct {
-	t       *testing.T
-	nodes   []*testNode
-	gwe     map[string]*httptest.Server // backend route -> demo GWE server
+// Cluster runs real nodes over real TCP on loopback in this process.
+type Cluster struct {
+	t       testing.TB
+	Nodes   []*Node
+	GWE     map[string]*httptest.Server // backend route -> demo GWE server
 	mu      sync.Mutex
 	clients map[string]*grpc.ClientConn
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t testing.TB) string {
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,17 +67,17 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// newTestCluster starts n nodes with bootstrap_expect n, seeded with a
+// New starts n nodes with bootstrap_expect n, seeded with a
 // backend pool of three demo GWE servers, and waits for a leader and the
 // seeded table on every node.
-func newTestCluster(t *testing.T, n int) *testCluster {
+func New(t testing.TB, n int) *Cluster {
 	t.Helper()
-	c := &testCluster{t: t, gwe: map[string]*httptest.Server{}, clients: map[string]*grpc.ClientConn{}}
+	c := &Cluster{t: t, GWE: map[string]*httptest.Server{}, clients: map[string]*grpc.ClientConn{}}
 	var members []fsm.MemberSpec
 	for _, route := range []string{"1", "2", "3"} {
 		s := httptest.NewServer(gwedemo.New(route, "/backend"))
 		t.Cleanup(s.Close)
-		c.gwe[route] = s
+		c.GWE[route] = s
 		members = append(members, fsm.MemberSpec{Route: route, URL: s.URL})
 	}
 	seed := []fsm.PoolSpec{{
@@ -84,7 +87,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	var gossipAddrs []string
 	var cfgs []cluster.Config
 	for i := range n {
-		cfg := c.nodeConfig(fmt.Sprintf("n%d", i+1))
+		cfg := c.NodeConfig(fmt.Sprintf("n%d", i+1))
 		cfg.BootstrapExpect = n
 		cfg.Seed = seed
 		cfgs = append(cfgs, cfg)
@@ -92,78 +95,78 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	}
 	for i := range cfgs {
 		cfgs[i].RetryJoin = gossipAddrs
-		c.start(cfgs[i])
+		c.Start(cfgs[i])
 	}
 	t.Cleanup(c.killAll)
-	c.waitLeader()
-	c.waitAll("seeded table on every node", func(tn *testNode) bool {
-		tab := tn.proxy.Table()
+	c.WaitLeader()
+	c.WaitAll("seeded table on every node", func(tn *Node) bool {
+		tab := tn.Proxy.Table()
 		return tab != nil && tab.Pool("backend") != nil
 	})
 	return c
 }
 
 // nodeConfig is a fresh node's config with free loopback ports.
-func (c *testCluster) nodeConfig(name string) cluster.Config {
+func (c *Cluster) NodeConfig(name string) cluster.Config {
 	return cluster.Config{
 		Name:       name,
 		DataDir:    filepath.Join(c.t.TempDir(), name),
-		RaftAddr:   freeAddr(c.t),
-		GossipAddr: freeAddr(c.t),
-		GRPCAddr:   freeAddr(c.t),
-		Token:      testToken,
+		RaftAddr:   FreeAddr(c.t),
+		GossipAddr: FreeAddr(c.t),
+		GRPCAddr:   FreeAddr(c.t),
+		Token:      Token,
 		Timing:     cluster.Timing{GossipProfile: "local"},
 		Logger:     testLogger(c.t).With("node", name),
 	}
 }
 
-// start runs a node with cfg and its proxy; it is added to c.nodes, or
+// start runs a node with cfg and its proxy; it is added to c.Nodes, or
 // replaces the entry with the same name (a restart).
-func (c *testCluster) start(cfg cluster.Config) *testNode {
+func (c *Cluster) Start(cfg cluster.Config) *Node {
 	c.t.Helper()
-	tn := &testNode{cfg: cfg, proxy: proxy.New(proxy.Options{Logger: cfg.Logger})}
-	cfg.OnTable = tn.proxy.Update
-	cfg.InFlight = tn.proxy.InFlight
+	tn := &Node{Cfg: cfg, Proxy: proxy.New(proxy.Options{Logger: cfg.Logger})}
+	cfg.OnTable = tn.Proxy.Update
+	cfg.InFlight = tn.Proxy.InFlight
 	node, err := cluster.Start(cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", cfg.Name, err)
 	}
-	tn.node = node
-	ln, err := tn.proxy.Listen(proxy.ListenerConfig{Addr: "127.0.0.1:0"})
+	tn.Node = node
+	ln, err := tn.Proxy.Listen(proxy.ListenerConfig{Addr: "127.0.0.1:0"})
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	tn.ln = ln
-	tn.url = "http://" + ln.Addr().String()
+	tn.Ln = ln
+	tn.URL = "http://" + ln.Addr().String()
 	go ln.Serve()
-	for i, old := range c.nodes {
-		if old.cfg.Name == cfg.Name {
-			c.nodes[i] = tn
+	for i, old := range c.Nodes {
+		if old.Cfg.Name == cfg.Name {
+			c.Nodes[i] = tn
 			return tn
 		}
 	}
-	c.nodes = append(c.nodes, tn)
+	c.Nodes = append(c.Nodes, tn)
 	return tn
 }
 
 // kill stops a node without goodbye (and its data plane).
-func (c *testCluster) kill(tn *testNode) {
+func (c *Cluster) Kill(tn *Node) {
 	tn.dead = true
-	tn.node.Kill()
-	tn.ln.Shutdown(context.Background())
-	tn.proxy.Close()
+	tn.Node.Kill()
+	tn.Ln.Shutdown(context.Background())
+	tn.Proxy.Close()
 	c.mu.Lock()
-	if cc := c.clients[tn.node.GRPCAddr()]; cc != nil {
+	if cc := c.clients[tn.Node.GRPCAddr()]; cc != nil {
 		cc.Close()
-		delete(c.clients, tn.node.GRPCAddr())
+		delete(c.clients, tn.Node.GRPCAddr())
 	}
 	c.mu.Unlock()
 }
 
-func (c *testCluster) killAll() {
-	for _, tn := range c.nodes {
+func (c *Cluster) killAll() {
+	for _, tn := range c.Nodes {
 		if !tn.dead {
-			c.kill(tn)
+			c.Kill(tn)
 		}
 	}
 	c.mu.Lock()
@@ -174,9 +177,9 @@ func (c *testCluster) killAll() {
 }
 
 // live returns the nodes that are running.
-func (c *testCluster) live() []*testNode {
-	var out []*testNode
-	for _, tn := range c.nodes {
+func (c *Cluster) Live() []*Node {
+	var out []*Node
+	for _, tn := range c.Nodes {
 		if !tn.dead {
 			out = append(out, tn)
 		}
@@ -185,19 +188,19 @@ func (c *testCluster) live() []*testNode {
 }
 
 // waitLeader waits until every live node agrees on one leader, and returns it.
-func (c *testCluster) waitLeader() *testNode {
+func (c *Cluster) WaitLeader() *Node {
 	c.t.Helper()
-	var leader *testNode
-	waitFor(c.t, 20*time.Second, "a leader every live node agrees on", func() bool {
+	var leader *Node
+	WaitFor(c.t, 20*time.Second, "a leader every live node agrees on", func() bool {
 		leader = nil
 		name := ""
-		for _, tn := range c.live() {
-			l := tn.node.Leader()
+		for _, tn := range c.Live() {
+			l := tn.Node.Leader()
 			if l == "" || (name != "" && l != name) {
 				return false
 			}
 			name = l
-			if tn.node.IsLeader() {
+			if tn.Node.IsLeader() {
 				leader = tn
 			}
 		}
@@ -206,10 +209,10 @@ func (c *testCluster) waitLeader() *testNode {
 	return leader
 }
 
-func (c *testCluster) followers() []*testNode {
-	var out []*testNode
-	for _, tn := range c.live() {
-		if !tn.node.IsLeader() {
+func (c *Cluster) Followers() []*Node {
+	var out []*Node
+	for _, tn := range c.Live() {
+		if !tn.Node.IsLeader() {
 			out = append(out, tn)
 		}
 	}
@@ -217,10 +220,10 @@ func (c *testCluster) followers() []*testNode {
 }
 
 // waitAll waits until cond holds on every live node.
-func (c *testCluster) waitAll(what string, cond func(*testNode) bool) {
+func (c *Cluster) WaitAll(what string, cond func(*Node) bool) {
 	c.t.Helper()
-	waitFor(c.t, 20*time.Second, what, func() bool {
-		for _, tn := range c.live() {
+	WaitFor(c.t, 20*time.Second, what, func() bool {
+		for _, tn := range c.Live() {
 			if !cond(tn) {
 				return false
 			}
@@ -230,14 +233,14 @@ func (c *testCluster) waitAll(what string, cond func(*testNode) bool) {
 }
 
 // admin returns an authenticated admin client for tn and a context.
-func (c *testCluster) admin(tn *testNode) (gwelbv1.AdminClient, context.Context) {
-	return c.adminWithToken(tn, testToken)
+func (c *Cluster) Admin(tn *Node) (gwelbv1.AdminClient, context.Context) {
+	return c.AdminWithToken(tn, Token)
 }
 
-func (c *testCluster) adminWithToken(tn *testNode, token string) (gwelbv1.AdminClient, context.Context) {
+func (c *Cluster) AdminWithToken(tn *Node, token string) (gwelbv1.AdminClient, context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	addr := tn.node.GRPCAddr()
+	addr := tn.Node.GRPCAddr()
 	cc := c.clients[addr]
 	if cc == nil {
 		var err error
@@ -253,8 +256,8 @@ func (c *testCluster) adminWithToken(tn *testNode, token string) (gwelbv1.AdminC
 
 // get sends GET path through tn's data plane with an optional cookie and
 // returns the serving GWE server's name and the response's Set-Cookie.
-func get(t testing.TB, tn *testNode, path, cookie string) (server, setCookie string, err error) {
-	req, _ := http.NewRequest("GET", tn.url+path, nil)
+func Get(t testing.TB, tn *Node, path, cookie string) (server, setCookie string, err error) {
+	req, _ := http.NewRequest("GET", tn.URL+path, nil)
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
 	}
@@ -265,13 +268,13 @@ func get(t testing.TB, tn *testNode, path, cookie string) (server, setCookie str
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return "", "", fmt.Errorf("GET %s via %s: %s", path, tn.cfg.Name, resp.Status)
+		return "", "", fmt.Errorf("GET %s via %s: %s", path, tn.Cfg.Name, resp.Status)
 	}
 	return resp.Header.Get(gwedemo.HeaderServer), resp.Header.Get("Set-Cookie"), nil
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
