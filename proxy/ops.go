@@ -2,13 +2,18 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"time"
 )
 
 // OpsHandler serves the balancer's own health for keepalived track scripts
 // and cloud load balancers: /healthz answers 200 while the process runs;
 // /readyz answers 200 when ready returns nil, else 503 with the reason.
-func OpsHandler(ready func() error) http.Handler {
+// /readyz?max_stale=10s also answers 503 while staleness (how long ago this
+// node last heard from a Raft quorum) exceeds 10 s, so a VRRP address moves
+// away from a node whose table may be out of date.
+func OpsHandler(ready func() error, staleness func() time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		plain(w, http.StatusOK, "ok")
@@ -17,6 +22,17 @@ func OpsHandler(ready func() error) http.Handler {
 		if err := ready(); err != nil {
 			plain(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 			return
+		}
+		if v := r.URL.Query().Get("max_stale"); v != "" {
+			limit, err := time.ParseDuration(v)
+			if err != nil || limit <= 0 {
+				plain(w, http.StatusBadRequest, "max_stale: want a positive duration such as 10s")
+				return
+			}
+			if age := staleness(); age > limit {
+				plain(w, http.StatusServiceUnavailable, fmt.Sprintf("not ready: no contact with a raft quorum for more than %v", limit))
+				return
+			}
 		}
 		plain(w, http.StatusOK, "ready")
 	})

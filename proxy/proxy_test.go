@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -1239,7 +1240,8 @@ func TestResponseHeaderTimeout(t *testing.T) {
 
 func TestReadyz(t *testing.T) {
 	srv := New(Options{Logger: discardLogger()})
-	ops := httptest.NewServer(OpsHandler(srv.Ready))
+	var stale atomic.Int64 // how long ago the node heard from a quorum
+	ops := httptest.NewServer(OpsHandler(srv.Ready, func() time.Duration { return time.Duration(stale.Load()) }))
 	t.Cleanup(ops.Close)
 	get := func(path string) (int, string) {
 		resp, err := http.Get(ops.URL + path)
@@ -1270,6 +1272,21 @@ func TestReadyz(t *testing.T) {
 	wantServer(t, h.get(t, "/backend/x"), "1")
 	if code, _ := get("/nope"); code != http.StatusNotFound {
 		t.Errorf("/nope = %d, want 404", code)
+	}
+	// The keepalived mode: fail while out of touch with the quorum too long.
+	stale.Store(int64(3 * time.Second))
+	if code, _ := get("/readyz?max_stale=10s"); code != http.StatusOK {
+		t.Errorf("/readyz?max_stale=10s with 3s staleness = %d, want 200", code)
+	}
+	stale.Store(int64(11 * time.Second))
+	if code, body := get("/readyz?max_stale=10s"); code != http.StatusServiceUnavailable || !strings.Contains(body, "quorum") {
+		t.Errorf("/readyz?max_stale=10s with 11s staleness = %d %q, want 503", code, body)
+	}
+	if code, _ := get("/readyz"); code != http.StatusOK {
+		t.Errorf("plain /readyz ignores staleness: got %d, want 200", code)
+	}
+	if code, _ := get("/readyz?max_stale=soon"); code != http.StatusBadRequest {
+		t.Errorf("/readyz?max_stale=soon = %d, want 400", code)
 	}
 }
 

@@ -133,7 +133,7 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 		if err != nil {
 			return fmt.Errorf("ops_addr %s: %w", cfg.OpsAddr, err)
 		}
-		ops = &http.Server{Handler: proxy.OpsHandler(srv.Ready), ReadHeaderTimeout: 5 * time.Second}
+		ops = &http.Server{Handler: proxy.OpsHandler(srv.Ready, node.LastContact), ReadHeaderTimeout: 5 * time.Second}
 		log.Info("ops listening", "addr", ln.Addr().String())
 		go func() {
 			if err := ops.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
