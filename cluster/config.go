@@ -5,6 +5,8 @@
 package cluster
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +32,11 @@ type Config struct {
 
 	Timing       Timing        // Raft and gossip timing; zero fields take LAN defaults
 	WriteTimeout time.Duration // how long a write waits for a leader; default 5 s
+
+	// ProbeDialer, when set, dials health probes (tests use it to cut one
+	// node off from one member); ProbeTLS verifies https members.
+	ProbeDialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	ProbeTLS    *tls.Config
 
 	Seed     []fsm.PoolSpec                 // applied once, when the cluster is first bootstrapped
 	OnTable  func(*fsm.Table)               // receives every new routing table, in index order

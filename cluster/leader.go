@@ -87,14 +87,45 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 	ticker := time.NewTicker(reconcileInterval)
 	defer ticker.Stop()
+	holdEnd := time.NewTimer(time.Hour)
+	defer holdEnd.Stop()
 	for {
 		n.reconcile(ctx)
+		if at, ok := n.nextHoldDownEnd(); ok {
+			holdEnd.Reset(time.Until(at))
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		case <-n.events:
+		case <-holdEnd.C:
+			n.rederiveVerdicts(ctx)
 		}
+	}
+}
+
+// nextHoldDownEnd is the earliest end of a flap hold-down still pending.
+func (n *Node) nextHoldDownEnd() (time.Time, bool) {
+	var next int64
+	for _, m := range n.fsm.State().GetMembers() {
+		if u := m.GetHoldDownUntilUnixNanos(); u > 0 && (next == 0 || u < next) {
+			next = u
+		}
+	}
+	if next == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, next), true
+}
+
+// rederiveVerdicts proposes the current balancer set again: the FSM derives
+// verdicts only when a command arrives, and a member held down for flapping
+// must be released at its hold-down end even if nobody observes anything.
+func (n *Node) rederiveVerdicts(ctx context.Context) {
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: n.fsm.State().GetBalancers()}}}
+	if _, err := n.apply(ctx, cmd); err != nil {
+		n.log.Warn("release hold-downs", "err", err)
 	}
 }
 

@@ -39,6 +39,8 @@ type Node struct {
 	grpcLn     net.Listener
 	peers      *peerClients
 	watchers   *watchers
+	prober     *prober
+	verdicts   map[string]fsm.Verdict // last verdict per member, to log changes on the leader
 	tables     *tablePublisher
 
 	ctx      context.Context // ends when the node stops
@@ -68,9 +70,12 @@ func Start(cfg Config) (*Node, error) {
 		left:       make(chan struct{}),
 	}
 	n.tables = newTablePublisher(filepath.Join(cfg.DataDir, "table.cache"), cfg.OnTable, n.log)
+	n.prober = newProber(n)
 	n.fsm = fsm.NewFSM(func(t *fsm.Table) {
 		n.tables.publish(t)
 		n.tables.save(n.fsm.State())
+		n.prober.sync(n.ctx, t)
+		n.logVerdictChanges(t)
 		n.watchers.notify()
 	})
 	if err := n.start(); err != nil {
@@ -156,6 +161,27 @@ func (n *Node) startRaft() error {
 	return nil
 }
 
+// logVerdictChanges logs each verdict change once, on the leader, with the
+// cause the FSM recorded.
+func (n *Node) logVerdictChanges(t *fsm.Table) {
+	seen := make(map[string]fsm.Verdict)
+	st := n.fsm.State()
+	causes := map[string]string{}
+	for _, m := range st.GetMembers() {
+		causes[m.GetPool()+"/"+m.GetRoute()] = m.GetVerdictCause()
+	}
+	for _, p := range t.Pools() {
+		for _, m := range p.Members() {
+			key := p.Name() + "/" + m.Route
+			seen[key] = m.Verdict
+			if old, ok := n.verdicts[key]; ok && old != m.Verdict && n.IsLeader() {
+				n.log.Info("verdict changed", "pool", p.Name(), "route", m.Route, "verdict", m.Verdict.String(), "cause", causes[key])
+			}
+		}
+	}
+	n.verdicts = seen
+}
+
 // goRun runs f in a goroutine tied to the node's lifetime.
 func (n *Node) goRun(f func(ctx context.Context)) {
 	n.wg.Add(1)
@@ -239,6 +265,7 @@ func (n *Node) Kill() {
 			n.peers.close()
 		}
 		n.wg.Wait()
+		n.prober.stop()
 		n.tables.close()
 	})
 }

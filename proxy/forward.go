@@ -192,7 +192,7 @@ func (t *retryTransport) fail(st *reqState, err error) {
 	if isConnFailure(err) {
 		m.quarantinedUntil.Store(time.Now().Add(st.pv.spec.FailTimeout).UnixNano())
 	}
-	t.s.opts.Observer.ObserveFailure(st.pv.spec.Name, m.route, err)
+	(*t.s.observer.Load()).ObserveFailure(st.pv.spec.Name, m.route, err)
 }
 
 // isConnFailure reports whether err means the member never answered:

@@ -52,7 +52,8 @@ type Server struct {
 	rp        *httputil.ReverseProxy
 	accessLog *accessLogger
 
-	view atomic.Pointer[view]
+	view     atomic.Pointer[view]
+	observer atomic.Pointer[Observer]
 
 	mu      sync.Mutex              // guards members and rr across Updates
 	members map[string]*memberState // by pool, route and URL
@@ -84,6 +85,7 @@ func New(opts Options) *Server {
 		members: map[string]*memberState{},
 		rr:      map[string]*atomic.Uint64{},
 	}
+	s.SetObserver(opts.Observer)
 	if opts.AccessLog != nil {
 		s.accessLog = &accessLogger{w: opts.AccessLog}
 	}
@@ -108,6 +110,10 @@ func New(opts Options) *Server {
 	}
 	return s
 }
+
+// SetObserver replaces the passive health sink; the daemon sets it once
+// the control plane, which is created after the proxy, is up.
+func (s *Server) SetObserver(o Observer) { s.observer.Store(&o) }
 
 // Update makes t the table every new request is routed by. Per-member local
 // state (quarantine, requests in flight) survives updates that keep the

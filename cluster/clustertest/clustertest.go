@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,7 +43,7 @@ type Node struct {
 type Cluster struct {
 	t       testing.TB
 	Nodes   []*Node
-	GWE     map[string]*httptest.Server // backend route -> demo GWE server
+	GWE     map[string]*GWEServer // backend route -> demo GWE server
 	mu      sync.Mutex
 	clients map[string]*grpc.ClientConn
 }
@@ -67,22 +66,28 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// New starts n nodes with bootstrap_expect n, seeded with a
-// backend pool of three demo GWE servers, and waits for a leader and the
-// seeded table on every node.
-func New(t testing.TB, n int) *Cluster {
+// Probe is the health check of the seeded pool: fast, so that tests see
+// verdicts change within a second.
+var Probe = fsm.HealthSpec{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
+
+// Option adjusts the config of the i-th node (0-based) before it starts.
+type Option func(i int, cfg *cluster.Config)
+
+// New starts n nodes with bootstrap_expect n, seeded with a backend pool of
+// three demo GWE servers (routes 1, 2, 3) probed every 100 ms, and waits for
+// a leader and the seeded table on every node.
+func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, GWE: map[string]*httptest.Server{}, clients: map[string]*grpc.ClientConn{}}
+	c := &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}}
 	var members []fsm.MemberSpec
 	for _, route := range []string{"1", "2", "3"} {
-		s := httptest.NewServer(gwedemo.New(route, "/backend"))
-		t.Cleanup(s.Close)
-		c.GWE[route] = s
-		members = append(members, fsm.MemberSpec{Route: route, URL: s.URL})
+		g := StartGWE(t, route, "/backend")
+		c.GWE[route] = g
+		members = append(members, fsm.MemberSpec{Route: route, URL: g.URL})
 	}
 	seed := []fsm.PoolSpec{{
 		Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true,
-		FailTimeout: 5 * time.Second, Members: members,
+		FailTimeout: 5 * time.Second, Health: Probe, Members: members,
 	}}
 	var gossipAddrs []string
 	var cfgs []cluster.Config
@@ -90,6 +95,9 @@ func New(t testing.TB, n int) *Cluster {
 		cfg := c.NodeConfig(fmt.Sprintf("n%d", i+1))
 		cfg.BootstrapExpect = n
 		cfg.Seed = seed
+		for _, o := range opts {
+			o(i, &cfg)
+		}
 		cfgs = append(cfgs, cfg)
 		gossipAddrs = append(gossipAddrs, cfg.GossipAddr)
 	}
@@ -132,6 +140,7 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 		c.t.Fatalf("start %s: %v", cfg.Name, err)
 	}
 	tn.Node = node
+	tn.Proxy.SetObserver(node)
 	ln, err := tn.Proxy.Listen(proxy.ListenerConfig{Addr: "127.0.0.1:0"})
 	if err != nil {
 		c.t.Fatal(err)
@@ -282,5 +291,54 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// GWEServer is a demo GWE server on a fixed loopback address that a test
+// can stop (connections refused) and start again.
+type GWEServer struct {
+	URL  string
+	Demo *gwedemo.Server
+	addr string
+
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+// StartGWE starts a demo GWE server named route serving prefix.
+func StartGWE(t testing.TB, route, prefix string) *GWEServer {
+	t.Helper()
+	g := &GWEServer{Demo: gwedemo.New(route, prefix), addr: FreeAddr(t)}
+	g.URL = "http://" + g.addr
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Stop)
+	return g
+}
+
+// Start listens again on the server's address.
+func (g *GWEServer) Start() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.srv != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", g.addr)
+	if err != nil {
+		return fmt.Errorf("restart GWE server %s: %w", g.addr, err)
+	}
+	g.srv = &http.Server{Handler: g.Demo, ReadHeaderTimeout: 5 * time.Second}
+	go g.srv.Serve(ln)
+	return nil
+}
+
+// Stop closes the listener and every connection: the server is dead.
+func (g *GWEServer) Stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.srv != nil {
+		g.srv.Close()
+		g.srv = nil
 	}
 }

@@ -100,7 +100,22 @@ type PoolConfig struct {
 	Sticky      StickyConfig   `yaml:"sticky"`
 	Cookie      CookieConfig   `yaml:"cookie"`
 	FailTimeout *time.Duration `yaml:"fail_timeout"`
+	Health      HealthConfig   `yaml:"health"`
 	Members     []MemberConfig `yaml:"members"`
+}
+
+// HealthConfig configures active probes of a pool's members and verdict
+// flap damping.
+type HealthConfig struct {
+	Path         string        `yaml:"path"`
+	Interval     time.Duration `yaml:"interval"`
+	Timeout      time.Duration `yaml:"timeout"`
+	Rise         int           `yaml:"rise"`
+	Fall         int           `yaml:"fall"`
+	ExpectStatus int           `yaml:"expect_status"`
+	FlapLimit    int           `yaml:"flap_limit"`
+	FlapWindow   time.Duration `yaml:"flap_window"`
+	HoldDown     time.Duration `yaml:"hold_down"`
 }
 
 // StickyConfig names where a pool reads its sticky value.
@@ -238,6 +253,11 @@ func (c *Config) Table() (*fsm.Table, error) {
 				Secure: p.Cookie.Secure, HTTPOnly: p.Cookie.HTTPOnly, SameSite: p.Cookie.SameSite,
 			},
 			FailTimeout: ft,
+			Health: fsm.HealthSpec{
+				Path: p.Health.Path, Interval: p.Health.Interval, Timeout: p.Health.Timeout,
+				Rise: p.Health.Rise, Fall: p.Health.Fall, ExpectStatus: p.Health.ExpectStatus,
+				FlapLimit: p.Health.FlapLimit, FlapWindow: p.Health.FlapWindow, HoldDown: p.Health.HoldDown,
+			},
 		}
 		for _, m := range p.Members {
 			state, _ := fsm.ParseAdminState(orDefault(m.State, "active"))

@@ -113,6 +113,7 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 		return err
 	}
 	defer node.Kill()
+	srv.SetObserver(node)
 
 	var listeners []*proxy.Listener
 	for _, lc := range cfg.ListenerConfigs() {
