@@ -19,10 +19,10 @@ type tablePublisher struct {
 	onTable func(*fsm.Table)
 	log     *slog.Logger
 
-	mu    sync.Mutex
-	index uint64 // highest index handed over
-	dirty chan *gwelbv1.State
-	done  chan struct{}
+	mu      sync.Mutex
+	catchUp uint64 // index of the cached table until the FSM has caught up with it; then 0
+	dirty   chan *gwelbv1.State
+	done    chan struct{}
 }
 
 func newTablePublisher(path string, onTable func(*fsm.Table), log *slog.Logger) *tablePublisher {
@@ -31,16 +31,18 @@ func newTablePublisher(path string, onTable func(*fsm.Table), log *slog.Logger) 
 	return p
 }
 
-// publish hands t to the data plane unless it is older than what it has:
-// a restarted FSM replays from its last snapshot, which may be older than
-// the cached table.
+// publish hands t to the data plane. After a restart the FSM replays from
+// its last snapshot, which may be older than the cached table the proxy is
+// already routing on, so tables older than the cache are held back until
+// the FSM has caught up. Later tables always pass: a snapshot an operator
+// restores carries an old index and must still take effect.
 func (p *tablePublisher) publish(t *fsm.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if t.Index() < p.index {
+	if t.Index() < p.catchUp {
 		return
 	}
-	p.index = t.Index()
+	p.catchUp = 0
 	p.onTable(t)
 }
 
@@ -89,7 +91,10 @@ func (p *tablePublisher) loadCache() {
 		return
 	}
 	p.log.Info("routing on cached table until raft catches up", "index", t.Index())
-	p.publish(t)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.catchUp = t.Index()
+	p.onTable(t)
 }
 
 func (p *tablePublisher) close() {
