@@ -43,6 +43,11 @@ func (n *Node) applyBytes(ctx context.Context, data []byte, forwarded bool) (uin
 	for {
 		index, retry, err := n.tryApply(ctx, data, forwarded)
 		if !retry {
+			if err == nil && !forwarded {
+				// Read your writes: a client that wrote through this node
+				// and reads from it next must see its write.
+				n.waitApplied(ctx, index)
+			}
 			return index, err
 		}
 		select {
@@ -52,6 +57,19 @@ func (n *Node) applyBytes(ctx context.Context, data []byte, forwarded bool) (uin
 			}
 			return 0, errNoLeader(n.cfg.WriteTimeout)
 		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// waitApplied waits until this node's FSM has applied index, or ctx ends.
+// (raft's AppliedIndex moves when entries are handed to the FSM, before
+// they are applied, so the FSM's own index is the one to watch.)
+func (n *Node) waitApplied(ctx context.Context, index uint64) {
+	for n.fsm.AppliedIndex() < index {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
 		}
 	}
 }
@@ -115,13 +133,17 @@ func (n *Node) removePeer(ctx context.Context, name string) error {
 	defer cancel()
 	for {
 		if n.IsLeader() {
-			if err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout).Error(); err != nil {
+			err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout).Error()
+			if err == nil {
+				n.log.Info("removed node from the raft configuration", "peer", name)
+				return nil
+			}
+			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 				return fmt.Errorf("remove %s: %w", name, err)
 			}
-			n.log.Info("removed node from the raft configuration", "peer", name)
-			return nil
-		}
-		if leader := n.Leader(); leader != "" && leader != n.cfg.Name {
+			// Leadership moved on: try again on, or through, the new leader
+			// (removing a server twice is harmless).
+		} else if leader := n.Leader(); leader != "" && leader != n.cfg.Name {
 			if addr := n.grpcAddrOf(leader); addr != "" {
 				return n.peers.leave(ctx, addr, name)
 			}

@@ -67,6 +67,13 @@ func NewFSM(publish func(*Table)) *FSM {
 // Table returns the current routing table; it is never nil.
 func (f *FSM) Table() *Table { return f.table.Load() }
 
+// AppliedIndex is the Raft index of the last command this FSM applied.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st.GetIndex()
+}
+
 // State returns a deep copy of the whole replicated state.
 func (f *FSM) State() *gwelbv1.State {
 	f.mu.Lock()
