@@ -123,10 +123,13 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	if st != nil && !st.upstreamStart.IsZero() && st.upstreamTime == 0 {
 		st.upstreamTime = time.Since(st.upstreamStart)
 	}
-	switch {
-	case r.Context().Err() != nil:
-		// The client went away; nobody reads the answer.
+	if r.Context().Err() != nil {
+		// The client went away; nobody reads the answer, and it is no
+		// upstream's fault worth a warning.
 		w.WriteHeader(499)
+		return
+	}
+	switch {
 	case isTimeout(err):
 		plain(w, http.StatusGatewayTimeout, "gwelb: upstream timeout")
 	default:

@@ -27,7 +27,7 @@
 #   BENCH_TARGETS="direct gwelb nginx haproxy apache"
 #   BENCH_SCENARIOS="sticky new"
 #   BENCH_ROUNDS=1            >1: repeat every run, report medians (less noise)
-#   BENCH_PORT_BASE=18400     first port tried; 9 free ports are picked upward
+#   BENCH_PORT_BASE=18400     first port tried; 12 free ports are picked upward
 #   BENCH_OUT=deploy/bench/out
 #   BENCH_NO_PIN=1            do not pin with taskset
 #   BENCH_SKIP_BUILD=1        do not build bin/gwelb bin/gwe-demo
@@ -229,6 +229,17 @@ start() {
   LAST_PID=$!
 }
 
+# check_alive WHEN: every process this script started must still run. (Other
+# tooling on a shared machine that kills processes by name shows up here.)
+check_alive() {
+  local i
+  for i in "${!PIDS[@]}"; do
+    if ! kill -0 "${PIDS[i]}" 2>/dev/null; then
+      die "${NAMES[i]} (pid ${PIDS[i]}) is gone ${1}: it exited or was killed from outside this script (see ${NAMES[i]}.log)"
+    fi
+  done
+}
+
 # wait_http NAME PID PORT PATH [COOKIE]: poll until PORT answers PATH with 200.
 wait_http() {
   local name=$1 pid=$2 port=$3 path=$4 cookie=${5-}
@@ -247,6 +258,9 @@ render() { # render TEMPLATE OUT
   sed -e "s|@RUNDIR@|${RUNDIR}|g" \
     -e "s|@LISTEN_PORT@|${LISTEN_PORT}|g" \
     -e "s|@OPS_PORT@|${OPS_PORT}|g" \
+    -e "s|@RAFT_PORT@|${RAFT_PORT}|g" \
+    -e "s|@GOSSIP_PORT@|${GOSSIP_PORT}|g" \
+    -e "s|@GRPC_PORT@|${GRPC_PORT}|g" \
     -e "s|@B1_PORT@|${B_PORT[1]}|g" \
     -e "s|@B2_PORT@|${B_PORT[2]}|g" \
     -e "s|@B3_PORT@|${B_PORT[3]}|g" \
@@ -276,6 +290,9 @@ start_target() {
   gwelb)
     free_port; LISTEN_PORT=${PORT}
     free_port; OPS_PORT=${PORT}
+    free_port; RAFT_PORT=${PORT}
+    free_port; GOSSIP_PORT=${PORT}
+    free_port; GRPC_PORT=${PORT}
     render gwelb-backend.yaml.tmpl "${RUNDIR}/gwelb-backend.yaml"
     start gwelb "${LB_CPU}" env GOMAXPROCS=1 "${GWELB_BIN}" agent -config "${RUNDIR}/gwelb-backend.yaml"
     TPID[gwelb]=${LAST_PID}
@@ -400,10 +417,12 @@ bench() { # bench TARGET SCENARIO ROUND
   local wpin=()
   [[ ${PIN} == 1 ]] && wpin=(taskset -c "${WRK_CPU}")
   log "round ${round}/${ROUNDS} ${t}/${s}: wrk warm-up ${WARMUP}, then -t${THREADS} -c${CONNECTIONS} -d${DURATION} --latency ${hdr[*]} ${url}"
+  check_alive "before ${t}/${s}"
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${WARMUP}" "${hdr[@]}" "${url}" >/dev/null ||
     die "wrk warm-up failed for ${t}/${s}"
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency "${hdr[@]}" "${url}" >"${raw}" ||
     die "wrk failed for ${t}/${s}"
+  check_alive "after ${t}/${s}"
   parsed=$(parse_wrk "${raw}") || die "cannot parse wrk output ${raw}: $(cat "${raw}")"
   read -r rps p50 p99 non2xx serr reqs <<<"${parsed}"
   RPS_R[$t,$s]+="${RPS_R[$t,$s]:+ }${rps}"
@@ -417,7 +436,7 @@ bench() { # bench TARGET SCENARIO ROUND
   # Cheap post-check that the balancer still routes correctly after the load.
   if [[ $t != direct ]]; then
     if ! http_get "${TPORT[$t]}" "${REQ_PATH}" "${STICKY_COOKIE}" || [[ ${H_SERVER} != 2 ]]; then
-      die "${t}: after the run, ROUTEID=.2 no longer reaches server 2 (X-GWE-Server='${H_SERVER}')"
+      die "${t}: after the run, ROUTEID=.2 no longer reaches server 2 (status='${H_STATUS}' X-GWE-Server='${H_SERVER}' body='${H_BODY}')"
     fi
   fi
 }
@@ -486,7 +505,7 @@ if ((EUID == 0)) && getent passwd www-data >/dev/null 2>&1; then
 else
   APACHE_USER_LINE="# (not root: no User)" APACHE_GROUP_LINE="# (not root: no Group)"
 fi
-LISTEN_PORT="" OPS_PORT=""
+LISTEN_PORT="" OPS_PORT="" RAFT_PORT="" GOSSIP_PORT="" GRPC_PORT=""
 
 RUNDIR=$(mktemp -d "${TMPDIR:-/tmp}/gwelb-bench.XXXXXX")
 chmod 755 "${RUNDIR}" # apache children (www-data) may need to traverse it
@@ -536,6 +555,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+IDLE_BUSY_END=$(cpu_busy_pct)
 for s in "${SCENARIO_LIST[@]}"; do
   for t in "${TARGET_LIST[@]}"; do
     RPS[$t,$s]=$(median "${RPS_R[$t,$s]}")
@@ -552,10 +572,11 @@ done
     "$( ((ROUNDS > 1)) && echo ', medians shown')"
   printf '# sticky = every request sends "Cookie: %s" (must reach server 2); new = no cookie (new session, round-robin)\n' "${STICKY_COOKIE}"
   printf '# %s\n# %s; %s CPUs\n' "${PIN_NOTE}" "${BUDGET_NOTE}" "${NCPU}"
-  printf '# other load: CPUs %s%% busy just before measuring; load average %s before, %s after\n\n' \
-    "${IDLE_BUSY}" "${LOADAVG_START}" "${LOADAVG_END}"
-  if [[ ${IDLE_BUSY} =~ ^[0-9]+$ ]] && ((IDLE_BUSY > 10)); then
-    printf '# WARNING: other processes kept the CPUs %s%% busy before measuring: numbers are noisy;\n' "${IDLE_BUSY}"
+  printf '# other load: CPUs %s%% busy just before and %s%% just after measuring (bench idle); load average %s before, %s after\n\n' \
+    "${IDLE_BUSY}" "${IDLE_BUSY_END}" "${LOADAVG_START}" "${LOADAVG_END}"
+  if [[ ${IDLE_BUSY} =~ ^[0-9]+$ && ${IDLE_BUSY_END} =~ ^[0-9]+$ ]] && ((IDLE_BUSY > 10 || IDLE_BUSY_END > 10)); then
+    printf '# WARNING: other processes kept the CPUs busy (%s%% before, %s%% after measuring): numbers are noisy;\n' \
+      "${IDLE_BUSY}" "${IDLE_BUSY_END}"
     printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
   fi
   printf '| %-8s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s |\n' \
@@ -575,9 +596,10 @@ done
 {
   printf '{\n'
   printf '  "generated_at": %s,\n' "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")"
-  printf '  "host": {"ncpu": %s, "cpu_model": %s, "kernel": %s, "other_cpu_busy_pct_before": %s, "loadavg_start": %s, "loadavg_end": %s},\n' "${NCPU}" \
+  printf '  "host": {"ncpu": %s, "cpu_model": %s, "kernel": %s, "other_cpu_busy_pct_before": %s, "other_cpu_busy_pct_after": %s, "loadavg_start": %s, "loadavg_end": %s},\n' "${NCPU}" \
     "$(json_str "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)")" \
     "$(json_str "$(uname -sr)")" "$([[ ${IDLE_BUSY} =~ ^[0-9]+$ ]] && echo "${IDLE_BUSY}" || echo null)" \
+    "$([[ ${IDLE_BUSY_END} =~ ^[0-9]+$ ]] && echo "${IDLE_BUSY_END}" || echo null)" \
     "$(json_str "${LOADAVG_START}")" "$(json_str "${LOADAVG_END}")"
   printf '  "wrk": {"threads": %s, "connections": %s, "duration": %s, "warmup": %s, "rounds": %s, "path": %s, "sticky_cookie": %s},\n' \
     "${THREADS}" "${CONNECTIONS}" "$(json_str "${DURATION}")" "$(json_str "${WARMUP}")" "${ROUNDS}" \
