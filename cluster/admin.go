@@ -334,7 +334,19 @@ func (s *adminServer) TransferLeadership(ctx context.Context, req *gwelbv1.Trans
 	if err := f.Error(); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "transfer leadership: %v", err)
 	}
-	return &gwelbv1.TransferLeadershipResponse{Leader: n.Leader()}, nil
+	// The future resolves when this node steps down, before the new leader's
+	// first heartbeat names it: wait for the name rather than answer "".
+	leader := n.Leader()
+	deadline := time.Now().Add(n.cfg.WriteTimeout)
+	for (leader == "" || leader == n.cfg.Name) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		leader = n.Leader()
+	}
+	return &gwelbv1.TransferLeadershipResponse{Leader: leader}, nil
 }
 
 // SnapshotSave streams the leader's state (forwarded when asked on a
@@ -439,8 +451,17 @@ func (s *adminServer) SnapshotRestore(stream grpc.ClientStreamingServer[gwelbv1.
 		}
 		return stream.SendAndClose(resp)
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: int64(buf.Len())}
-	if err := n.raft.Restore(meta, bytes.NewReader(buf.Bytes()), n.cfg.WriteTimeout); err != nil {
+	// The saved state carries the index it was saved at, older than the
+	// tables the nodes route on now, and a node's data plane only moves to
+	// newer tables: stamp the state with the index Raft installs it at
+	// (meta.Index+1), so every proxy switches to the restored table.
+	st.Index = max(st.GetIndex(), n.raft.LastIndex()+1)
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&st)
+	if err != nil {
+		return status.Errorf(codes.Internal, "marshal state: %v", err)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: st.Index - 1, Size: int64(len(data))}
+	if err := n.raft.Restore(meta, bytes.NewReader(data), n.cfg.WriteTimeout); err != nil {
 		return status.Errorf(codes.Unavailable, "restore: %v", err)
 	}
 	return stream.SendAndClose(&gwelbv1.SnapshotRestoreResponse{Index: n.raft.AppliedIndex()})

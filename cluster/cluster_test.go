@@ -297,3 +297,30 @@ func TestUnknownMemberIsNotFound(t *testing.T) {
 		t.Fatalf("route in unknown pool: %v, want NotFound", err)
 	}
 }
+
+// TestStopKeepsTheVoter: a leader stopped without leaving (leave_on_terminate:
+// false) hands over leadership and stays in the configuration, expected back.
+func TestStopKeepsTheVoter(t *testing.T) {
+	c := clustertest.New(t, 3)
+	leader := c.WaitLeader()
+	if err := leader.Node.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	c.Kill(leader) // releases the test's data plane; the node is stopped already
+	next := c.WaitLeader()
+	if next == leader {
+		t.Fatal("the stopped node is still leader")
+	}
+	isVoter := false
+	for _, p := range next.Node.Status().GetPeers() {
+		isVoter = isVoter || p.GetId() == leader.Cfg.Name
+	}
+	if !isVoter {
+		t.Fatal("a node stopped without leaving was removed from the configuration")
+	}
+	back := c.Start(leader.Cfg)
+	c.WaitAll("the stopped node back with the table", func(tn *clustertest.Node) bool {
+		return tn.Proxy.Table() != nil && tn.Proxy.Table().Pool("backend") != nil
+	})
+	putMember(t, c, back, "after-stop", c.GWE["1"].URL)
+}

@@ -239,6 +239,21 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return err
 }
 
+// Stop stops the node without leaving the cluster (leave_on_terminate:
+// false, Consul's default for servers): it hands over leadership if it holds
+// it, so the cluster does not wait an election, and stays a voter that is
+// expected back, e.g. for a restart under an orchestrator.
+func (n *Node) Stop() error {
+	var err error
+	if n.IsLeader() && n.voters() > 1 {
+		if e := n.raft.LeadershipTransfer().Error(); e != nil {
+			err = fmt.Errorf("transfer leadership: %w", e)
+		}
+	}
+	n.Kill()
+	return err
+}
+
 // Kill stops the node without a goodbye, as a crash would (but releasing
 // its ports and files): peers see it fail and keep it as a voter.
 func (n *Node) Kill() {

@@ -33,6 +33,9 @@ type Config struct {
 	GossipKey       string         `yaml:"gossip_key"`
 	GRPCTLS         *GRPCTLSConfig `yaml:"grpc_tls"`
 	Raft            RaftTiming     `yaml:"raft"`
+	// LeaveOnTerminate (default true) makes SIGTERM leave the cluster; false
+	// keeps the node a voter that is expected back (rolling restarts).
+	LeaveOnTerminate *bool `yaml:"leave_on_terminate"`
 
 	Listeners   []ListenerConfig `yaml:"listeners"`
 	OpsAddr     string           `yaml:"ops_addr"`

@@ -148,7 +148,7 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	leave := true
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down: leaving the cluster")
+		log.Info("shutting down")
 	case <-node.Left():
 		log.Info("left the cluster on request; shutting down")
 		leave = false
@@ -156,9 +156,16 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if leave && runErr == nil {
+	switch {
+	case !leave || runErr != nil:
+	case cfg.LeaveOnTerminate == nil || *cfg.LeaveOnTerminate:
 		if err := node.Shutdown(shutdownCtx); err != nil {
 			log.Warn("leave", "err", err)
+		}
+	default:
+		log.Info("stopping without leaving the cluster (leave_on_terminate: false)")
+		if err := node.Stop(); err != nil {
+			log.Warn("stop", "err", err)
 		}
 	}
 	for _, l := range listeners {
