@@ -20,9 +20,10 @@ import (
 type Config struct {
 	Name            string   // unique node name: Raft server ID and gossip name
 	DataDir         string   // Raft log, stable store and snapshots
-	RaftAddr        string   // host:port of the Raft TCP transport (bound and advertised)
+	RaftAddr        string   // host:port of the Raft TCP transport
 	GossipAddr      string   // host:port of memberlist (TCP and UDP)
 	GRPCAddr        string   // host:port of the admin API
+	AdvertiseAddr   string   // IP peers reach this node at; "" advertises the hosts of the addresses above
 	BootstrapExpect int      // wait for this many nodes, then one bootstraps them all
 	RetryJoin       []string // gossip addresses to join, retried until one answers
 	Token           string   // admin API token; required unless Dev
@@ -107,8 +108,13 @@ func (c *Config) Validate() error {
 		if err != nil {
 			return fmt.Errorf("%s %q: want host:port", a.field, a.addr)
 		}
-		if ip := net.ParseIP(host); a.field != "grpc_addr" && (ip == nil || ip.IsUnspecified()) {
-			return fmt.Errorf("%s %q: want an IP address other peers can reach (it is advertised as given)", a.field, a.addr)
+		if ip := net.ParseIP(host); c.AdvertiseAddr == "" && a.field != "grpc_addr" && (ip == nil || ip.IsUnspecified()) {
+			return fmt.Errorf("%s %q: want an IP address other peers can reach, or set advertise_addr", a.field, a.addr)
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if ip := net.ParseIP(c.AdvertiseAddr); ip == nil || ip.IsUnspecified() {
+			return fmt.Errorf("advertise_addr %q: want the IP address peers reach this node at", c.AdvertiseAddr)
 		}
 	}
 	if c.BootstrapExpect < 0 {
@@ -134,4 +140,20 @@ func (c *Config) Validate() error {
 		return errors.New("raft timing: leader_lease_timeout must not exceed heartbeat_timeout")
 	}
 	return nil
+}
+
+// advertised is addr as peers should dial it: the advertise address with
+// addr's port when one is set, and for an unspecified or empty host.
+func (c *Config) advertised(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if c.AdvertiseAddr != "" {
+		return net.JoinHostPort(c.AdvertiseAddr, port)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }

@@ -32,7 +32,8 @@ func (n *Node) startGossip() error {
 	}
 	mc.Name = n.cfg.Name
 	mc.BindAddr, mc.BindPort = host, port
-	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	mc.AdvertiseAddr, _, _ = net.SplitHostPort(n.cfg.advertised(n.cfg.GossipAddr))
+	mc.AdvertisePort = port
 	mc.SecretKey = n.cfg.GossipKey
 	mc.Delegate = &gossipDelegate{n: n}
 	mc.Events = &gossipEvents{n: n}
@@ -123,7 +124,7 @@ func (n *Node) kick() {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.RaftAddr, GRPC: d.n.GRPCAddr()})
+	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr()})
 	if len(b) > limit {
 		return nil
 	}

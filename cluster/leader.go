@@ -199,7 +199,7 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 		return
 	}
 	if n.cfg.Dev {
-		n.bootstrap([]raft.Server{{ID: raft.ServerID(n.cfg.Name), Address: raft.ServerAddress(n.cfg.RaftAddr), Suffrage: raft.Voter}})
+		n.bootstrap([]raft.Server{{ID: raft.ServerID(n.cfg.Name), Address: raft.ServerAddress(n.cfg.advertised(n.cfg.RaftAddr)), Suffrage: raft.Voter}})
 		return
 	}
 	if n.cfg.BootstrapExpect == 0 {

@@ -130,7 +130,7 @@ func (n *Node) startRaft() error {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
 	n.snaps = snaps
-	addr, err := net.ResolveTCPAddr("tcp", n.cfg.RaftAddr)
+	addr, err := net.ResolveTCPAddr("tcp", n.cfg.advertised(n.cfg.RaftAddr))
 	if err != nil {
 		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
 	}
@@ -194,12 +194,12 @@ func (n *Node) goRun(f func(ctx context.Context)) {
 // Name is the node's name.
 func (n *Node) Name() string { return n.cfg.Name }
 
-// GRPCAddr is the bound admin API address.
+// GRPCAddr is the admin API address peers and gwelbctl dial.
 func (n *Node) GRPCAddr() string {
 	if n.grpcLn == nil {
-		return n.cfg.GRPCAddr
+		return n.cfg.advertised(n.cfg.GRPCAddr)
 	}
-	return n.grpcLn.Addr().String()
+	return n.cfg.advertised(n.grpcLn.Addr().String())
 }
 
 // Table returns the routing table this node's FSM has applied.

@@ -27,6 +27,7 @@ type Config struct {
 	RaftAddr        string         `yaml:"raft_addr"`
 	GossipAddr      string         `yaml:"gossip_addr"`
 	GRPCAddr        string         `yaml:"grpc_addr"`
+	AdvertiseAddr   string         `yaml:"advertise_addr"`
 	BootstrapExpect int            `yaml:"bootstrap_expect"`
 	RetryJoin       []string       `yaml:"retry_join"`
 	Token           string         `yaml:"token"`
@@ -300,7 +301,7 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 	}
 	cc := cluster.Config{
 		Name: c.Node, DataDir: c.DataDir,
-		RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, GRPCAddr: c.GRPCAddr,
+		RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, GRPCAddr: c.GRPCAddr, AdvertiseAddr: c.AdvertiseAddr,
 		BootstrapExpect: c.BootstrapExpect, RetryJoin: c.RetryJoin,
 		Token: token, GossipKey: key, Dev: dev,
 		Timing: cluster.Timing{
