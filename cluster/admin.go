@@ -86,6 +86,24 @@ func (n *Node) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInf
 	return h(srv, ss)
 }
 
+// leaderClient returns an admin client for the leader, for a call this
+// follower relays on a client's behalf. A relayed call is never relayed
+// again: a node that lost leadership answers "not leader".
+func (n *Node) leaderClient(ctx context.Context) (gwelbv1.AdminClient, error) {
+	if isForwarded(ctx) {
+		return nil, status.Error(codes.Unavailable, "not leader")
+	}
+	addr := n.grpcAddrOf(n.Leader())
+	if addr == "" {
+		return nil, errNoLeader(0)
+	}
+	c, err := n.peers.client(addr)
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return c, nil
+}
+
 func isForwarded(ctx context.Context) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
 	return len(md.Get(forwardedKey)) > 0
@@ -308,16 +326,9 @@ func (s *adminServer) Watch(_ *gwelbv1.WatchRequest, stream grpc.ServerStreaming
 func (s *adminServer) TransferLeadership(ctx context.Context, req *gwelbv1.TransferLeadershipRequest) (*gwelbv1.TransferLeadershipResponse, error) {
 	n := s.n
 	if !n.IsLeader() {
-		if isForwarded(ctx) {
-			return nil, status.Error(codes.Unavailable, "not leader")
-		}
-		addr := n.grpcAddrOf(n.Leader())
-		if addr == "" {
-			return nil, errNoLeader(0)
-		}
-		c, err := n.peers.client(addr)
+		c, err := n.leaderClient(ctx)
 		if err != nil {
-			return nil, status.Error(codes.Unavailable, err.Error())
+			return nil, err
 		}
 		return c.TransferLeadership(n.peers.outgoing(ctx), req)
 	}
@@ -355,16 +366,9 @@ func (s *adminServer) SnapshotSave(req *gwelbv1.SnapshotSaveRequest, stream grpc
 	n := s.n
 	ctx := stream.Context()
 	if !n.IsLeader() {
-		if isForwarded(ctx) {
-			return status.Error(codes.Unavailable, "not leader")
-		}
-		addr := n.grpcAddrOf(n.Leader())
-		if addr == "" {
-			return errNoLeader(0)
-		}
-		c, err := n.peers.client(addr)
+		c, err := n.leaderClient(ctx)
 		if err != nil {
-			return status.Error(codes.Unavailable, err.Error())
+			return err
 		}
 		up, err := c.SnapshotSave(n.peers.outgoing(ctx), req)
 		if err != nil {
@@ -427,16 +431,9 @@ func (s *adminServer) SnapshotRestore(stream grpc.ClientStreamingServer[gwelbv1.
 		return status.Errorf(codes.InvalidArgument, "snapshot holds an invalid table: %v", err)
 	}
 	if !n.IsLeader() {
-		if isForwarded(ctx) {
-			return status.Error(codes.Unavailable, "not leader")
-		}
-		addr := n.grpcAddrOf(n.Leader())
-		if addr == "" {
-			return errNoLeader(0)
-		}
-		c, err := n.peers.client(addr)
+		c, err := n.leaderClient(ctx)
 		if err != nil {
-			return status.Error(codes.Unavailable, err.Error())
+			return err
 		}
 		up, err := c.SnapshotRestore(n.peers.outgoing(ctx))
 		if err != nil {

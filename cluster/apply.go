@@ -17,6 +17,9 @@ import (
 // errNoLeader is what callers see when no leader appears within the write
 // timeout; gwelbctl maps the wording "no leader" to its exit code 4.
 func errNoLeader(wait time.Duration) error {
+	if wait == 0 {
+		return status.Error(codes.Unavailable, "no leader known to this node (is a quorum of nodes up?)")
+	}
 	return status.Errorf(codes.Unavailable, "no leader: none elected within %v (is a quorum of nodes up?)", wait)
 }
 
