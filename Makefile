@@ -6,7 +6,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test lint fuzz bench demo clean proto
+.PHONY: all build test lint fuzz bench bench-cluster demo clean proto image compose-test chaos chaos-long
 
 all: build
 
@@ -37,9 +37,36 @@ bench: build
 	$(GO) test -run=NONE -bench=. -benchmem ./proxy/ ./fsm/
 	deploy/bench/run.sh
 
+## bench-cluster: control-plane figures over a real in-process three-node
+## cluster: PutMember-to-every-proxy latency (200 writes), leader failover
+## (10 kills), writes/s through the leader with 1 and 16 clients
+bench-cluster:
+	$(GO) test -run=NONE -bench='^BenchmarkPutMemberPropagation$$' -benchtime=200x ./cluster/
+	$(GO) test -run=NONE -bench='^BenchmarkLeaderFailover$$' -benchtime=10x ./cluster/
+	$(GO) test -run=NONE -bench='^BenchmarkWrites$$' -benchtime=3s ./cluster/
+
 ## demo: demo GWE servers and gwelb on loopback; Ctrl-C stops everything
 demo: build
 	deploy/local/demo.sh
+
+## image: the container image gwelb:dev (FROM scratch, the static binaries of bin/)
+IMAGE ?= gwelb:dev
+image: build
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+## compose-test: the three-node docker-compose cluster end to end (kills the leader)
+compose-test:
+	$(GO) test -count=1 -v -run TestCompose ./deploy/
+
+## chaos: fault-injection suite over real processes, short profile (about 3-5 min; SEED=N replays a run)
+SEED  ?= 0
+NODES ?= 3
+chaos: build
+	$(GO) run ./chaos -profile short -nodes $(NODES) -seed $(SEED) -out chaos/out/report.json
+
+## chaos-long: the long profile (about 25-30 min, more leader kills; NODES=5 for five nodes)
+chaos-long: build
+	$(GO) run ./chaos -profile long -nodes $(NODES) -seed $(SEED) -out chaos/out/report-long.json
 
 clean:
 	rm -rf bin .demo
