@@ -63,7 +63,7 @@ type Timing struct {
 	HeartbeatTimeout   time.Duration // default 500 ms
 	ElectionTimeout    time.Duration // default 500 ms
 	LeaderLeaseTimeout time.Duration // default 250 ms; must not exceed HeartbeatTimeout
-	CommitTimeout      time.Duration // default 20 ms
+	CommitTimeout      time.Duration // default 5 ms: followers learn of a commit within 5-10 ms
 	GossipProfile      string        // "lan" (default) or "local": memberlist's LAN or loopback profile
 }
 
@@ -79,7 +79,7 @@ func (c *Config) setDefaults() {
 		t.LeaderLeaseTimeout = 250 * time.Millisecond
 	}
 	if t.CommitTimeout == 0 {
-		t.CommitTimeout = 20 * time.Millisecond
+		t.CommitTimeout = 5 * time.Millisecond
 	}
 	if t.GossipProfile == "" {
 		t.GossipProfile = "lan"

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gwelb/gwelb/fsm"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // Node is one gwelb balancer node's control plane.
@@ -69,11 +70,11 @@ func Start(cfg Config) (*Node, error) {
 		cancel:     cancel,
 		left:       make(chan struct{}),
 	}
-	n.tables = newTablePublisher(filepath.Join(cfg.DataDir, "table.cache"), cfg.OnTable, n.log)
+	n.tables = newTablePublisher(filepath.Join(cfg.DataDir, "table.cache"), cfg.OnTable, func() *gwelbv1.State { return n.fsm.State() }, n.log)
 	n.prober = newProber(n)
 	n.fsm = fsm.NewFSM(func(t *fsm.Table) {
 		n.tables.publish(t)
-		n.tables.save(n.fsm.State())
+		n.tables.save()
 		n.prober.sync(n.ctx, t)
 		n.logVerdictChanges(t)
 		n.watchers.notify()

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,16 +18,21 @@ import (
 type tablePublisher struct {
 	path    string
 	onTable func(*fsm.Table)
+	state   func() *gwelbv1.State // the state to cache, read when writing
 	log     *slog.Logger
 
 	mu      sync.Mutex
 	catchUp uint64 // index of the cached table until the FSM has caught up with it; then 0
-	dirty   chan *gwelbv1.State
+	dirty   chan struct{}
 	done    chan struct{}
 }
 
-func newTablePublisher(path string, onTable func(*fsm.Table), log *slog.Logger) *tablePublisher {
-	p := &tablePublisher{path: path, onTable: onTable, log: log, dirty: make(chan *gwelbv1.State, 1), done: make(chan struct{})}
+// cacheInterval spaces cache writes: under a burst of changes the cache is
+// rewritten at most this often, with the latest state.
+const cacheInterval = 100 * time.Millisecond
+
+func newTablePublisher(path string, onTable func(*fsm.Table), state func() *gwelbv1.State, log *slog.Logger) *tablePublisher {
+	p := &tablePublisher{path: path, onTable: onTable, state: state, log: log, dirty: make(chan struct{}, 1), done: make(chan struct{})}
 	go p.writeLoop()
 	return p
 }
@@ -46,21 +52,35 @@ func (p *tablePublisher) publish(t *fsm.Table) {
 	p.onTable(t)
 }
 
-// save queues st to be written as the cache; only the latest is kept.
-func (p *tablePublisher) save(st *gwelbv1.State) {
+// save marks the cache stale; the writer rewrites it soon.
+func (p *tablePublisher) save() {
 	select {
-	case <-p.dirty:
-	default:
-	}
-	select {
-	case p.dirty <- st:
-	default:
+	case p.dirty <- struct{}{}:
+	default: // a write is pending already and will take the latest state
 	}
 }
 
 func (p *tablePublisher) writeLoop() {
 	defer close(p.done)
-	for st := range p.dirty {
+	for range p.dirty {
+		p.write()
+		// Rate limit, not synchronisation: changes during the pause are
+		// written together by the next round.
+		time.Sleep(cacheInterval)
+	}
+}
+
+// write replaces the cache with the FSM's state, unless the FSM is still
+// replaying toward the cached table: an older state must not replace it.
+func (p *tablePublisher) write() {
+	st := p.state()
+	p.mu.Lock()
+	behind := st.GetIndex() < p.catchUp
+	p.mu.Unlock()
+	if behind {
+		return
+	}
+	{
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 		if err == nil {
 			tmp := p.path + ".tmp"
