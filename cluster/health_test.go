@@ -296,3 +296,47 @@ func TestVerdictConvergesAcrossLeaderKill(t *testing.T) {
 		}
 	}
 }
+
+// TestWatchStreamsVerdictChanges: a Watch stream on a follower shows the
+// verdict change when a server dies.
+func TestWatchStreamsVerdictChanges(t *testing.T) {
+	c := clustertest.New(t, 3)
+	cl, ctx := c.Admin(c.Followers()[0])
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	stream, err := cl.Watch(ctx, &gwelbv1.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if watchedVerdict(first, "3") != gwelbv1.Verdict_VERDICT_UP {
+		t.Fatalf("first event: member 3 not up: %v", first)
+	}
+	c.GWE["3"].Stop()
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("watch ended before member 3 went down: %v", err)
+		}
+		if watchedVerdict(ev, "3") == gwelbv1.Verdict_VERDICT_DOWN {
+			if ev.GetTableIndex() <= first.GetTableIndex() {
+				t.Errorf("table index did not advance: %d -> %d", first.GetTableIndex(), ev.GetTableIndex())
+			}
+			return
+		}
+	}
+}
+
+func watchedVerdict(ev *gwelbv1.WatchEvent, route string) gwelbv1.Verdict {
+	for _, ps := range ev.GetPools() {
+		for _, ms := range ps.GetMembers() {
+			if ms.GetMember().GetRoute() == route {
+				return ms.GetMember().GetVerdict()
+			}
+		}
+	}
+	return -1
+}
