@@ -11,8 +11,10 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -115,8 +117,56 @@ type adminServer struct {
 	n *Node
 }
 
+// Status answers this node's view; asked by a client (not relayed), it
+// sums the requests in flight per member over every live node, so an
+// operator sees when a drained member is empty cluster-wide.
 func (s *adminServer) Status(ctx context.Context, _ *gwelbv1.StatusRequest) (*gwelbv1.StatusResponse, error) {
-	return s.n.Status(), nil
+	resp := s.n.Status()
+	if !isForwarded(ctx) {
+		s.n.sumInFlight(ctx, resp)
+	}
+	return resp, nil
+}
+
+// sumInFlight adds the in-flight counts of every other alive node that
+// answers within a second.
+func (n *Node) sumInFlight(ctx context.Context, resp *gwelbv1.StatusResponse) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	byMember := map[string]*gwelbv1.MemberStatus{}
+	for _, ps := range resp.GetPools() {
+		for _, ms := range ps.GetMembers() {
+			byMember[ms.GetMember().GetPool()+"\x00"+ms.GetMember().GetRoute()] = ms
+		}
+	}
+	for _, m := range n.members() {
+		if m.Name == n.cfg.Name || m.Status != memberlist.StateAlive {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := n.peers.status(ctx, m.Meta.GRPC)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			resp.InFlightFrom = append(resp.InFlightFrom, m.Name)
+			for _, ps := range st.GetPools() {
+				for _, ms := range ps.GetMembers() {
+					if mine := byMember[ms.GetMember().GetPool()+"\x00"+ms.GetMember().GetRoute()]; mine != nil {
+						mine.InFlight += ms.GetInFlight()
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	resp.InFlightFrom = append(resp.InFlightFrom, n.cfg.Name)
+	sort.Strings(resp.InFlightFrom)
 }
 
 // Status describes this node's view of the cluster.

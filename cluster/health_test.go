@@ -216,8 +216,14 @@ func TestDrainAndDisableWithSessionsInFlight(t *testing.T) {
 		}
 		slowDone <- err
 	}()
+	// Asked on another node: the count is summed over the cluster.
+	other, octx := c.Admin(c.Followers()[1])
 	inFlight := func() int64 {
-		for _, ps := range tn.Node.Status().GetPools() {
+		st, err := other.Status(octx, &gwelbv1.StatusRequest{})
+		if err != nil {
+			return -1
+		}
+		for _, ps := range st.GetPools() {
 			for _, ms := range ps.GetMembers() {
 				if ms.GetMember().GetRoute() == "2" {
 					return ms.GetInFlight()

@@ -295,14 +295,18 @@ func (n *Node) leave(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
 		}
 	}
-	if n.voters() > 1 {
-		if err := n.removePeer(ctx, n.cfg.Name); err != nil {
-			errs = append(errs, fmt.Errorf("leave raft: %w", err))
-		}
-	}
+	// Leave gossip before Raft: while this node still gossips as alive,
+	// the leader's reconcile loop would add it straight back as a voter
+	// after removePeer, leaving a dead voter behind once it exits (and
+	// gossip never lists left nodes, so no sweep removes it later).
 	if n.gossip != nil {
 		if err := n.gossip.Leave(2 * time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+		}
+	}
+	if n.voters() > 1 {
+		if err := n.removePeer(ctx, n.cfg.Name); err != nil {
+			errs = append(errs, fmt.Errorf("leave raft: %w", err))
 		}
 	}
 	n.log.Info("left the cluster")

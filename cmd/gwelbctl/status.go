@@ -61,6 +61,9 @@ func (a *app) printStatus(st *gwelbv1.StatusResponse) error {
 	kv.row("Applied index:", strconv.FormatUint(st.GetAppliedIndex(), 10))
 	kv.row("Last log index:", strconv.FormatUint(st.GetLastLogIndex(), 10))
 	kv.row("Table index:", strconv.FormatUint(st.GetTableIndex(), 10))
+	if from := st.GetInFlightFrom(); len(from) > 0 {
+		kv.row("In flight from:", strings.Join(from, ", "))
+	}
 	if err := kv.flush(); err != nil {
 		return err
 	}

@@ -74,6 +74,7 @@ type StatusResponse struct {
 	TableIndex     uint64                 `protobuf:"varint,9,opt,name=table_index,json=tableIndex,proto3" json:"table_index,omitempty"`
 	Pools          []*PoolStatus          `protobuf:"bytes,10,rep,name=pools,proto3" json:"pools,omitempty"`
 	LastContactMs  int64                  `protobuf:"varint,11,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"` // since this follower heard from the leader; 0 on the leader
+	InFlightFrom   []string               `protobuf:"bytes,12,rep,name=in_flight_from,json=inFlightFrom,proto3" json:"in_flight_from,omitempty"`     // nodes whose requests in flight are summed in MemberStatus.in_flight
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -183,6 +184,13 @@ func (x *StatusResponse) GetLastContactMs() int64 {
 		return x.LastContactMs
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetInFlightFrom() []string {
+	if x != nil {
+		return x.InFlightFrom
+	}
+	return nil
 }
 
 type RaftPeer struct {
@@ -384,7 +392,7 @@ func (x *PoolStatus) GetMembers() []*MemberStatus {
 type MemberStatus struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
-	InFlight      int64                  `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // requests and WebSockets in flight through the answering node
+	InFlight      int64                  `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // requests and WebSockets in flight, summed over StatusResponse.in_flight_from
 	Observations  []*Observation         `protobuf:"bytes,3,rep,name=observations,proto3" json:"observations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1310,7 +1318,7 @@ var File_gwelb_v1_admin_proto protoreflect.FileDescriptor
 const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x14gwelb/v1/admin.proto\x12\bgwelb.v1\x1a\x12gwelb/v1/fsm.proto\"\x0f\n" +
-	"\rStatusRequest\"\x9f\x03\n" +
+	"\rStatusRequest\"\xc5\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1325,7 +1333,8 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"tableIndex\x12*\n" +
 	"\x05pools\x18\n" +
 	" \x03(\v2\x14.gwelb.v1.PoolStatusR\x05pools\x12&\n" +
-	"\x0flast_contact_ms\x18\v \x01(\x03R\rlastContactMs\"h\n" +
+	"\x0flast_contact_ms\x18\v \x01(\x03R\rlastContactMs\x12$\n" +
+	"\x0ein_flight_from\x18\f \x03(\tR\finFlightFrom\"h\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
