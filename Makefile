@@ -39,11 +39,14 @@ bench: build
 
 ## bench-cluster: control-plane figures over a real in-process three-node
 ## cluster: PutMember-to-every-proxy latency (200 writes), leader failover
-## (10 kills), writes/s through the leader with 1 and 16 clients
+## (10 kills), writes/s through the leader with 1 and 16 clients, detection of
+## a dead GWE server at default probe settings (10 deaths), probe CPU for 1,000 members
 bench-cluster:
 	$(GO) test -run=NONE -bench='^BenchmarkPutMemberPropagation$$' -benchtime=200x ./cluster/
 	$(GO) test -run=NONE -bench='^BenchmarkLeaderFailover$$' -benchtime=10x ./cluster/
 	$(GO) test -run=NONE -bench='^BenchmarkWrites$$' -benchtime=3s ./cluster/
+	$(GO) test -run=NONE -bench='^BenchmarkDetection$$' -benchtime=10x ./cluster/
+	$(GO) test -run=NONE -bench='^BenchmarkProbeCPU1000$$' -benchtime=1x ./cluster/
 
 ## demo: demo GWE servers and gwelb on loopback; Ctrl-C stops everything
 demo: build
