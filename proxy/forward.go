@@ -34,7 +34,6 @@ type reqState struct {
 	value   string // the sticky value that decided (query beats cookie)
 	carried string // the route the request carried, "" if none
 	member  int    // index of the member serving the request
-	retried bool
 	body    *replayBody
 
 	upstreamStart time.Time
@@ -153,7 +152,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	failedIdx, failed := st.member, st.pv.members[st.member]
 	t.fail(st, err)
-	if st.retried || !isConnFailure(err) {
+	if !isConnFailure(err) {
 		return nil, err
 	}
 	var body io.ReadCloser
@@ -172,7 +171,6 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	t.s.log.Info("retrying on fallback member", "pool", st.pv.spec.Name, "failed", failed.route, "fallback", st.pv.members[next].route, "err", err)
-	st.retried = true
 	failed.inflight.Add(-1)
 	st.pv.members[next].inflight.Add(1)
 	st.member = next
