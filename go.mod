@@ -11,6 +11,7 @@ go 1.26.8
 require github.com/coder/websocket v1.8.15
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/hashicorp/go-hclog v1.6.2
 	github.com/hashicorp/memberlist v0.6.0
 	github.com/hashicorp/raft v1.7.3

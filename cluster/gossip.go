@@ -102,13 +102,29 @@ func (n *Node) members() []gossipMember {
 }
 
 // grpcAddrOf returns the admin API address of the named node, from gossip.
+// Gossip may briefly list a live node as failed (after a partition heals,
+// the cut-off node spreads "dead" claims about its peers until they refute
+// them); Raft, which named the node, knows better, so the address it last
+// advertised is used then.
 func (n *Node) grpcAddrOf(name string) string {
 	for _, m := range n.members() {
 		if m.Name == name {
+			n.grpcAddrs.Store(name, m.Meta.GRPC)
 			return m.Meta.GRPC
 		}
 	}
+	if a, ok := n.grpcAddrs.Load(name); ok {
+		return a.(string)
+	}
 	return ""
+}
+
+// remember keeps the admin address a peer advertises (see grpcAddrOf).
+func (n *Node) remember(m *memberlist.Node) {
+	var meta nodeMeta
+	if json.Unmarshal(m.Meta, &meta) == nil && meta.GRPC != "" {
+		n.grpcAddrs.Store(m.Name, meta.GRPC)
+	}
 }
 
 // kick wakes the reconcile and bootstrap loops.
@@ -137,9 +153,9 @@ func (d *gossipDelegate) MergeRemoteState([]byte, bool)   {}
 
 type gossipEvents struct{ n *Node }
 
-func (e *gossipEvents) NotifyJoin(*memberlist.Node)   { e.n.kick() }
-func (e *gossipEvents) NotifyLeave(*memberlist.Node)  { e.n.kick() }
-func (e *gossipEvents) NotifyUpdate(*memberlist.Node) { e.n.kick() }
+func (e *gossipEvents) NotifyJoin(m *memberlist.Node)   { e.n.remember(m); e.n.kick() }
+func (e *gossipEvents) NotifyLeave(*memberlist.Node)    { e.n.kick() }
+func (e *gossipEvents) NotifyUpdate(m *memberlist.Node) { e.n.remember(m); e.n.kick() }
 
 func statusName(s memberlist.NodeStateType) string {
 	switch s {

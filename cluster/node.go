@@ -33,6 +33,7 @@ type Node struct {
 	snaps     raft.SnapshotStore
 
 	gossip     *memberlist.Memberlist
+	grpcAddrs  sync.Map      // node name -> admin address it last advertised in gossip
 	notifyCh   <-chan bool   // Raft leadership transitions (never dropped, unlike LeaderCh)
 	events     chan struct{} // gossip changed: the leader reconciles
 	bootEvents chan struct{} // gossip changed: bootstrap looks again
