@@ -85,6 +85,13 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	release, err := lockRun(ctx, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 3
+	}
+	defer release()
+
 	work, err := os.MkdirTemp("", "gwchaos-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos: work dir:", err)
