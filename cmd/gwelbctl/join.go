@@ -15,7 +15,7 @@ func (a *app) joinCmd() *cobra.Command {
 		Short: "Make the node gossip-join other nodes",
 		Long: `Make the addressed node join the cluster through the nodes at the given
 gossip addresses (host:port of their gossip listener, not their gRPC address).`,
-		Example: "  gwelbctl --addr 10.0.0.4:7001 join 10.0.0.1:7946 10.0.0.2:7946",
+		Example: "  gwelbctl --addr NEW_NODE_IP:7001 join NODE1_IP:7201 NODE2_IP:7201",
 		Args: func(_ *cobra.Command, argv []string) error {
 			if len(argv) == 0 {
 				return usagef("missing argument ADDR")

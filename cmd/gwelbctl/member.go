@@ -90,7 +90,7 @@ func (a *app) memberAddCmd() *cobra.Command {
 		Long: `Add a member to a pool, or replace the member of that route. ROUTE is the
 name a sticky value carries after its first "." (e.g. GWE_Frontend_103 for
 ".GWE_Frontend_103"); URL is the GWE server's base URL (http or https).`,
-		Example: "  gwelbctl member add frontend GWE_Frontend_103 http://10.0.0.13:9081 --weight 2",
+		Example: "  gwelbctl member add frontend GWE_Frontend_103 http://GWE_HOST:9081 --weight 2",
 		Args:    args("POOL", "ROUTE", "URL"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			pool, route, rawURL := argv[0], argv[1], argv[2]
