@@ -215,6 +215,7 @@ type History struct {
 	Slack       T                   `json:"slack"`   // propagation slack added to the end of admin windows
 	Horizon     T                   `json:"horizon"` // how long an indeterminate admin write may still take effect
 	Extra       []string            `json:"extra"`   // keys of the extra members the operator plays with
+	Partial     bool                `json:"partial"` // the run was interrupted: no final read
 }
 
 // Violation is one broken invariant.

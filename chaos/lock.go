@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// lockWait is how long a run waits for another run on the machine to end.
-const lockWait = 20 * time.Minute
+// lockWait is how long a run waits for another run on the machine to end:
+// longer than a long profile, so CI waits out a developer's make chaos-long.
+const lockWait = 40 * time.Minute
 
 // lockRun makes runs on one machine take turns: they share the namespace
 // names, the 100.127.77.0/24 network and the loopback ports, and a run

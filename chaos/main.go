@@ -8,13 +8,14 @@
 //	go run ./chaos -profile short -seed N -out chaos/out/report.json
 //
 // It exits 1 on any violation, 2 on bad flags, 3 when the run could not be
-// set up. The same seed replays the same schedule (timing makes it the
-// same schedule, not a bit-identical run).
+// set up or was interrupted (Ctrl-C, SIGTERM: what was recorded until then
+// is still checked and reported, durability aside). The same seed replays
+// the same schedule (timing makes it the same schedule, not a bit-identical
+// run).
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -137,8 +138,11 @@ func run() int {
 		}
 	}
 	rep.print(os.Stdout, *out)
-	if !rep.Passed {
+	switch {
+	case !rep.Passed:
 		return 1
+	case rep.Interrupted:
+		return 3
 	}
 	return 0
 }
@@ -174,14 +178,20 @@ func (d *driver) execute(ctx context.Context) (*Report, error) {
 	}
 	stopLoad()
 	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, errors.New("interrupted")
+	interrupted := ctx.Err() != nil
+	if interrupted {
+		// Check what was recorded; durability needs the final read, skipped.
+		d.log.Warn("interrupted: checking the history recorded so far")
+	} else {
+		d.log.Info("load stopped; reading the final state")
+		d.final(ctx)
 	}
-	d.log.Info("load stopped; reading the final state")
-	d.final(ctx)
 	h := d.history()
+	h.Partial = interrupted
 	d.log.Info("checking", "requests", len(h.Requests), "admin ops", len(h.Admin), "probes", len(h.Agreement))
-	return d.check(h), nil
+	rep := d.check(h)
+	rep.Interrupted = interrupted
+	return rep, nil
 }
 
 // final waits for the cluster to settle and records the final read and

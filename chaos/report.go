@@ -38,6 +38,7 @@ func summarize(xs []float64) Summary {
 // Report is what a run tells: chaos/out/report.json and the summary.
 type Report struct {
 	Passed      bool    `json:"passed"`
+	Interrupted bool    `json:"interrupted,omitempty"` // stopped early (signal): checked as far as recorded, durability unchecked
 	Seed        uint64  `json:"seed"`
 	Profile     string  `json:"profile"`
 	Nodes       int     `json:"nodes"`
@@ -233,8 +234,11 @@ func (d *driver) writeHistory(h *History, path string) error {
 func (r *Report) print(w io.Writer, path string) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	verdict := "PASSED"
-	if !r.Passed {
+	switch {
+	case !r.Passed:
 		verdict = "FAILED"
+	case r.Interrupted:
+		verdict = "INTERRUPTED (no violation in what was recorded; durability unchecked)"
 	}
 	p("")
 	p("chaos %s: profile %s, seed %d, %d nodes, network %s, %.0f s", verdict, r.Profile, r.Seed, r.Nodes, r.Network, r.DurationS)
