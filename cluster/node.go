@@ -136,7 +136,15 @@ func (n *Node) startRaft() error {
 	if err != nil {
 		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
 	}
-	trans, err := raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, addr, 3, 10*time.Second, hlog)
+	// MaxRPCsInFlight 1 turns pipelined replication off: in raft v1.7.3 a
+	// rejected or stale-term append makes pipelineDecode quit while
+	// pipelineReplicate is parked sending into the pipeline, a deadlock
+	// that stops replication to that follower and makes raft.Shutdown (and
+	// so SIGTERM) hang forever (seen by the chaos suite after a partitioned
+	// leader rejoined). gwelb writes little; synchronous appends cost nothing.
+	trans, err := raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, addr, &raft.NetworkTransportConfig{
+		MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog, MaxRPCsInFlight: 1,
+	})
 	if err != nil {
 		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
 	}
