@@ -11,17 +11,17 @@ import (
 )
 
 // PoolFromProto converts a replicated pool to a PoolSpec without members.
-// It is lossless: defaults are applied by NewTable and TableFromState, not here.
+// It is lossless and applies no defaults (WithDefaults does, in NewTable).
+// Millisecond counts too large for a Duration saturate, so the validator
+// rejects them instead of seeing a wrapped, plausible value.
 func PoolFromProto(p *gwelbv1.Pool) PoolSpec {
 	ca := p.GetCookieAttrs()
 	hc := p.GetHealth()
-	return PoolSpec{
-		Name:         p.GetName(),
-		Prefix:       p.GetPrefix(),
-		QueryParam:   p.GetQueryParam(),
-		Cookie:       p.GetCookie(),
-		InsertCookie: p.GetInsertCookie(),
-		CookieAttrs: CookieSpec{
+	s := PoolSpec{
+		Name:   p.GetName(),
+		Prefix: p.GetPrefix(),
+		Sticky: StickySpec{Query: p.GetQueryParam(), Cookie: p.GetCookie(), Insert: p.GetInsertCookie()},
+		Cookie: CookieSpec{
 			Path:     ca.GetPath(),
 			Domain:   ca.GetDomain(),
 			MaxAge:   int(ca.GetMaxAge()),
@@ -29,7 +29,6 @@ func PoolFromProto(p *gwelbv1.Pool) PoolSpec {
 			HTTPOnly: ca.GetHttpOnly(),
 			SameSite: ca.GetSameSite(),
 		},
-		FailTimeout: msToDuration(p.GetFailTimeoutMs()),
 		Health: HealthSpec{
 			Path:         hc.GetPath(),
 			Interval:     msToDuration(hc.GetIntervalMs()),
@@ -42,6 +41,11 @@ func PoolFromProto(p *gwelbv1.Pool) PoolSpec {
 			HoldDown:     msToDuration(hc.GetHoldDownMs()),
 		},
 	}
+	if p.FailTimeoutMs != nil {
+		ft := msToDuration(p.GetFailTimeoutMs())
+		s.FailTimeout = &ft
+	}
+	return s
 }
 
 // PoolToProto converts a PoolSpec to a replicated pool, ignoring its members.
@@ -49,21 +53,24 @@ func PoolFromProto(p *gwelbv1.Pool) PoolSpec {
 // zero, so PoolToProto(PoolFromProto(p)) equals p for such pools.
 func PoolToProto(s PoolSpec) *gwelbv1.Pool {
 	p := &gwelbv1.Pool{
-		Name:          s.Name,
-		Prefix:        s.Prefix,
-		QueryParam:    s.QueryParam,
-		Cookie:        s.Cookie,
-		InsertCookie:  s.InsertCookie,
-		FailTimeoutMs: s.FailTimeout.Milliseconds(),
+		Name:         s.Name,
+		Prefix:       s.Prefix,
+		QueryParam:   s.Sticky.Query,
+		Cookie:       s.Sticky.Cookie,
+		InsertCookie: s.Sticky.Insert,
 	}
-	if s.CookieAttrs != (CookieSpec{}) {
+	if s.FailTimeout != nil {
+		ms := s.FailTimeout.Milliseconds()
+		p.FailTimeoutMs = &ms
+	}
+	if s.Cookie != (CookieSpec{}) {
 		p.CookieAttrs = &gwelbv1.CookieAttrs{
-			Path:     s.CookieAttrs.Path,
-			Domain:   s.CookieAttrs.Domain,
-			MaxAge:   clamp32(s.CookieAttrs.MaxAge),
-			Secure:   s.CookieAttrs.Secure,
-			HttpOnly: s.CookieAttrs.HTTPOnly,
-			SameSite: s.CookieAttrs.SameSite,
+			Path:     s.Cookie.Path,
+			Domain:   s.Cookie.Domain,
+			MaxAge:   clamp32(s.Cookie.MaxAge),
+			Secure:   s.Cookie.Secure,
+			HttpOnly: s.Cookie.HTTPOnly,
+			SameSite: s.Cookie.SameSite,
 		}
 	}
 	if h := s.Health; h != (HealthSpec{}) {
@@ -94,30 +101,56 @@ func MemberToProto(pool string, m MemberSpec) *gwelbv1.Member {
 		Route:   m.Route,
 		Url:     m.URL,
 		Weight:  clamp32(m.Weight),
-		State:   gwelbv1.AdminState(m.State),
+		State:   m.State.Proto(),
 		Verdict: v,
 	}
 }
 
 // MemberFromProto converts a replicated member to a MemberSpec. An admin
-// state this version does not know becomes one NewTable rejects.
+// state this version does not know becomes one the validator rejects.
 func MemberFromProto(m *gwelbv1.Member) MemberSpec {
-	st := AdminState(math.MaxUint8)
-	if s := m.GetState(); s >= 0 && s <= gwelbv1.AdminState(Disabled) {
-		st = AdminState(s)
-	}
 	v := Up
 	if m.GetVerdict() != gwelbv1.Verdict_VERDICT_UP {
 		v = Down
 	}
-	return MemberSpec{Route: m.GetRoute(), URL: m.GetUrl(), Weight: int(m.GetWeight()), State: st, Verdict: v}
+	return MemberSpec{Route: m.GetRoute(), URL: m.GetUrl(), Weight: int(m.GetWeight()), State: AdminStateFromProto(m.GetState()), Verdict: v}
+}
+
+// Proto is the admin state's protobuf value; an unknown state maps to a
+// value no version accepts.
+func (s AdminState) Proto() gwelbv1.AdminState {
+	switch s {
+	case Active:
+		return gwelbv1.AdminState_ADMIN_STATE_ACTIVE
+	case Drain:
+		return gwelbv1.AdminState_ADMIN_STATE_DRAIN
+	case Disabled:
+		return gwelbv1.AdminState_ADMIN_STATE_DISABLED
+	}
+	return -1
+}
+
+// AdminStateFromProto maps a protobuf admin state by name, never by number;
+// an unknown value becomes one the validator rejects.
+func AdminStateFromProto(s gwelbv1.AdminState) AdminState {
+	switch s {
+	case gwelbv1.AdminState_ADMIN_STATE_ACTIVE:
+		return Active
+	case gwelbv1.AdminState_ADMIN_STATE_DRAIN:
+		return Drain
+	case gwelbv1.AdminState_ADMIN_STATE_DISABLED:
+		return Disabled
+	}
+	return AdminState(math.MaxUint8)
 }
 
 // SeedCommand builds the Seed command for the config file's pools and their
-// members. The caller sets UnixNanos (and RequestId) before proposing it.
+// members, with defaults applied so the replicated state says what a pool
+// really does. The caller sets UnixNanos (and RequestId) before proposing it.
 func SeedCommand(pools []PoolSpec) *gwelbv1.Command {
 	seed := &gwelbv1.Seed{}
 	for _, p := range pools {
+		p = p.WithDefaults()
 		seed.Pools = append(seed.Pools, PoolToProto(p))
 		for _, m := range p.Members {
 			seed.Members = append(seed.Members, MemberToProto(p.Name, m))
@@ -136,11 +169,7 @@ func TableFromState(st *gwelbv1.State) (*Table, error) {
 	byName := make(map[string]int, len(pools))
 	for i, p := range pools {
 		specs[i] = PoolFromProto(p)
-		specs[i].Health = specs[i].Health.WithDefaults(specs[i].Prefix)
-		if _, dup := byName[p.GetName()]; dup {
-			return nil, fmt.Errorf("pool %q: duplicate name", p.GetName())
-		}
-		byName[p.GetName()] = i
+		byName[p.GetName()] = i // a duplicate name is ValidatePools' to report
 	}
 	members := slices.Clone(st.GetMembers())
 	slices.SortFunc(members, compareMembers)
@@ -154,7 +183,17 @@ func TableFromState(st *gwelbv1.State) (*Table, error) {
 	return NewTable(st.GetIndex(), specs)
 }
 
-func msToDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
+// msToDuration converts a stored millisecond count, saturating instead of
+// wrapping.
+func msToDuration(ms int64) time.Duration {
+	if ms > maxMs {
+		return time.Duration(math.MaxInt64)
+	}
+	if ms < -maxMs {
+		return time.Duration(math.MinInt64)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
 
 // clamp32 narrows without wrapping, so an out-of-range value stays out of
 // range (and is rejected) rather than turning into a plausible one.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,11 @@ var (
 // maxMs is the largest millisecond count that still fits a time.Duration.
 const maxMs = math.MaxInt64 / int64(time.Millisecond)
 
+// maxOutcomes bounds the window of request ids whose outcome the FSM
+// remembers for exact retries (DESIGN.md §5.3). A client retries within
+// seconds; 1,024 writes is far more than arrive in that time.
+const maxOutcomes = 1024
+
 // marshalOpts makes encodings byte-identical across nodes and runs, so
 // snapshots of equal states can be compared byte for byte.
 var marshalOpts = proto.MarshalOptions{Deterministic: true}
@@ -42,8 +46,9 @@ var marshalOpts = proto.MarshalOptions{Deterministic: true}
 type FSM struct {
 	publish func(*Table)
 
-	mu sync.Mutex
-	st *gwelbv1.State // guarded by mu; kept in the sort order State documents
+	mu       sync.Mutex
+	st       *gwelbv1.State              // guarded by mu; kept in the sort order State documents
+	outcomes map[string]*gwelbv1.Outcome // guarded by mu; st.Outcomes by request id
 
 	table atomic.Pointer[Table] // read lock-free by the data plane
 }
@@ -55,7 +60,7 @@ var _ raft.FSM = (*FSM)(nil)
 // the goroutine that applied the command and without FSM locks held (so it
 // may call State or Table).
 func NewFSM(publish func(*Table)) *FSM {
-	f := &FSM{publish: publish, st: &gwelbv1.State{}}
+	f := &FSM{publish: publish, st: &gwelbv1.State{}, outcomes: map[string]*gwelbv1.Outcome{}}
 	empty, err := NewTable(0, nil)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: empty table: %v", err)) // cannot happen: no pools, nothing to reject
@@ -81,9 +86,15 @@ func (f *FSM) State() *gwelbv1.State {
 	return proto.Clone(f.st).(*gwelbv1.State)
 }
 
-// Apply applies the Command in l.Data at l.Index. It returns nil or an error
-// wrapping ErrNotFound, ErrInvalid or ErrVersion; a rejected command leaves
-// the state unchanged except for the applied index.
+// AppliedEarlier is Apply's answer to a retried request whose first attempt
+// was applied: the index it was applied at. Nothing is applied again.
+type AppliedEarlier uint64
+
+// Apply applies the Command in l.Data at l.Index. It returns nil,
+// AppliedEarlier, or an error wrapping ErrNotFound, ErrInvalid or
+// ErrVersion; a rejected command leaves the state unchanged except for the
+// applied index. A command whose request_id was applied before answers what
+// it answered then (exact retries, DESIGN.md §5.3).
 func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil // raft hands a plain FSM only commands; be safe anyway
@@ -92,7 +103,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 	decodeErr := proto.Unmarshal(l.Data, &cmd)
 
 	f.mu.Lock()
+	if o, ok := f.outcomes[cmd.GetRequestId()]; ok && decodeErr == nil {
+		f.st.Index = l.Index
+		f.mu.Unlock()
+		return answerOf(o)
+	}
 	tbl, err := f.applyLocked(l.Index, &cmd, decodeErr)
+	if id := cmd.GetRequestId(); id != "" && decodeErr == nil {
+		f.remember(newOutcome(id, l.Index, err))
+	}
 	f.mu.Unlock()
 
 	if tbl != nil && f.publish != nil {
@@ -102,6 +121,57 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return err
 	}
 	return nil // an untyped nil, so Response() == nil holds
+}
+
+// remember adds an outcome to the window, dropping the oldest past maxOutcomes.
+func (f *FSM) remember(o *gwelbv1.Outcome) {
+	f.st.Outcomes = append(f.st.Outcomes, o)
+	f.outcomes[o.GetRequestId()] = o
+	if n := len(f.st.Outcomes) - maxOutcomes; n > 0 {
+		for _, old := range f.st.Outcomes[:n] {
+			delete(f.outcomes, old.GetRequestId())
+		}
+		f.st.Outcomes = slices.Clone(f.st.Outcomes[n:])
+	}
+}
+
+// newOutcome records what applying request id at index answered.
+func newOutcome(id string, index uint64, err error) *gwelbv1.Outcome {
+	o := &gwelbv1.Outcome{RequestId: id, Index: index}
+	switch {
+	case err == nil:
+		return o
+	case errors.Is(err, ErrNotFound):
+		o.Code = gwelbv1.OutcomeCode_OUTCOME_NOT_FOUND
+	case errors.Is(err, ErrVersion):
+		o.Code = gwelbv1.OutcomeCode_OUTCOME_VERSION
+	default:
+		o.Code = gwelbv1.OutcomeCode_OUTCOME_INVALID
+	}
+	o.Error = err.Error()
+	return o
+}
+
+// outcomeError is a remembered rejection, as errors.Is sees the original.
+type outcomeError struct {
+	msg  string
+	kind error
+}
+
+func (e *outcomeError) Error() string        { return e.msg }
+func (e *outcomeError) Is(target error) bool { return target == e.kind }
+
+// answerOf is what Apply returns again for a remembered outcome.
+func answerOf(o *gwelbv1.Outcome) any {
+	switch o.GetCode() {
+	case gwelbv1.OutcomeCode_OUTCOME_APPLIED:
+		return AppliedEarlier(o.GetIndex())
+	case gwelbv1.OutcomeCode_OUTCOME_NOT_FOUND:
+		return &outcomeError{o.GetError(), ErrNotFound}
+	case gwelbv1.OutcomeCode_OUTCOME_VERSION:
+		return &outcomeError{o.GetError(), ErrVersion}
+	}
+	return &outcomeError{o.GetError(), ErrInvalid}
 }
 
 // applyLocked applies cmd and returns the new Table when the state changed.
@@ -146,36 +216,53 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 // Restore replaces the state with a snapshot's and publishes its table. A
-// snapshot that decodes but whose table cannot be built (written by a
-// version with looser rules) is still installed, so this node agrees with
-// its peers; the last good table stays in use and the next command that
-// makes the state valid again publishes a fresh one.
+// snapshot whose pools or members the validator rejects is refused with the
+// field named and changes nothing: every way into the state (commands, the
+// admin API's restore) is validated, so such a snapshot was forged or
+// corrupted, and routing from it would answer 404 or worse.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	data, err := io.ReadAll(rc)
 	if err != nil {
 		return fmt.Errorf("restore: read snapshot: %w", err)
 	}
-	st := &gwelbv1.State{}
-	if err := proto.Unmarshal(data, st); err != nil {
-		return fmt.Errorf("restore: decode snapshot: %w", err)
-	}
-	if err := normalize(st); err != nil {
+	st, tbl, err := DecodeState(data)
+	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	tbl, tblErr := TableFromState(st)
+	outcomes := make(map[string]*gwelbv1.Outcome, len(st.GetOutcomes()))
+	for _, o := range st.GetOutcomes() {
+		outcomes[o.GetRequestId()] = o
+	}
 
 	f.mu.Lock()
 	f.st = st
-	if tblErr == nil {
-		f.table.Store(tbl)
-	}
+	f.outcomes = outcomes
+	f.table.Store(tbl)
 	f.mu.Unlock()
 
-	if tblErr == nil && f.publish != nil {
+	if f.publish != nil {
 		f.publish(tbl)
 	}
 	return nil
+}
+
+// DecodeState decodes a snapshot's bytes (a raft snapshot, an operator's
+// snapshot file or the table cache), puts it in the order Apply keeps and
+// judges it with the validator; it returns the state and its routing Table.
+func DecodeState(data []byte) (*gwelbv1.State, *Table, error) {
+	st := &gwelbv1.State{}
+	if err := proto.Unmarshal(data, st); err != nil {
+		return nil, nil, fmt.Errorf("decode state: %w: %w", ErrInvalid, err)
+	}
+	if err := normalize(st); err != nil {
+		return nil, nil, err
+	}
+	tbl, err := TableFromState(st)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state at index %d: %w", st.GetIndex(), err)
+	}
+	return st, tbl, nil
 }
 
 // snapshot is an immutable encoding of the state at one index.
@@ -287,7 +374,7 @@ func applySeed(st *gwelbv1.State, seed *gwelbv1.Seed, now int64) error {
 	pools := map[string]bool{}
 	for _, p := range seed.GetPools() {
 		if err := validatePool(p); err != nil {
-			return fmt.Errorf("pool %s: %w", p.GetName(), err)
+			return err
 		}
 		if pools[p.GetName()] {
 			return fmt.Errorf("pool %s listed twice: %w", p.GetName(), ErrInvalid)
@@ -318,62 +405,20 @@ func applySeed(st *gwelbv1.State, seed *gwelbv1.Seed, now int64) error {
 	return nil
 }
 
-// validatePool checks what NewTable does not: the health check and the
-// ranges of the millisecond fields.
+// validatePool judges a pool of a command with the one validator.
 func validatePool(p *gwelbv1.Pool) error {
 	if p == nil {
 		return fmt.Errorf("no pool: %w", ErrInvalid)
 	}
-	if ms := p.GetFailTimeoutMs(); ms < 0 || ms > maxMs {
-		return fmt.Errorf("fail_timeout_ms %d out of range: %w", ms, ErrInvalid)
-	}
-	hc := p.GetHealth()
-	for _, f := range []struct {
-		name string
-		ms   int64
-	}{
-		{"interval_ms", hc.GetIntervalMs()},
-		{"timeout_ms", hc.GetTimeoutMs()},
-		{"flap_window_ms", hc.GetFlapWindowMs()},
-		{"hold_down_ms", hc.GetHoldDownMs()},
-	} {
-		if f.ms < 0 || f.ms > maxMs {
-			return fmt.Errorf("health %s %d out of range: %w", f.name, f.ms, ErrInvalid)
-		}
-	}
-	for _, f := range []struct {
-		name string
-		n    int32
-	}{
-		{"rise", hc.GetRise()},
-		{"fall", hc.GetFall()},
-		{"flap_limit", hc.GetFlapLimit()},
-	} {
-		if f.n < 0 {
-			return fmt.Errorf("health %s %d is negative: %w", f.name, f.n, ErrInvalid)
-		}
-	}
-	if s := hc.GetExpectStatus(); s != 0 && (s < 100 || s > 599) {
-		return fmt.Errorf("health expect_status %d (want 100..599): %w", s, ErrInvalid)
-	}
-	if path := hc.GetPath(); path != "" && !strings.HasPrefix(path, "/") {
-		return fmt.Errorf("health path %q must start with /: %w", path, ErrInvalid)
-	}
-	if hc.GetFlapLimit() > 0 && (hc.GetFlapWindowMs() == 0 || hc.GetHoldDownMs() == 0) {
-		return fmt.Errorf("health flap_limit %d needs flap_window_ms and hold_down_ms: %w", hc.GetFlapLimit(), ErrInvalid)
-	}
-	return nil
+	return ValidatePool(PoolFromProto(p))
 }
 
-// validateMember checks what NewTable cannot see once converted: the enum.
+// validateMember judges a member of a command with the one validator.
 func validateMember(m *gwelbv1.Member) error {
 	if m == nil {
 		return fmt.Errorf("no member: %w", ErrInvalid)
 	}
-	if s := m.GetState(); s < 0 || s > gwelbv1.AdminState(Disabled) {
-		return fmt.Errorf("admin state %d: %w", s, ErrInvalid)
-	}
-	return nil
+	return ValidateMember(MemberFromProto(m))
 }
 
 // storedMember returns the stored form of a member the operator described: a
@@ -459,8 +504,8 @@ func removeMember(st *gwelbv1.State, pool, route string) error {
 }
 
 func setMemberState(st *gwelbv1.State, pool, route string, state gwelbv1.AdminState) error {
-	if state < 0 || state > gwelbv1.AdminState(Disabled) {
-		return fmt.Errorf("admin state %d: %w", state, ErrInvalid)
+	if AdminStateFromProto(state).Proto() != state {
+		return fmt.Errorf("admin state %d: want active, drain or disabled: %w", state, ErrInvalid)
 	}
 	i, ok := findMember(st, pool, route)
 	if !ok {
@@ -619,6 +664,9 @@ func normalize(st *gwelbv1.State) error {
 		if o := st.Observations[i]; compareObservations(st.Observations[i-1], o) == 0 {
 			return fmt.Errorf("observation %s/%s by %s twice: %w", o.GetPool(), o.GetRoute(), o.GetNode(), ErrInvalid)
 		}
+	}
+	if len(st.Outcomes) > maxOutcomes {
+		st.Outcomes = st.Outcomes[len(st.Outcomes)-maxOutcomes:]
 	}
 	return nil
 }

@@ -10,7 +10,7 @@ import (
 // weights (all 1 when weights is nil), after edit had its say on the specs.
 func backendPool(t testing.TB, n int, weights []int, edit func([]MemberSpec)) *Pool {
 	t.Helper()
-	spec := PoolSpec{Name: "b", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true}
+	spec := PoolSpec{Name: "b", Prefix: "/backend", Sticky: StickySpec{Cookie: "ROUTEID", Insert: true}}
 	for i := range n {
 		w := 1
 		if weights != nil {
@@ -189,7 +189,7 @@ func TestRendezvousStability(t *testing.T) {
 		{"member 3 down", backendPool(t, 5, nil, func(ms []MemberSpec) { ms[2].Verdict = Down })},
 		{"member 3 draining", backendPool(t, 5, nil, func(ms []MemberSpec) { ms[2].State = Drain })},
 	}
-	spec := PoolSpec{Name: "b", Prefix: "/backend", Cookie: "ROUTEID"}
+	spec := PoolSpec{Name: "b", Prefix: "/backend", Sticky: StickySpec{Cookie: "ROUTEID"}}
 	for _, r := range []string{"1", "2", "4", "5"} {
 		spec.Members = append(spec.Members, MemberSpec{Route: r, URL: "http://127.0.0.1:1"})
 	}

@@ -5,12 +5,10 @@
 package fsm
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"sort"
 	"strings"
-	"time"
 )
 
 // AdminState is an operator's wish for a member, as in Apache's balancer-manager.
@@ -61,38 +59,6 @@ func (v Verdict) String() string {
 	return "up"
 }
 
-// CookieSpec holds the attributes of the sticky cookie a pool inserts.
-type CookieSpec struct {
-	Path     string // default "/"
-	Domain   string
-	MaxAge   int // seconds; 0 means a session cookie
-	Secure   bool
-	HTTPOnly bool
-	SameSite string // "", "Lax", "Strict" or "None"
-}
-
-// PoolSpec describes a pool: its prefix, how it reads sticky values and its members.
-type PoolSpec struct {
-	Name         string
-	Prefix       string        // path prefix, e.g. "/frontend"
-	QueryParam   string        // sticky query parameter ("alias"), "" for none
-	Cookie       string        // sticky cookie ("FRONTEND_ROUTEID", "ROUTEID"), "" for none
-	InsertCookie bool          // set Cookie when the route is assigned or changes
-	CookieAttrs  CookieSpec    // attributes of the inserted cookie
-	FailTimeout  time.Duration // local quarantine after a connection failure
-	Health       HealthSpec    // active probe and verdict flap damping (see verdict.go)
-	Members      []MemberSpec
-}
-
-// MemberSpec describes one GWE server of a pool.
-type MemberSpec struct {
-	Route   string // unique in its pool, e.g. "1" or "GWE_Frontend_103"
-	URL     string // scheme://host:port of the GWE server
-	Weight  int    // relative share of new sessions, >= 1
-	State   AdminState
-	Verdict Verdict
-}
-
 // Table is an immutable snapshot of every pool and member, built once per
 // change and shared by all readers without locks.
 type Table struct {
@@ -114,111 +80,37 @@ type Member struct {
 	Target *url.URL
 }
 
-// NewTable validates pools and builds a Table at the given Raft index.
+// NewTable applies defaults to pools, judges them with ValidatePools and
+// builds a Table at the given Raft index. Building a table is the last
+// check before anything routes: what the data plane cannot route never
+// becomes a Table.
 func NewTable(index uint64, pools []PoolSpec) (*Table, error) {
+	specs := make([]PoolSpec, len(pools))
+	for i, p := range pools {
+		specs[i] = p.WithDefaults()
+	}
+	if err := ValidatePools(specs); err != nil {
+		return nil, err
+	}
 	t := &Table{index: index}
-	names := map[string]bool{}
-	prefixes := map[string]string{}
-	for i := range pools {
-		p, err := newPool(pools[i])
-		if err != nil {
-			return nil, err
-		}
-		if names[p.spec.Name] {
-			return nil, fmt.Errorf("pool %q: duplicate name", p.spec.Name)
-		}
-		if other, ok := prefixes[p.spec.Prefix]; ok {
-			return nil, fmt.Errorf("pool %q: prefix %q already used by pool %q", p.spec.Name, p.spec.Prefix, other)
-		}
-		names[p.spec.Name] = true
-		prefixes[p.spec.Prefix] = p.spec.Name
-		t.pools = append(t.pools, p)
+	for _, spec := range specs {
+		t.pools = append(t.pools, newPool(spec))
 	}
 	sort.SliceStable(t.pools, func(i, j int) bool { return len(t.pools[i].spec.Prefix) > len(t.pools[j].spec.Prefix) })
 	return t, nil
 }
 
-func newPool(spec PoolSpec) (*Pool, error) {
-	if spec.Name == "" {
-		return nil, errors.New("pool: name is empty")
-	}
-	if !strings.HasPrefix(spec.Prefix, "/") || (len(spec.Prefix) > 1 && strings.HasSuffix(spec.Prefix, "/")) {
-		return nil, fmt.Errorf("pool %q: prefix %q must start with / and not end with /", spec.Name, spec.Prefix)
-	}
-	if spec.QueryParam == "" && spec.Cookie == "" {
-		return nil, fmt.Errorf("pool %q: needs a sticky query parameter or cookie", spec.Name)
-	}
-	if spec.InsertCookie && spec.Cookie == "" {
-		return nil, fmt.Errorf("pool %q: insert_cookie needs a cookie name", spec.Name)
-	}
-	if !validToken(spec.Cookie) {
-		return nil, fmt.Errorf("pool %q: cookie name %q is not a valid token", spec.Name, spec.Cookie)
-	}
-	switch spec.CookieAttrs.SameSite {
-	case "", "Lax", "Strict", "None":
-	default:
-		return nil, fmt.Errorf("pool %q: same_site %q (want Lax, Strict or None)", spec.Name, spec.CookieAttrs.SameSite)
-	}
-	if spec.CookieAttrs.Path == "" {
-		spec.CookieAttrs.Path = "/"
-	}
-	if spec.FailTimeout < 0 {
-		return nil, fmt.Errorf("pool %q: fail_timeout %v is negative", spec.Name, spec.FailTimeout)
-	}
+// newPool builds a pool from a spec ValidatePools accepted.
+func newPool(spec PoolSpec) *Pool {
 	p := &Pool{spec: spec, byRoute: make(map[string]int, len(spec.Members))}
 	p.spec.Members = nil // members live in p.members
 	for _, ms := range spec.Members {
-		m, err := newMember(ms)
-		if err != nil {
-			return nil, fmt.Errorf("pool %q: %w", spec.Name, err)
-		}
-		if _, dup := p.byRoute[m.Route]; dup {
-			return nil, fmt.Errorf("pool %q: member route %q: duplicate", spec.Name, m.Route)
-		}
-		p.byRoute[m.Route] = len(p.members)
-		p.members = append(p.members, m)
+		u, _ := ParseMemberURL(ms.URL) // validated
+		p.byRoute[ms.Route] = len(p.members)
+		p.members = append(p.members, Member{MemberSpec: ms, Target: u})
 	}
 	p.wrr = smoothWRR(p.members)
-	return p, nil
-}
-
-func newMember(ms MemberSpec) (Member, error) {
-	if ms.Route == "" || !validToken(ms.Route) {
-		return Member{}, fmt.Errorf("member route %q: must be a non-empty token without spaces, ';', ',' or quotes", ms.Route)
-	}
-	if ms.Weight == 0 {
-		ms.Weight = 1
-	}
-	if ms.Weight < 1 || ms.Weight > 1000 {
-		return Member{}, fmt.Errorf("member %q: weight %d (want 1..1000)", ms.Route, ms.Weight)
-	}
-	if ms.State > Disabled {
-		return Member{}, fmt.Errorf("member %q: %v", ms.Route, ms.State)
-	}
-	u, err := url.Parse(ms.URL)
-	if err != nil {
-		return Member{}, fmt.Errorf("member %q: url %q: %w", ms.Route, ms.URL, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Member{}, fmt.Errorf("member %q: url %q: want http://host:port or https://host:port", ms.Route, ms.URL)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return Member{}, fmt.Errorf("member %q: url %q: must have no path, query or user: gwelb forwards the request target unchanged", ms.Route, ms.URL)
-	}
-	u.Path = ""
-	return Member{MemberSpec: ms, Target: u}, nil
-}
-
-// validToken reports whether s may be used verbatim as a cookie name or
-// route: printable ASCII without separators that would break a Cookie header.
-func validToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || c == ';' || c == ',' || c == '"' || c == '\\' || c == '=' {
-			return false
-		}
-	}
-	return true
+	return p
 }
 
 // smoothWRR returns nginx's smooth weighted round-robin order: each member

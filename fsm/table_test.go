@@ -1,9 +1,9 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 )
@@ -12,16 +12,16 @@ import (
 func seedPools() []PoolSpec {
 	return []PoolSpec{
 		{
-			Name: "frontend", Prefix: "/frontend", QueryParam: "alias", Cookie: "FRONTEND_ROUTEID",
-			InsertCookie: true, FailTimeout: 30 * time.Second,
+			Name: "frontend", Prefix: "/frontend", Sticky: StickySpec{Query: "alias", Cookie: "FRONTEND_ROUTEID", Insert: true},
+			FailTimeout: new(30 * time.Second),
 			Members: []MemberSpec{
 				{Route: "GWE_F_1", URL: "http://127.0.0.1:8081"},
 				{Route: "GWE_F_2", URL: "http://127.0.0.1:8082"},
 			},
 		},
 		{
-			Name: "backend", Prefix: "/backend", Cookie: "ROUTEID",
-			InsertCookie: true, FailTimeout: 5 * time.Second,
+			Name: "backend", Prefix: "/backend", Sticky: StickySpec{Cookie: "ROUTEID", Insert: true},
+			FailTimeout: new(5 * time.Second),
 			Members: []MemberSpec{
 				{Route: "1", URL: "http://127.0.0.1:9081/", Weight: 2},
 				{Route: "2", URL: "https://gwe-2.example.com:9082"},
@@ -61,8 +61,8 @@ func TestNewTableBuildsSeed(t *testing.T) {
 		t.Error(`Pool("nope") != nil`)
 	}
 	spec := be.Spec()
-	if spec.CookieAttrs.Path != "/" {
-		t.Errorf("default cookie path = %q, want /", spec.CookieAttrs.Path)
+	if spec.Cookie.Path != "/" {
+		t.Errorf("default cookie path = %q, want /", spec.Cookie.Path)
 	}
 	if spec.Members != nil {
 		t.Errorf("Spec().Members = %v, want nil (members live in Members())", spec.Members)
@@ -108,99 +108,28 @@ func TestNewTableEmpty(t *testing.T) {
 		t.Error("empty table matches a pool")
 	}
 	// A pool without members is valid (members are added later).
-	p := mustTable(t, PoolSpec{Name: "b", Prefix: "/b", Cookie: "ROUTEID"}).Pool("b")
+	p := mustTable(t, PoolSpec{Name: "b", Prefix: "/b", Sticky: StickySpec{Cookie: "ROUTEID"}}).Pool("b")
 	if got := p.Pick("", "", 0, nil); got != -1 {
 		t.Errorf("empty pool Pick = %d, want -1", got)
 	}
 }
 
-func TestNewTableErrors(t *testing.T) {
-	pool := func(edit func(*PoolSpec)) []PoolSpec {
-		ps := seedPools()
-		edit(&ps[1])
-		return ps
+// TestNewTableRejectsInvalid: building a table is judged by the one
+// validator (every rule is tested in validate_test.go).
+func TestNewTableRejectsInvalid(t *testing.T) {
+	ps := seedPools()
+	ps[1].Health.Path = "about"
+	tbl, err := NewTable(1, ps)
+	if tbl != nil || err == nil {
+		t.Fatalf("NewTable = %v, %v; want an error", tbl, err)
 	}
-	member := func(edit func(*MemberSpec)) []PoolSpec {
-		return pool(func(p *PoolSpec) { edit(&p.Members[1]) })
+	if want := `pools[1] "backend": health.path "about": must start with /`; err.Error() != want {
+		t.Errorf("error = %q, want %q", err, want)
 	}
-	tests := []struct {
-		name  string
-		pools []PoolSpec
-		want  string // substring of the error
-	}{
-		{"duplicate route", member(func(m *MemberSpec) { m.Route = "1" }), `route "1": duplicate`},
-		{"empty route", member(func(m *MemberSpec) { m.Route = "" }), `route ""`},
-		{"route with space", member(func(m *MemberSpec) { m.Route = "GWE F" }), `route "GWE F"`},
-		{"route with semicolon", member(func(m *MemberSpec) { m.Route = "a;b" }), `route "a;b"`},
-		{"route with quote", member(func(m *MemberSpec) { m.Route = `a"b` }), `route`},
-		{"route non-ASCII", member(func(m *MemberSpec) { m.Route = "é" }), `route`},
-		{"url with path (the guide's BalancerMember form)", member(func(m *MemberSpec) { m.URL = "http://198.51.100.1:9083/backend" }), "no path"},
-		{"url with query", member(func(m *MemberSpec) { m.URL = "http://127.0.0.1:1/?a=b" }), "no path, query"},
-		{"url with user", member(func(m *MemberSpec) { m.URL = "http://u:p@127.0.0.1:1" }), "no path, query or user"},
-		{"url scheme", member(func(m *MemberSpec) { m.URL = "ftp://127.0.0.1:1" }), "want http://"},
-		{"url without scheme", member(func(m *MemberSpec) { m.URL = "127.0.0.1:9082" }), "url"},
-		{"url without host", member(func(m *MemberSpec) { m.URL = "http://" }), "want http://"},
-		{"url unparsable", member(func(m *MemberSpec) { m.URL = "http://[::1" }), "url"},
-		{"weight negative", member(func(m *MemberSpec) { m.Weight = -1 }), "weight -1"},
-		{"weight too big", member(func(m *MemberSpec) { m.Weight = 1001 }), "weight 1001"},
-		{"bad admin state", member(func(m *MemberSpec) { m.State = 9 }), "AdminState(9)"},
-		{"duplicate prefix", pool(func(p *PoolSpec) { p.Prefix = "/frontend" }), `prefix "/frontend" already used by pool "frontend"`},
-		{"duplicate name", pool(func(p *PoolSpec) { p.Name = "frontend" }), "duplicate name"},
-		{"empty name", pool(func(p *PoolSpec) { p.Name = "" }), "name is empty"},
-		{"prefix without slash", pool(func(p *PoolSpec) { p.Prefix = "backend" }), "must start with /"},
-		{"prefix trailing slash", pool(func(p *PoolSpec) { p.Prefix = "/backend/" }), "not end with /"},
-		{"empty prefix", pool(func(p *PoolSpec) { p.Prefix = "" }), "must start with /"},
-		{"no sticky key", pool(func(p *PoolSpec) { p.Cookie = ""; p.InsertCookie = false }), "needs a sticky query parameter or cookie"},
-		{"insert without cookie", pool(func(p *PoolSpec) { p.Cookie = ""; p.QueryParam = "alias" }), "insert_cookie needs a cookie name"},
-		{"cookie name with space", pool(func(p *PoolSpec) { p.Cookie = "ROUTE ID" }), "not a valid token"},
-		{"cookie name with semicolon", pool(func(p *PoolSpec) { p.Cookie = "ROUTE;ID" }), "not a valid token"},
-		{"cookie name with equals", pool(func(p *PoolSpec) { p.Cookie = "ROUTE=ID" }), "not a valid token"},
-		{"cookie name with comma", pool(func(p *PoolSpec) { p.Cookie = "ROUTE,ID" }), "not a valid token"},
-		{"cookie name quoted", pool(func(p *PoolSpec) { p.Cookie = `"ROUTEID"` }), "not a valid token"},
-		{"cookie name control char", pool(func(p *PoolSpec) { p.Cookie = "ROUTE\x01ID" }), "not a valid token"},
-		{"cookie name non-ASCII", pool(func(p *PoolSpec) { p.Cookie = "ROUTÉID" }), "not a valid token"},
-		{"same_site case", pool(func(p *PoolSpec) { p.CookieAttrs.SameSite = "lax" }), `same_site "lax"`},
-		{"negative fail_timeout", pool(func(p *PoolSpec) { p.FailTimeout = -time.Second }), "fail_timeout"},
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("error %v is not ErrInvalid", err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tbl, err := NewTable(1, tt.pools)
-			if err == nil {
-				t.Fatalf("NewTable succeeded, want error containing %q", tt.want)
-			}
-			if tbl != nil {
-				t.Errorf("NewTable returned a table with error %v", err)
-			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("error %q does not contain %q", err, tt.want)
-			}
-		})
-	}
-}
-
-func TestNewTableAcceptsEdges(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(*PoolSpec)
-	}{
-		{"weight 1000", func(p *PoolSpec) { p.Members[0].Weight = 1000 }},
-		{"weight 0 means 1", func(p *PoolSpec) { p.Members[0].Weight = 0 }},
-		{"query only, no cookie", func(p *PoolSpec) { p.Cookie = ""; p.InsertCookie = false; p.QueryParam = "alias" }},
-		{"root prefix", func(p *PoolSpec) { p.Prefix = "/" }},
-		{"route with dot", func(p *PoolSpec) { p.Members[0].Route = "GWE.F.1" }},
-		{"same_site None", func(p *PoolSpec) { p.CookieAttrs.SameSite = "None" }},
-		{"zero fail_timeout", func(p *PoolSpec) { p.FailTimeout = 0 }},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ps := seedPools()
-			tt.edit(&ps[1])
-			if _, err := NewTable(1, ps); err != nil {
-				t.Errorf("NewTable: %v", err)
-			}
-		})
-	}
-	p := mustTable(t, PoolSpec{Name: "b", Prefix: "/b", Cookie: "R", Members: []MemberSpec{{Route: "1", URL: "http://h:1"}}}).Pool("b")
+	p := mustTable(t, PoolSpec{Name: "b", Prefix: "/b", Sticky: StickySpec{Cookie: "R"}, Members: []MemberSpec{{Route: "1", URL: "http://h:1"}}}).Pool("b")
 	if w := p.Member(0).Weight; w != 1 {
 		t.Errorf("weight 0 became %d, want 1", w)
 	}
@@ -208,9 +137,9 @@ func TestNewTableAcceptsEdges(t *testing.T) {
 
 func TestMatch(t *testing.T) {
 	pools := []PoolSpec{
-		{Name: "frontend", Prefix: "/frontend", QueryParam: "alias"},
-		{Name: "backend", Prefix: "/backend", Cookie: "ROUTEID"},
-		{Name: "api", Prefix: "/backend/api", Cookie: "ROUTEID"},
+		{Name: "frontend", Prefix: "/frontend", Sticky: StickySpec{Query: "alias"}},
+		{Name: "backend", Prefix: "/backend", Sticky: StickySpec{Cookie: "ROUTEID"}},
+		{Name: "api", Prefix: "/backend/api", Sticky: StickySpec{Cookie: "ROUTEID"}},
 	}
 	tests := []struct {
 		path string
@@ -252,7 +181,7 @@ func TestMatch(t *testing.T) {
 		}
 	}
 	// A root pool catches everything the others do not.
-	tbl := mustTable(t, append(pools, PoolSpec{Name: "root", Prefix: "/", Cookie: "R"})...)
+	tbl := mustTable(t, append(pools, PoolSpec{Name: "root", Prefix: "/", Sticky: StickySpec{Cookie: "R"}})...)
 	for path, want := range map[string]string{"/": "root", "/x": "root", "/frontendX": "root", "/frontend/x": "frontend", "/backend/api/x": "api"} {
 		if p := tbl.Match(path); p == nil || p.Name() != want {
 			t.Errorf("with root pool: Match(%q) = %v, want %s", path, p, want)
@@ -295,7 +224,7 @@ func TestAdminState(t *testing.T) {
 
 func TestSmoothWRR(t *testing.T) {
 	schedule := func(weights ...int) []int {
-		spec := PoolSpec{Name: "p", Prefix: "/p", Cookie: "R"}
+		spec := PoolSpec{Name: "p", Prefix: "/p", Sticky: StickySpec{Cookie: "R"}}
 		for i, w := range weights {
 			spec.Members = append(spec.Members, MemberSpec{Route: fmt.Sprint(i), URL: "http://h:1", Weight: w})
 		}

@@ -23,21 +23,6 @@ const (
 // a long flap window cannot grow the replicated state without limit.
 const maxFlips = 64
 
-// HealthSpec configures how balancer nodes probe a pool's members and how
-// the cluster damps a flapping verdict. Zero values mean "default" for the
-// probe fields (see WithDefaults) and "off" for flap damping.
-type HealthSpec struct {
-	Path         string        // probe path; default "<prefix>/about"
-	Interval     time.Duration // time between probes; default 2s
-	Timeout      time.Duration // per probe; default 1s
-	Rise         int           // consecutive successes before a node observes up; default 2
-	Fall         int           // consecutive failures before a node observes down; default 2
-	ExpectStatus int           // HTTP status of a healthy answer; default 200
-	FlapLimit    int           // verdict flips within FlapWindow that trigger a hold-down; 0 = off
-	FlapWindow   time.Duration // window in which flips are counted
-	HoldDown     time.Duration // how long a flapping member is held down
-}
-
 // WithDefaults returns h with unset probe fields filled in for a pool with
 // the given prefix. Flap damping has no defaults: it is off unless asked for.
 func (h HealthSpec) WithDefaults(prefix string) HealthSpec {

@@ -36,8 +36,8 @@ func pickServer(t testing.TB) *Server {
 		return ms
 	}
 	tbl := mustTable(t,
-		fsm.PoolSpec{Name: "frontend", Prefix: "/frontend", QueryParam: "alias", Cookie: "FRONTEND_ROUTEID", InsertCookie: true, Members: members("GWE_F_1", "GWE_F_2", "GWE_F_3")},
-		fsm.PoolSpec{Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true, Members: members("1", "2", "3")},
+		fsm.PoolSpec{Name: "frontend", Prefix: "/frontend", Sticky: fsm.StickySpec{Query: "alias", Cookie: "FRONTEND_ROUTEID", Insert: true}, Members: members("GWE_F_1", "GWE_F_2", "GWE_F_3")},
+		fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true}, Members: members("1", "2", "3")},
 	)
 	s := New(Options{Logger: discardLogger()})
 	s.Update(tbl)
@@ -58,7 +58,7 @@ func pickFunc(t testing.TB, s *Server, c pickCase) func() int {
 	}
 	const now = 1_700_000_000_000_000_000
 	return func() int {
-		keys := readSticky(req, pv.spec.QueryParam, pv.spec.Cookie)
+		keys := readSticky(req, pv.spec.Sticky.Query, pv.spec.Sticky.Cookie)
 		value := keys.value()
 		return pv.pick(value, fsm.RouteOf(value), now)
 	}

@@ -59,7 +59,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st.pv = pv
-	st.keys = readSticky(r, pv.spec.QueryParam, pv.spec.Cookie)
+	st.keys = readSticky(r, pv.spec.Sticky.Query, pv.spec.Sticky.Cookie)
 	st.value = st.keys.value()
 	st.carried = fsm.RouteOf(st.value)
 	st.member = pv.pick(st.value, st.carried, start.UnixNano())
@@ -109,7 +109,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	st := stateOf(resp.Request.Context())
 	st.status = resp.StatusCode
 	st.upstreamTime = time.Since(st.upstreamStart)
-	if st.pv.spec.InsertCookie && st.pv.pool.Member(st.member).Route != st.carried {
+	if st.pv.spec.Sticky.Insert && st.pv.pool.Member(st.member).Route != st.carried {
 		resp.Header.Add("Set-Cookie", st.pv.cookies[st.member])
 	}
 	return nil
@@ -191,7 +191,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (t *retryTransport) fail(st *reqState, err error) {
 	m := st.pv.members[st.member]
 	if isConnFailure(err) {
-		m.quarantinedUntil.Store(time.Now().Add(st.pv.spec.FailTimeout).UnixNano())
+		m.quarantinedUntil.Store(time.Now().Add(st.pv.spec.Quarantine()).UnixNano())
 	}
 	(*t.s.observer.Load()).ObserveFailure(st.pv.spec.Name, m.route, err)
 }

@@ -40,23 +40,23 @@ func FuzzSticky(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rawQuery, cookie string) {
 		r := &http.Request{URL: &url.URL{Path: "/x", RawQuery: rawQuery}, Header: http.Header{"Cookie": {cookie}}}
 		for _, pv := range pools {
-			k := readSticky(r, pv.spec.QueryParam, pv.spec.Cookie)
+			k := readSticky(r, pv.spec.Sticky.Query, pv.spec.Sticky.Cookie)
 			if k.query != "" && !fsm.ValidSticky(k.query) {
 				t.Fatalf("query value %q is not valid", k.query)
 			}
 			if k.cookie != "" && !fsm.ValidSticky(k.cookie) {
 				t.Fatalf("cookie value %q is not valid", k.cookie)
 			}
-			if pv.spec.QueryParam == "" && k.query != "" {
+			if pv.spec.Sticky.Query == "" && k.query != "" {
 				t.Fatalf("pool without a query parameter read %q", k.query)
 			}
 			// The cookie value is verbatim: it appears in the header, right
 			// after the name (possibly inside quotes).
-			if k.cookie != "" && !strings.Contains(cookie, pv.spec.Cookie+"="+k.cookie) && !strings.Contains(cookie, pv.spec.Cookie+`="`+k.cookie+`"`) {
+			if k.cookie != "" && !strings.Contains(cookie, pv.spec.Sticky.Cookie+"="+k.cookie) && !strings.Contains(cookie, pv.spec.Sticky.Cookie+`="`+k.cookie+`"`) {
 				t.Fatalf("cookie value %q is not in %q", k.cookie, cookie)
 			}
 			// An undecoded query value appears as sent.
-			if k.query != "" && !strings.ContainsAny(rawQuery, "%+") && !strings.Contains(rawQuery, pv.spec.QueryParam+"="+k.query) {
+			if k.query != "" && !strings.ContainsAny(rawQuery, "%+") && !strings.Contains(rawQuery, pv.spec.Sticky.Query+"="+k.query) {
 				t.Fatalf("query value %q is not in %q", k.query, rawQuery)
 			}
 			value := k.value()

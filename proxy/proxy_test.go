@@ -383,7 +383,7 @@ func TestSetCookieOnlyWhenAssigned(t *testing.T) {
 		io.WriteString(w, "own\n")
 	}))
 	t.Cleanup(own.Close)
-	h := startProxy(t, mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true,
+	h := startProxy(t, mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true},
 		Members: []fsm.MemberSpec{{Route: "own", URL: own.URL}}}), Options{}, ListenerConfig{})
 	r = h.get(t, "/backend/x")
 	if got := r.setCookies(); len(got) != 2 || got[0] != "JSESSIONID=xyz; Path=/backend" || got[1] != "ROUTEID=.own; Path=/" {
@@ -395,7 +395,7 @@ func TestSetCookieOnlyWhenAssigned(t *testing.T) {
 	}
 	// Without insert_cookie (the guide's alias-only frontend) nothing is set.
 	noInsert := frontendPool(startMembers(t, "/frontend", "GWE_F_1"))
-	noInsert.InsertCookie = false
+	noInsert.Sticky.Insert = false
 	h = startProxy(t, mustTable(t, noInsert), Options{}, ListenerConfig{})
 	r = h.get(t, "/frontend/x")
 	wantServer(t, r, "GWE_F_1")
@@ -419,7 +419,7 @@ func TestCookieAttributes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := backendPool(back)
-			spec.CookieAttrs = tt.attrs
+			spec.Cookie = tt.attrs
 			h := startProxy(t, mustTable(t, spec), Options{}, ListenerConfig{})
 			r := h.get(t, "/backend/x")
 			wantServer(t, r, "1")
@@ -503,7 +503,7 @@ func TestNoUsableMember503(t *testing.T) {
 		"2", func(m *fsm.MemberSpec) { m.Verdict = fsm.Down })
 	onlyDrain := editMember(editMember(backendPool(back), "1", func(m *fsm.MemberSpec) { m.State = fsm.Drain }),
 		"2", func(m *fsm.MemberSpec) { m.State = fsm.Disabled })
-	empty := fsm.PoolSpec{Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true}
+	empty := fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true}}
 	tests := []struct {
 		name    string
 		spec    fsm.PoolSpec
@@ -640,7 +640,7 @@ func TestHopByHopHeaders(t *testing.T) {
 		io.WriteString(w, "ok\n")
 	}))
 	t.Cleanup(up.Close)
-	h := startProxy(t, mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Cookie: "ROUTEID",
+	h := startProxy(t, mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID"},
 		Members: []fsm.MemberSpec{{Route: "1", URL: up.URL}}}), Options{}, ListenerConfig{})
 	r := h.rawGet(t, "/backend/x",
 		"Connection: X-Foo, keep-alive",
@@ -963,7 +963,7 @@ func TestRetryOnRefused(t *testing.T) {
 	})
 	t.Run("quarantine ends after fail_timeout", func(t *testing.T) {
 		short := spec
-		short.FailTimeout = 300 * time.Millisecond
+		short.FailTimeout = new(300 * time.Millisecond)
 		h := startProxy(t, mustTable(t, short), Options{}, ListenerConfig{})
 		start := time.Now()
 		wantServer(t, h.get(t, "/backend/x", "ROUTEID=.2"), fallback)
@@ -973,13 +973,13 @@ func TestRetryOnRefused(t *testing.T) {
 			wantServer(t, h.get(t, "/backend/x", "ROUTEID=.2"), fallback)
 			return len(h.obs.calls()) >= 2
 		})
-		if d := time.Since(start); d < short.FailTimeout {
-			t.Errorf("member 2 tried again after %v, before fail_timeout %v", d, short.FailTimeout)
+		if d := time.Since(start); d < short.Quarantine() {
+			t.Errorf("member 2 tried again after %v, before fail_timeout %v", d, short.Quarantine())
 		}
 	})
 	t.Run("zero fail_timeout still retries", func(t *testing.T) {
 		none := spec
-		none.FailTimeout = 0
+		none.FailTimeout = new(time.Duration(0))
 		h := startProxy(t, mustTable(t, none), Options{}, ListenerConfig{})
 		for range 3 {
 			wantServer(t, h.get(t, "/backend/x", "ROUTEID=.2"), fallback)
@@ -1163,7 +1163,7 @@ func TestTLS(t *testing.T) {
 	t.Cleanup(tlsMember.Close)
 	upstreamRoots := x509.NewCertPool()
 	upstreamRoots.AddCert(tlsMember.Certificate())
-	tbl := mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true,
+	tbl := mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true},
 		Members: []fsm.MemberSpec{plainMember.spec(), {Route: "2", URL: tlsMember.URL}}})
 
 	h := startProxy(t, tbl, Options{UpstreamTLS: &tls.Config{RootCAs: upstreamRoots}}, ListenerConfig{CertFile: certFile, KeyFile: keyFile})

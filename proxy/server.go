@@ -141,7 +141,7 @@ func (s *Server) Update(t *fsm.Table) {
 			}
 			seen[key] = true
 			pv.members = append(pv.members, ms)
-			pv.cookies = append(pv.cookies, setCookie(spec.Cookie, m.Route, spec.CookieAttrs))
+			pv.cookies = append(pv.cookies, setCookie(spec.Sticky.Cookie, m.Route, spec.Cookie))
 		}
 		v.pools = append(v.pools, pv)
 	}

@@ -115,8 +115,8 @@ func memberSpecs(ms []*member) []fsm.MemberSpec {
 // as "ROUTEID=.<route>; Path=/".
 func backendPool(ms []*member) fsm.PoolSpec {
 	return fsm.PoolSpec{
-		Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true,
-		FailTimeout: 5 * time.Second, Members: memberSpecs(ms),
+		Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true},
+		FailTimeout: new(5 * time.Second), Members: memberSpecs(ms),
 	}
 }
 
@@ -124,8 +124,8 @@ func backendPool(ms []*member) fsm.PoolSpec {
 // then cookie FRONTEND_ROUTEID (pure cookie mode, so it inserts it too).
 func frontendPool(ms []*member) fsm.PoolSpec {
 	return fsm.PoolSpec{
-		Name: "frontend", Prefix: "/frontend", QueryParam: "alias", Cookie: "FRONTEND_ROUTEID", InsertCookie: true,
-		FailTimeout: 30 * time.Second, Members: memberSpecs(ms),
+		Name: "frontend", Prefix: "/frontend", Sticky: fsm.StickySpec{Query: "alias", Cookie: "FRONTEND_ROUTEID", Insert: true},
+		FailTimeout: new(30 * time.Second), Members: memberSpecs(ms),
 	}
 }
 

@@ -86,8 +86,8 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		members = append(members, fsm.MemberSpec{Route: route, URL: g.URL})
 	}
 	seed := []fsm.PoolSpec{{
-		Name: "backend", Prefix: "/backend", Cookie: "ROUTEID", InsertCookie: true,
-		FailTimeout: 5 * time.Second, Health: Probe, Members: members,
+		Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true},
+		FailTimeout: new(5 * time.Second), Health: Probe, Members: members,
 	}}
 	var gossipAddrs []string
 	var cfgs []cluster.Config

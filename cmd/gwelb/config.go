@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -45,7 +44,7 @@ type Config struct {
 	Timeouts    Timeouts         `yaml:"timeouts"`
 	Limits      Limits           `yaml:"limits"`
 	UpstreamTLS UpstreamTLS      `yaml:"upstream_tls"`
-	Pools       []PoolConfig     `yaml:"pools"`
+	Pools       []fsm.PoolSpec   `yaml:"pools"` // the replicated model itself (DESIGN.md §5.1)
 }
 
 // GRPCTLSConfig secures the admin API; with ca set, clients and peers must
@@ -97,60 +96,6 @@ type UpstreamTLS struct {
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
-// PoolConfig is one pool of GWE servers.
-type PoolConfig struct {
-	Name        string         `yaml:"name"`
-	Prefix      string         `yaml:"prefix"`
-	Sticky      StickyConfig   `yaml:"sticky"`
-	Cookie      CookieConfig   `yaml:"cookie"`
-	FailTimeout *time.Duration `yaml:"fail_timeout"`
-	Health      HealthConfig   `yaml:"health"`
-	Members     []MemberConfig `yaml:"members"`
-}
-
-// HealthConfig configures active probes of a pool's members and verdict
-// flap damping.
-type HealthConfig struct {
-	Path         string        `yaml:"path"`
-	Interval     time.Duration `yaml:"interval"`
-	Timeout      time.Duration `yaml:"timeout"`
-	Rise         int           `yaml:"rise"`
-	Fall         int           `yaml:"fall"`
-	ExpectStatus int           `yaml:"expect_status"`
-	FlapLimit    int           `yaml:"flap_limit"`
-	FlapWindow   time.Duration `yaml:"flap_window"`
-	HoldDown     time.Duration `yaml:"hold_down"`
-}
-
-// StickyConfig names where a pool reads its sticky value.
-type StickyConfig struct {
-	Query  string `yaml:"query"`
-	Cookie string `yaml:"cookie"`
-	Insert bool   `yaml:"insert"`
-}
-
-// CookieConfig holds the attributes of an inserted sticky cookie.
-type CookieConfig struct {
-	Path     string `yaml:"path"`
-	Domain   string `yaml:"domain"`
-	MaxAge   int    `yaml:"max_age"`
-	Secure   bool   `yaml:"secure"`
-	HTTPOnly bool   `yaml:"http_only"`
-	SameSite string `yaml:"same_site"`
-}
-
-// MemberConfig is one GWE server.
-type MemberConfig struct {
-	Route  string `yaml:"route"`
-	URL    string `yaml:"url"`
-	Weight int    `yaml:"weight"`
-	State  string `yaml:"state"`
-}
-
-// defaultFailTimeout is nginx's default fail_timeout; the guide uses 30 s
-// for frontends and 5 s for backends.
-const defaultFailTimeout = 10 * time.Second
-
 // LoadConfig reads and validates a config file.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
@@ -164,8 +109,22 @@ func LoadConfig(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// ParseConfig decodes YAML strictly and validates the result.
+// ParseConfig decodes YAML strictly and validates the result; the error
+// lists every problem found, one per line.
 func ParseConfig(data []byte) (*Config, error) {
+	cfg, err := decodeConfig(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decodeConfig decodes YAML strictly (unknown keys are errors) without
+// judging the values.
+func decodeConfig(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	var cfg Config
@@ -175,104 +134,82 @@ func ParseConfig(data []byte) (*Config, error) {
 		}
 		return nil, err
 	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
 	return &cfg, nil
 }
 
+// validate judges the whole file and returns every problem, one per line:
+// pools and members through fsm.ValidatePools (the one validator the
+// cluster also uses), the rest here.
 func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if len(c.Listeners) == 0 {
-		return errors.New("listeners: at least one listener is required")
+		bad("listeners: at least one listener is required")
 	}
 	if len(c.Pools) == 0 {
-		return errors.New("pools: at least one pool is required")
+		bad("pools: at least one pool is required")
 	}
-	pools := map[string]bool{}
-	for i, p := range c.Pools {
-		pools[p.Name] = true
-		for j, m := range p.Members {
-			if _, err := fsm.ParseAdminState(orDefault(m.State, "active")); err != nil {
-				return fmt.Errorf("pools[%d].members[%d].state: %w", i, j, err)
+	if err := fsm.ValidatePools(c.Pools); err != nil {
+		var probs fsm.Problems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				errs = append(errs, p)
 			}
+		} else {
+			errs = append(errs, err)
 		}
 	}
-	if _, err := c.Table(); err != nil {
-		return err
+	pools := map[string]bool{}
+	for _, p := range c.Pools {
+		pools[p.Name] = true
 	}
 	for i, l := range c.Listeners {
 		if err := checkAddr(l.Addr); err != nil {
-			return fmt.Errorf("listeners[%d].addr %q: %w", i, l.Addr, err)
+			bad("listeners[%d].addr %q: %w", i, l.Addr, err)
 		}
 		for _, name := range l.Pools {
 			if !pools[name] {
-				return fmt.Errorf("listeners[%d].pools: no pool named %q", i, name)
+				bad("listeners[%d].pools: no pool named %q", i, name)
 			}
 		}
 		if l.TLS != nil && (l.TLS.Cert == "" || l.TLS.Key == "") {
-			return fmt.Errorf("listeners[%d].tls: both cert and key are required", i)
+			bad("listeners[%d].tls: both cert and key are required", i)
 		}
 	}
 	if c.OpsAddr != "" {
 		if err := checkAddr(c.OpsAddr); err != nil {
-			return fmt.Errorf("ops_addr %q: %w", c.OpsAddr, err)
+			bad("ops_addr %q: %w", c.OpsAddr, err)
 		}
 	}
 	if _, err := c.gossipKey(); err != nil {
-		return err
+		errs = append(errs, err)
 	}
 	if c.GRPCTLS != nil && (c.GRPCTLS.Cert == "" || c.GRPCTLS.Key == "") {
-		return errors.New("grpc_tls: both cert and key are required")
+		bad("grpc_tls: both cert and key are required")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		return fmt.Errorf("log_level: %w", err)
+		bad("log_level: %w", err)
 	}
-	for name, d := range map[string]time.Duration{"connect": c.Timeouts.Connect, "read_header": c.Timeouts.ReadHeader, "response_header": c.Timeouts.ResponseHeader, "idle": c.Timeouts.Idle} {
-		if d < 0 {
-			return fmt.Errorf("timeouts.%s %v: must not be negative", name, d)
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"connect", c.Timeouts.Connect}, {"read_header", c.Timeouts.ReadHeader}, {"response_header", c.Timeouts.ResponseHeader}, {"idle", c.Timeouts.Idle}} {
+		if t.d < 0 {
+			bad("timeouts.%s %v: must not be negative", t.name, t.d)
 		}
 	}
-	if c.Limits.MaxHeaderBytes < 0 || c.Limits.RetryBodyBytes < 0 {
-		return errors.New("limits: sizes must not be negative")
+	if c.Limits.MaxHeaderBytes < 0 {
+		bad("limits.max_header_bytes %d: must not be negative", c.Limits.MaxHeaderBytes)
 	}
-	return nil
+	if c.Limits.RetryBodyBytes < 0 {
+		bad("limits.retry_body_bytes %d: must not be negative", c.Limits.RetryBodyBytes)
+	}
+	return errors.Join(errs...)
 }
 
 // Table builds the routing table the config describes (index 0).
 func (c *Config) Table() (*fsm.Table, error) {
-	specs := make([]fsm.PoolSpec, 0, len(c.Pools))
-	for i, p := range c.Pools {
-		ft := defaultFailTimeout
-		if p.FailTimeout != nil {
-			ft = *p.FailTimeout
-		}
-		spec := fsm.PoolSpec{
-			Name:         p.Name,
-			Prefix:       p.Prefix,
-			QueryParam:   p.Sticky.Query,
-			Cookie:       p.Sticky.Cookie,
-			InsertCookie: p.Sticky.Insert,
-			CookieAttrs: fsm.CookieSpec{
-				Path: p.Cookie.Path, Domain: p.Cookie.Domain, MaxAge: p.Cookie.MaxAge,
-				Secure: p.Cookie.Secure, HTTPOnly: p.Cookie.HTTPOnly, SameSite: p.Cookie.SameSite,
-			},
-			FailTimeout: ft,
-			Health: fsm.HealthSpec{
-				Path: p.Health.Path, Interval: p.Health.Interval, Timeout: p.Health.Timeout,
-				Rise: p.Health.Rise, Fall: p.Health.Fall, ExpectStatus: p.Health.ExpectStatus,
-				FlapLimit: p.Health.FlapLimit, FlapWindow: p.Health.FlapWindow, HoldDown: p.Health.HoldDown,
-			},
-		}
-		for _, m := range p.Members {
-			state, _ := fsm.ParseAdminState(orDefault(m.State, "active"))
-			spec.Members = append(spec.Members, fsm.MemberSpec{Route: m.Route, URL: m.URL, Weight: m.Weight, State: state})
-		}
-		if _, err := fsm.NewTable(0, []fsm.PoolSpec{spec}); err != nil {
-			return nil, fmt.Errorf("pools[%d]: %w", i, err)
-		}
-		specs = append(specs, spec)
-	}
-	t, err := fsm.NewTable(0, specs)
+	t, err := fsm.NewTable(0, c.Pools)
 	if err != nil {
 		return nil, fmt.Errorf("pools: %w", err)
 	}
@@ -282,18 +219,6 @@ func (c *Config) Table() (*fsm.Table, error) {
 // ClusterConfig maps the config onto the control plane's, with the file's
 // pools as the seed of a new cluster. The token may come from GWELB_TOKEN.
 func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
-	table, err := c.Table()
-	if err != nil {
-		return cluster.Config{}, err
-	}
-	var seed []fsm.PoolSpec
-	for _, p := range table.Pools() {
-		spec := p.Spec()
-		for _, m := range p.Members() {
-			spec.Members = append(spec.Members, m.MemberSpec)
-		}
-		seed = append(seed, spec)
-	}
 	key, _ := c.gossipKey()
 	token := c.Token
 	if token == "" {
@@ -308,7 +233,7 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 			HeartbeatTimeout: c.Raft.HeartbeatTimeout, ElectionTimeout: c.Raft.ElectionTimeout,
 			LeaderLeaseTimeout: c.Raft.LeaderLeaseTimeout, GossipProfile: c.Raft.Gossip,
 		},
-		Seed: seed,
+		Seed: c.Pools,
 	}
 	if c.GRPCTLS != nil {
 		cc.TLS = &cluster.TLS{CertFile: c.GRPCTLS.Cert, KeyFile: c.GRPCTLS.Key, CAFile: c.GRPCTLS.CA}
@@ -405,11 +330,4 @@ func checkAddr(addr string) error {
 		return errors.New("want host:port")
 	}
 	return nil
-}
-
-func orDefault(s, def string) string {
-	if strings.TrimSpace(s) == "" {
-		return def
-	}
-	return s
 }

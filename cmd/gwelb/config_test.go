@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gwelb/gwelb/fsm"
 )
 
 const validConfig = `
@@ -32,10 +34,10 @@ func TestParseConfigValid(t *testing.T) {
 	if p == nil || len(p.Members()) != 1 {
 		t.Fatalf("pool backend = %+v", p)
 	}
-	if got := p.Spec().FailTimeout; got != defaultFailTimeout {
-		t.Errorf("default fail_timeout = %v, want %v", got, defaultFailTimeout)
+	if got := p.Spec().Quarantine(); got != fsm.DefaultFailTimeout {
+		t.Errorf("default fail_timeout = %v, want %v", got, fsm.DefaultFailTimeout)
 	}
-	if got := p.Spec().CookieAttrs.Path; got != "/" {
+	if got := p.Spec().Cookie.Path; got != "/" {
 		t.Errorf("default cookie path = %q, want /", got)
 	}
 }
@@ -64,7 +66,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"unknown member key", `{route: "1", url: "http://127.0.0.1:9091", wieght: 2}`, `{route: "1", url: "http://127.0.0.1:9091"}`, []string{"wieght"}},
 		{"bad member url", `{route: "1", url: "ftp://x"}`, `{route: "1", url: "http://127.0.0.1:9091"}`, []string{"pools[0]", `"ftp://x"`}},
 		{"url with path", `{route: "1", url: "http://127.0.0.1:9091/backend"}`, `{route: "1", url: "http://127.0.0.1:9091"}`, []string{"pools[0]", "/backend", "no path"}},
-		{"bad state", `{route: "1", url: "http://127.0.0.1:9091", state: sleepy}`, `{route: "1", url: "http://127.0.0.1:9091"}`, []string{"pools[0].members[0].state", `"sleepy"`}},
+		{"bad state", `{route: "1", url: "http://127.0.0.1:9091", state: sleepy}`, `{route: "1", url: "http://127.0.0.1:9091"}`, []string{"line 9: state", `"sleepy"`}},
 		{"bad weight", `{route: "1", url: "http://127.0.0.1:9091", weight: -3}`, `{route: "1", url: "http://127.0.0.1:9091"}`, []string{"weight -3"}},
 		{"bad listener addr", "addr: nowhere", "addr: 127.0.0.1:0", []string{"listeners[0].addr", `"nowhere"`}},
 		{"bad prefix", "prefix: backend", "prefix: /backend", []string{"prefix", `"backend"`}},
@@ -74,6 +76,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{"listener names unknown pool", "addr: 127.0.0.1:0\n    pools: [frontend]", "addr: 127.0.0.1:0", []string{"listeners[0].pools", `"frontend"`}},
 		{"bad log level", "log_level: loud\n", "", []string{"log_level", `"loud"`}},
 		{"negative timeout", "timeouts: {connect: -1s}\n", "", []string{"timeouts.connect", "-1s"}},
+		// The pools the cluster used to reject after the node had started
+		// (and then answered 404 to everything): refused before start.
+		{"health path without slash", "health: {path: about}\n    prefix: /backend", "prefix: /backend", []string{`pools[0] "backend": health.path "about": must start with /`}},
+		{"expect_status 999", "health: {expect_status: 999}\n    prefix: /backend", "prefix: /backend", []string{`pools[0] "backend": health.expect_status 999: want an HTTP status 100..599`}},
+		{"negative interval", "health: {interval: -1s}\n    prefix: /backend", "prefix: /backend", []string{`pools[0] "backend": health.interval -1s`}},
+		{"negative rise", "health: {rise: -1}\n    prefix: /backend", "prefix: /backend", []string{`pools[0] "backend": health.rise -1: want 1..100`}},
+		{"flap_limit without window", "health: {flap_limit: 3}\n    prefix: /backend", "prefix: /backend", []string{`pools[0] "backend": health.flap_limit 3: needs health.flap_window and health.hold_down`}},
+		{"same_site None without secure", "sticky: {cookie: ROUTEID, insert: true}\n    cookie: {same_site: None}", "sticky: {cookie: ROUTEID, insert: true}", []string{`pools[0] "backend": cookie.same_site "None": None needs cookie.secure: true`}},
+		{"cookie path injection", "sticky: {cookie: ROUTEID, insert: true}\n    cookie: {path: \"/; Domain=attacker.example\"}", "sticky: {cookie: ROUTEID, insert: true}", []string{`pools[0] "backend": cookie.path "/; Domain=attacker.example"`}},
+		{"cookie domain injection", "sticky: {cookie: ROUTEID, insert: true}\n    cookie: {domain: \"a.example\\r\\nX: y\"}", "sticky: {cookie: ROUTEID, insert: true}", []string{`cookie.domain "a.example\r\nX: y"`}},
+		{"pool name with newline", "name: \"backend\\nforged\"", "name: backend", []string{`pools[0] "backend\nforged": name "backend\nforged": want 1 to 64 letters`}},
+		{"prefix with dot segment", "prefix: /backend/../frontend", "prefix: /backend", []string{`prefix "/backend/../frontend": want no empty, '.' or '..' segments`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,6 +110,25 @@ func TestParseConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestParseConfigReportsEveryProblem: an operator fixes a file in one pass.
+func TestParseConfigReportsEveryProblem(t *testing.T) {
+	cfg := strings.Replace(validConfig, "prefix: /backend", "prefix: backend\n    health: {path: about, rise: -1}", 1)
+	_, err := ParseConfig([]byte("log_level: loud\n" + cfg))
+	if err == nil {
+		t.Fatal("config accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{
+		`pools[0] "backend": prefix "backend": want / or a path starting with / and not ending with /`,
+		`pools[0] "backend": health.path "about": must start with /`,
+		`pools[0] "backend": health.rise -1: want 1..100`,
+		`log_level: "loud": want debug, info, warn or error`,
+	}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
 	}
 }
 

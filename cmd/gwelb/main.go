@@ -2,6 +2,7 @@
 // Genesys Web Engagement clusters.
 //
 //	gwelb agent -config FILE
+//	gwelb validate -config FILE
 package main
 
 import (
@@ -29,8 +30,9 @@ var version = "dev"
 const usage = `usage: gwelb <command> [flags]
 
 commands:
-  agent -config FILE [-dev]   run a balancer node (-dev: a lone node, data in a temp dir)
-  version              print the version
+  agent -config FILE [-dev]     run a balancer node (-dev: a lone node, data in a temp dir)
+  validate -config FILE [-dev]  check a config file without starting anything; every problem, one per line
+  version                       print the version
 `
 
 func main() {
@@ -41,6 +43,8 @@ func main() {
 	switch os.Args[1] {
 	case "agent":
 		os.Exit(agentMain(os.Args[2:]))
+	case "validate":
+		os.Exit(validateMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "version", "-version", "--version":
 		fmt.Println("gwelb", version)
 	case "help", "-h", "--help":

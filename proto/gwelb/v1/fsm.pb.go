@@ -122,6 +122,59 @@ func (Verdict) EnumDescriptor() ([]byte, []int) {
 	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{1}
 }
 
+// OutcomeCode classifies an outcome as the FSM's errors do.
+type OutcomeCode int32
+
+const (
+	OutcomeCode_OUTCOME_APPLIED   OutcomeCode = 0
+	OutcomeCode_OUTCOME_NOT_FOUND OutcomeCode = 1
+	OutcomeCode_OUTCOME_INVALID   OutcomeCode = 2
+	OutcomeCode_OUTCOME_VERSION   OutcomeCode = 3
+)
+
+// Enum value maps for OutcomeCode.
+var (
+	OutcomeCode_name = map[int32]string{
+		0: "OUTCOME_APPLIED",
+		1: "OUTCOME_NOT_FOUND",
+		2: "OUTCOME_INVALID",
+		3: "OUTCOME_VERSION",
+	}
+	OutcomeCode_value = map[string]int32{
+		"OUTCOME_APPLIED":   0,
+		"OUTCOME_NOT_FOUND": 1,
+		"OUTCOME_INVALID":   2,
+		"OUTCOME_VERSION":   3,
+	}
+)
+
+func (x OutcomeCode) Enum() *OutcomeCode {
+	p := new(OutcomeCode)
+	*p = x
+	return p
+}
+
+func (x OutcomeCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (OutcomeCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_gwelb_v1_fsm_proto_enumTypes[2].Descriptor()
+}
+
+func (OutcomeCode) Type() protoreflect.EnumType {
+	return &file_gwelb_v1_fsm_proto_enumTypes[2]
+}
+
+func (x OutcomeCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use OutcomeCode.Descriptor instead.
+func (OutcomeCode) EnumDescriptor() ([]byte, []int) {
+	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{2}
+}
+
 // CookieAttrs are the attributes of a pool's inserted sticky cookie.
 type CookieAttrs struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -318,15 +371,17 @@ func (x *HealthCheck) GetHoldDownMs() int64 {
 
 // Pool is a named set of members matched by path prefix.
 type Pool struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Prefix        string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	QueryParam    string                 `protobuf:"bytes,3,opt,name=query_param,json=queryParam,proto3" json:"query_param,omitempty"`
-	Cookie        string                 `protobuf:"bytes,4,opt,name=cookie,proto3" json:"cookie,omitempty"`
-	InsertCookie  bool                   `protobuf:"varint,5,opt,name=insert_cookie,json=insertCookie,proto3" json:"insert_cookie,omitempty"`
-	CookieAttrs   *CookieAttrs           `protobuf:"bytes,6,opt,name=cookie_attrs,json=cookieAttrs,proto3" json:"cookie_attrs,omitempty"`
-	FailTimeoutMs int64                  `protobuf:"varint,7,opt,name=fail_timeout_ms,json=failTimeoutMs,proto3" json:"fail_timeout_ms,omitempty"`
-	Health        *HealthCheck           `protobuf:"bytes,8,opt,name=health,proto3" json:"health,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Prefix       string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	QueryParam   string                 `protobuf:"bytes,3,opt,name=query_param,json=queryParam,proto3" json:"query_param,omitempty"`
+	Cookie       string                 `protobuf:"bytes,4,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	InsertCookie bool                   `protobuf:"varint,5,opt,name=insert_cookie,json=insertCookie,proto3" json:"insert_cookie,omitempty"`
+	CookieAttrs  *CookieAttrs           `protobuf:"bytes,6,opt,name=cookie_attrs,json=cookieAttrs,proto3" json:"cookie_attrs,omitempty"`
+	// Local quarantine after a connection failure; unset means the default
+	// (10 s), 0 turns quarantine off.
+	FailTimeoutMs *int64       `protobuf:"varint,7,opt,name=fail_timeout_ms,json=failTimeoutMs,proto3,oneof" json:"fail_timeout_ms,omitempty"`
+	Health        *HealthCheck `protobuf:"bytes,8,opt,name=health,proto3" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -404,8 +459,8 @@ func (x *Pool) GetCookieAttrs() *CookieAttrs {
 }
 
 func (x *Pool) GetFailTimeoutMs() int64 {
-	if x != nil {
-		return x.FailTimeoutMs
+	if x != nil && x.FailTimeoutMs != nil {
+		return *x.FailTimeoutMs
 	}
 	return 0
 }
@@ -1220,6 +1275,7 @@ type State struct {
 	Balancers     []string               `protobuf:"bytes,4,rep,name=balancers,proto3" json:"balancers,omitempty"`       // sorted
 	Observations  []*Observation         `protobuf:"bytes,5,rep,name=observations,proto3" json:"observations,omitempty"` // sorted by pool, route, node
 	Index         uint64                 `protobuf:"varint,6,opt,name=index,proto3" json:"index,omitempty"`              // Raft index of the last applied command
+	Outcomes      []*Outcome             `protobuf:"bytes,7,rep,name=outcomes,proto3" json:"outcomes,omitempty"`         // recent request ids, oldest first (bounded window)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1296,6 +1352,84 @@ func (x *State) GetIndex() uint64 {
 	return 0
 }
 
+func (x *State) GetOutcomes() []*Outcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+// Outcome is what a command carrying a request_id answered when it was first
+// applied. A retry of the same request (its answer was lost, or leadership
+// moved while it was in flight) answers this again instead of applying twice.
+type Outcome struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // the index it was first applied at
+	Code          OutcomeCode            `protobuf:"varint,3,opt,name=code,proto3,enum=gwelb.v1.OutcomeCode" json:"code,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"` // the error text when code is not OUTCOME_APPLIED
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Outcome) Reset() {
+	*x = Outcome{}
+	mi := &file_gwelb_v1_fsm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Outcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Outcome) ProtoMessage() {}
+
+func (x *Outcome) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_fsm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
+func (*Outcome) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Outcome) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *Outcome) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Outcome) GetCode() OutcomeCode {
+	if x != nil {
+		return x.Code
+	}
+	return OutcomeCode_OUTCOME_APPLIED
+}
+
+func (x *Outcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_gwelb_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_gwelb_v1_fsm_proto_rawDesc = "" +
@@ -1321,7 +1455,7 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"flap_limit\x18\a \x01(\x05R\tflapLimit\x12$\n" +
 	"\x0eflap_window_ms\x18\b \x01(\x03R\fflapWindowMs\x12 \n" +
 	"\fhold_down_ms\x18\t \x01(\x03R\n" +
-	"holdDownMs\"\xa1\x02\n" +
+	"holdDownMs\"\xba\x02\n" +
 	"\x04Pool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x1f\n" +
@@ -1329,9 +1463,10 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"queryParam\x12\x16\n" +
 	"\x06cookie\x18\x04 \x01(\tR\x06cookie\x12#\n" +
 	"\rinsert_cookie\x18\x05 \x01(\bR\finsertCookie\x128\n" +
-	"\fcookie_attrs\x18\x06 \x01(\v2\x15.gwelb.v1.CookieAttrsR\vcookieAttrs\x12&\n" +
-	"\x0ffail_timeout_ms\x18\a \x01(\x03R\rfailTimeoutMs\x12-\n" +
-	"\x06health\x18\b \x01(\v2\x15.gwelb.v1.HealthCheckR\x06health\"\xf9\x02\n" +
+	"\fcookie_attrs\x18\x06 \x01(\v2\x15.gwelb.v1.CookieAttrsR\vcookieAttrs\x12+\n" +
+	"\x0ffail_timeout_ms\x18\a \x01(\x03H\x00R\rfailTimeoutMs\x88\x01\x01\x12-\n" +
+	"\x06health\x18\b \x01(\v2\x15.gwelb.v1.HealthCheckR\x06healthB\x12\n" +
+	"\x10_fail_timeout_ms\"\xf9\x02\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12\x10\n" +
@@ -1390,14 +1525,21 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\fSetBalancers\x12\x14\n" +
 	"\x05nodes\x18\x01 \x03(\tR\x05nodes\"B\n" +
 	"\aObserve\x127\n" +
-	"\vobservation\x18\x01 \x01(\v2\x15.gwelb.v1.ObservationR\vobservation\"\xe0\x01\n" +
+	"\vobservation\x18\x01 \x01(\v2\x15.gwelb.v1.ObservationR\vobservation\"\x8f\x02\n" +
 	"\x05State\x12\x16\n" +
 	"\x06seeded\x18\x01 \x01(\bR\x06seeded\x12$\n" +
 	"\x05pools\x18\x02 \x03(\v2\x0e.gwelb.v1.PoolR\x05pools\x12*\n" +
 	"\amembers\x18\x03 \x03(\v2\x10.gwelb.v1.MemberR\amembers\x12\x1c\n" +
 	"\tbalancers\x18\x04 \x03(\tR\tbalancers\x129\n" +
 	"\fobservations\x18\x05 \x03(\v2\x15.gwelb.v1.ObservationR\fobservations\x12\x14\n" +
-	"\x05index\x18\x06 \x01(\x04R\x05index*U\n" +
+	"\x05index\x18\x06 \x01(\x04R\x05index\x12-\n" +
+	"\boutcomes\x18\a \x03(\v2\x11.gwelb.v1.OutcomeR\boutcomes\"\x7f\n" +
+	"\aOutcome\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12)\n" +
+	"\x04code\x18\x03 \x01(\x0e2\x15.gwelb.v1.OutcomeCodeR\x04code\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error*U\n" +
 	"\n" +
 	"AdminState\x12\x16\n" +
 	"\x12ADMIN_STATE_ACTIVE\x10\x00\x12\x15\n" +
@@ -1406,7 +1548,12 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\aVerdict\x12\x0e\n" +
 	"\n" +
 	"VERDICT_UP\x10\x00\x12\x10\n" +
-	"\fVERDICT_DOWN\x10\x01B/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
+	"\fVERDICT_DOWN\x10\x01*c\n" +
+	"\vOutcomeCode\x12\x13\n" +
+	"\x0fOUTCOME_APPLIED\x10\x00\x12\x15\n" +
+	"\x11OUTCOME_NOT_FOUND\x10\x01\x12\x13\n" +
+	"\x0fOUTCOME_INVALID\x10\x02\x12\x13\n" +
+	"\x0fOUTCOME_VERSION\x10\x03B/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
 
 var (
 	file_gwelb_v1_fsm_proto_rawDescOnce sync.Once
@@ -1420,54 +1567,58 @@ func file_gwelb_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_gwelb_v1_fsm_proto_rawDescData
 }
 
-var file_gwelb_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_gwelb_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_gwelb_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_gwelb_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gwelb_v1_fsm_proto_goTypes = []any{
 	(AdminState)(0),        // 0: gwelb.v1.AdminState
 	(Verdict)(0),           // 1: gwelb.v1.Verdict
-	(*CookieAttrs)(nil),    // 2: gwelb.v1.CookieAttrs
-	(*HealthCheck)(nil),    // 3: gwelb.v1.HealthCheck
-	(*Pool)(nil),           // 4: gwelb.v1.Pool
-	(*Member)(nil),         // 5: gwelb.v1.Member
-	(*Observation)(nil),    // 6: gwelb.v1.Observation
-	(*Command)(nil),        // 7: gwelb.v1.Command
-	(*Seed)(nil),           // 8: gwelb.v1.Seed
-	(*PutPool)(nil),        // 9: gwelb.v1.PutPool
-	(*RemovePool)(nil),     // 10: gwelb.v1.RemovePool
-	(*PutMember)(nil),      // 11: gwelb.v1.PutMember
-	(*RemoveMember)(nil),   // 12: gwelb.v1.RemoveMember
-	(*SetMemberState)(nil), // 13: gwelb.v1.SetMemberState
-	(*SetBalancers)(nil),   // 14: gwelb.v1.SetBalancers
-	(*Observe)(nil),        // 15: gwelb.v1.Observe
-	(*State)(nil),          // 16: gwelb.v1.State
+	(OutcomeCode)(0),       // 2: gwelb.v1.OutcomeCode
+	(*CookieAttrs)(nil),    // 3: gwelb.v1.CookieAttrs
+	(*HealthCheck)(nil),    // 4: gwelb.v1.HealthCheck
+	(*Pool)(nil),           // 5: gwelb.v1.Pool
+	(*Member)(nil),         // 6: gwelb.v1.Member
+	(*Observation)(nil),    // 7: gwelb.v1.Observation
+	(*Command)(nil),        // 8: gwelb.v1.Command
+	(*Seed)(nil),           // 9: gwelb.v1.Seed
+	(*PutPool)(nil),        // 10: gwelb.v1.PutPool
+	(*RemovePool)(nil),     // 11: gwelb.v1.RemovePool
+	(*PutMember)(nil),      // 12: gwelb.v1.PutMember
+	(*RemoveMember)(nil),   // 13: gwelb.v1.RemoveMember
+	(*SetMemberState)(nil), // 14: gwelb.v1.SetMemberState
+	(*SetBalancers)(nil),   // 15: gwelb.v1.SetBalancers
+	(*Observe)(nil),        // 16: gwelb.v1.Observe
+	(*State)(nil),          // 17: gwelb.v1.State
+	(*Outcome)(nil),        // 18: gwelb.v1.Outcome
 }
 var file_gwelb_v1_fsm_proto_depIdxs = []int32{
-	2,  // 0: gwelb.v1.Pool.cookie_attrs:type_name -> gwelb.v1.CookieAttrs
-	3,  // 1: gwelb.v1.Pool.health:type_name -> gwelb.v1.HealthCheck
+	3,  // 0: gwelb.v1.Pool.cookie_attrs:type_name -> gwelb.v1.CookieAttrs
+	4,  // 1: gwelb.v1.Pool.health:type_name -> gwelb.v1.HealthCheck
 	0,  // 2: gwelb.v1.Member.state:type_name -> gwelb.v1.AdminState
 	1,  // 3: gwelb.v1.Member.verdict:type_name -> gwelb.v1.Verdict
-	8,  // 4: gwelb.v1.Command.seed:type_name -> gwelb.v1.Seed
-	9,  // 5: gwelb.v1.Command.put_pool:type_name -> gwelb.v1.PutPool
-	10, // 6: gwelb.v1.Command.remove_pool:type_name -> gwelb.v1.RemovePool
-	11, // 7: gwelb.v1.Command.put_member:type_name -> gwelb.v1.PutMember
-	12, // 8: gwelb.v1.Command.remove_member:type_name -> gwelb.v1.RemoveMember
-	13, // 9: gwelb.v1.Command.set_member_state:type_name -> gwelb.v1.SetMemberState
-	14, // 10: gwelb.v1.Command.set_balancers:type_name -> gwelb.v1.SetBalancers
-	15, // 11: gwelb.v1.Command.observe:type_name -> gwelb.v1.Observe
-	4,  // 12: gwelb.v1.Seed.pools:type_name -> gwelb.v1.Pool
-	5,  // 13: gwelb.v1.Seed.members:type_name -> gwelb.v1.Member
-	4,  // 14: gwelb.v1.PutPool.pool:type_name -> gwelb.v1.Pool
-	5,  // 15: gwelb.v1.PutMember.member:type_name -> gwelb.v1.Member
+	9,  // 4: gwelb.v1.Command.seed:type_name -> gwelb.v1.Seed
+	10, // 5: gwelb.v1.Command.put_pool:type_name -> gwelb.v1.PutPool
+	11, // 6: gwelb.v1.Command.remove_pool:type_name -> gwelb.v1.RemovePool
+	12, // 7: gwelb.v1.Command.put_member:type_name -> gwelb.v1.PutMember
+	13, // 8: gwelb.v1.Command.remove_member:type_name -> gwelb.v1.RemoveMember
+	14, // 9: gwelb.v1.Command.set_member_state:type_name -> gwelb.v1.SetMemberState
+	15, // 10: gwelb.v1.Command.set_balancers:type_name -> gwelb.v1.SetBalancers
+	16, // 11: gwelb.v1.Command.observe:type_name -> gwelb.v1.Observe
+	5,  // 12: gwelb.v1.Seed.pools:type_name -> gwelb.v1.Pool
+	6,  // 13: gwelb.v1.Seed.members:type_name -> gwelb.v1.Member
+	5,  // 14: gwelb.v1.PutPool.pool:type_name -> gwelb.v1.Pool
+	6,  // 15: gwelb.v1.PutMember.member:type_name -> gwelb.v1.Member
 	0,  // 16: gwelb.v1.SetMemberState.state:type_name -> gwelb.v1.AdminState
-	6,  // 17: gwelb.v1.Observe.observation:type_name -> gwelb.v1.Observation
-	4,  // 18: gwelb.v1.State.pools:type_name -> gwelb.v1.Pool
-	5,  // 19: gwelb.v1.State.members:type_name -> gwelb.v1.Member
-	6,  // 20: gwelb.v1.State.observations:type_name -> gwelb.v1.Observation
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	7,  // 17: gwelb.v1.Observe.observation:type_name -> gwelb.v1.Observation
+	5,  // 18: gwelb.v1.State.pools:type_name -> gwelb.v1.Pool
+	6,  // 19: gwelb.v1.State.members:type_name -> gwelb.v1.Member
+	7,  // 20: gwelb.v1.State.observations:type_name -> gwelb.v1.Observation
+	18, // 21: gwelb.v1.State.outcomes:type_name -> gwelb.v1.Outcome
+	2,  // 22: gwelb.v1.Outcome.code:type_name -> gwelb.v1.OutcomeCode
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_fsm_proto_init() }
@@ -1475,6 +1626,7 @@ func file_gwelb_v1_fsm_proto_init() {
 	if File_gwelb_v1_fsm_proto != nil {
 		return
 	}
+	file_gwelb_v1_fsm_proto_msgTypes[2].OneofWrappers = []any{}
 	file_gwelb_v1_fsm_proto_msgTypes[5].OneofWrappers = []any{
 		(*Command_Seed)(nil),
 		(*Command_PutPool)(nil),
@@ -1490,8 +1642,8 @@ func file_gwelb_v1_fsm_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_fsm_proto_rawDesc), len(file_gwelb_v1_fsm_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   15,
+			NumEnums:      3,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
