@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -225,19 +225,12 @@ func (d *driver) snapshot(ctx context.Context, n *gnode) (*gwelbv1.State, error)
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	for {
-		chunk, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		buf.Write(chunk.GetData())
+	data, err := snapstream.Receive(stream.Recv, snapstream.MaxBytes)
+	if err != nil {
+		return nil, err
 	}
 	var st gwelbv1.State
-	if err := proto.Unmarshal(buf.Bytes(), &st); err != nil {
+	if err := proto.Unmarshal(data, &st); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "snapshot of %s: %v", n.name, err)
 	}
 	return &st, nil

@@ -11,8 +11,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
-	"io"
 	"math/big"
 	"net"
 	"os"
@@ -32,6 +30,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -183,19 +182,22 @@ func (f *fakeAdmin) SnapshotRestore(stream grpc.ClientStreamingServer[gwelbv1.Sn
 	if err := f.record(&gwelbv1.SnapshotChunk{}); err != nil {
 		return err
 	}
-	for {
+	data, err := snapstream.Receive(func() (*gwelbv1.SnapshotChunk, error) {
 		c, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&gwelbv1.SnapshotRestoreResponse{Index: 77})
+		if err == nil {
+			f.mu.Lock()
+			f.chunks = append(f.chunks, len(c.GetData()))
+			f.mu.Unlock()
 		}
-		if err != nil {
-			return err
-		}
-		f.mu.Lock()
-		f.restored = append(f.restored, c.GetData()...)
-		f.chunks = append(f.chunks, len(c.GetData()))
-		f.mu.Unlock()
+		return c, err
+	}, snapstream.MaxBytes)
+	if err != nil {
+		return err
 	}
+	f.mu.Lock()
+	f.restored = data
+	f.mu.Unlock()
+	return stream.SendAndClose(&gwelbv1.SnapshotRestoreResponse{Index: 77})
 }
 
 // checkToken refuses calls without the test token, as a real node does.

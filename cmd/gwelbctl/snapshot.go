@@ -8,11 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
-
-// snapshotChunkSize is the size of the chunks snapshot restore sends.
-const snapshotChunkSize = 64 << 10
 
 func (a *app) snapshotCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -46,21 +44,18 @@ and renamed to FILE once complete, so FILE is never left half written.`,
 				return n.fail("snapshot save", err)
 			}
 			size, err := writeFileAtomic(path, func(w io.Writer) (int64, error) {
-				var size int64
-				for {
-					chunk, err := stream.Recv()
-					if errors.Is(err, io.EOF) {
-						return size, nil
-					}
-					if err != nil {
-						return size, n.fail("snapshot save", err)
-					}
-					k, err := w.Write(chunk.GetData())
-					size += int64(k)
-					if err != nil {
-						return size, fmt.Errorf("write %s: %w", path+".tmp", err)
-					}
+				data, err := snapstream.Receive(stream.Recv, snapstream.MaxBytes)
+				if errors.Is(err, snapstream.ErrTooLarge) {
+					return 0, fmt.Errorf("snapshot save: %w", err)
 				}
+				if err != nil {
+					return 0, n.fail("snapshot save", err)
+				}
+				k, err := w.Write(data)
+				if err != nil {
+					return int64(k), fmt.Errorf("write %s: %w", path+".tmp", err)
+				}
+				return int64(k), nil
 			})
 			if err != nil {
 				return err
@@ -116,15 +111,9 @@ made by "gwelbctl snapshot save". Every change since the snapshot is lost.`,
 		Args: args("FILE"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			path := argv[0]
-			f, err := os.Open(path)
+			data, err := readSnapshotFile(path)
 			if err != nil {
-				return fmt.Errorf("open snapshot: %w", err)
-			}
-			defer f.Close()
-			if fi, err := f.Stat(); err != nil {
-				return fmt.Errorf("stat snapshot: %w", err)
-			} else if fi.Size() == 0 {
-				return fmt.Errorf("snapshot restore: %s is empty", path)
+				return err
 			}
 			n, err := a.connect()
 			if err != nil {
@@ -137,26 +126,9 @@ made by "gwelbctl snapshot save". Every change since the snapshot is lost.`,
 			if err != nil {
 				return n.fail("snapshot restore", err)
 			}
-			var size int64
-			buf := make([]byte, snapshotChunkSize)
-			for {
-				k, rerr := io.ReadFull(f, buf)
-				if k > 0 {
-					// On a failed send the stream is broken; its status
-					// comes from CloseAndRecv below.
-					if err := stream.Send(&gwelbv1.SnapshotChunk{Data: buf[:k]}); err != nil {
-						break
-					}
-					size += int64(k)
-				}
-				if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-					break
-				}
-				if rerr != nil {
-					cancel()
-					return fmt.Errorf("read snapshot: %w", rerr)
-				}
-			}
+			// On a failed send the stream is broken; its status comes
+			// from CloseAndRecv below.
+			_ = snapstream.Send(data, stream.Send)
 			resp, err := stream.CloseAndRecv()
 			if err != nil {
 				return n.fail("snapshot restore", err)
@@ -164,8 +136,37 @@ made by "gwelbctl snapshot save". Every change since the snapshot is lost.`,
 			if a.jsonOutput() {
 				return a.printProto(resp)
 			}
-			_, err = fmt.Fprintf(a.stdout, "restored snapshot: %d bytes from %s (index %d)\n", size, path, resp.GetIndex())
+			_, err = fmt.Fprintf(a.stdout, "restored snapshot: %d bytes from %s (index %d)\n", len(data), path, resp.GetIndex())
 			return err
 		},
 	}
+}
+
+// readSnapshotFile reads a snapshot file whole, refusing an empty one and
+// one larger than any node would accept (checked before reading, so a wrong
+// path to a huge file fails at once).
+func readSnapshotFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat snapshot: %w", err)
+	}
+	switch {
+	case fi.Size() == 0:
+		return nil, fmt.Errorf("snapshot restore: %s is empty", path)
+	case fi.Size() > snapstream.MaxBytes:
+		return nil, fmt.Errorf("snapshot restore: %s: %w: %d bytes, at most %d", path, snapstream.ErrTooLarge, fi.Size(), snapstream.MaxBytes)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, snapstream.MaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	if len(data) > snapstream.MaxBytes {
+		return nil, fmt.Errorf("snapshot restore: %s: %w: grew past %d bytes while read", path, snapstream.ErrTooLarge, snapstream.MaxBytes)
+	}
+	return data, nil
 }

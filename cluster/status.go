@@ -1,0 +1,137 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
+)
+
+// Status answers this node's view; asked by a client (not relayed), it
+// sums the requests in flight per member over every live node, so an
+// operator sees when a drained member is empty cluster-wide.
+func (s *adminServer) Status(ctx context.Context, _ *gwelbv1.StatusRequest) (*gwelbv1.StatusResponse, error) {
+	resp := s.n.Status()
+	if !isForwarded(ctx) {
+		s.n.sumInFlight(ctx, resp)
+	}
+	return resp, nil
+}
+
+// sumInFlight adds the in-flight counts of every other alive node that
+// answers within a second.
+func (n *Node) sumInFlight(ctx context.Context, resp *gwelbv1.StatusResponse) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	byMember := map[string]*gwelbv1.MemberStatus{}
+	for _, ps := range resp.GetPools() {
+		for _, ms := range ps.GetMembers() {
+			byMember[ms.GetMember().GetPool()+"\x00"+ms.GetMember().GetRoute()] = ms
+		}
+	}
+	for _, m := range n.members() {
+		if m.Name == n.cfg.Name || m.Status != memberlist.StateAlive {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := n.peers.status(ctx, m.Meta.GRPC)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			resp.InFlightFrom = append(resp.InFlightFrom, m.Name)
+			for _, ps := range st.GetPools() {
+				for _, ms := range ps.GetMembers() {
+					if mine := byMember[ms.GetMember().GetPool()+"\x00"+ms.GetMember().GetRoute()]; mine != nil {
+						mine.InFlight += ms.GetInFlight()
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	resp.InFlightFrom = append(resp.InFlightFrom, n.cfg.Name)
+	sort.Strings(resp.InFlightFrom)
+}
+
+// Status describes this node's view of the cluster.
+func (n *Node) Status() *gwelbv1.StatusResponse {
+	resp := &gwelbv1.StatusResponse{
+		Node:         n.cfg.Name,
+		RaftState:    n.raft.State().String(),
+		Leader:       n.Leader(),
+		AppliedIndex: n.raft.AppliedIndex(),
+		LastLogIndex: n.raft.LastIndex(),
+		TableIndex:   n.fsm.Table().Index(),
+	}
+	if resp.Leader != "" {
+		resp.LeaderGrpcAddr = n.grpcAddrOf(resp.Leader)
+		if resp.Leader == n.cfg.Name {
+			resp.LeaderGrpcAddr = n.GRPCAddr()
+		}
+	}
+	if !n.IsLeader() {
+		if lc := n.raft.LastContact(); !lc.IsZero() {
+			resp.LastContactMs = time.Since(lc).Milliseconds()
+		} else {
+			resp.LastContactMs = -1
+		}
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			resp.Peers = append(resp.Peers, &gwelbv1.RaftPeer{
+				Id: string(srv.ID), Address: string(srv.Address), Suffrage: srv.Suffrage.String(),
+				Leader: string(srv.ID) == resp.Leader,
+			})
+		}
+	}
+	for _, m := range n.members() {
+		resp.Gossip = append(resp.Gossip, &gwelbv1.GossipMember{
+			Name: m.Name, Address: m.Addr, Status: statusName(m.Status), GrpcAddr: m.Meta.GRPC, RaftAddr: m.Meta.Raft,
+		})
+	}
+	sort.Slice(resp.Gossip, func(i, j int) bool { return resp.Gossip[i].Name < resp.Gossip[j].Name })
+	resp.Pools = n.poolStatus()
+	return resp
+}
+
+// poolStatus lists pools and members with verdicts, observations and this
+// node's requests in flight.
+func (n *Node) poolStatus() []*gwelbv1.PoolStatus {
+	st := n.fsm.State()
+	var out []*gwelbv1.PoolStatus
+	byPool := map[string]*gwelbv1.PoolStatus{}
+	for _, p := range st.GetPools() {
+		ps := &gwelbv1.PoolStatus{Pool: p}
+		byPool[p.GetName()] = ps
+		out = append(out, ps)
+	}
+	byMember := map[string]*gwelbv1.MemberStatus{}
+	for _, m := range st.GetMembers() {
+		ps := byPool[m.GetPool()]
+		if ps == nil {
+			continue
+		}
+		ms := &gwelbv1.MemberStatus{Member: m}
+		if n.cfg.InFlight != nil {
+			ms.InFlight = n.cfg.InFlight(m.GetPool(), m.GetRoute())
+		}
+		byMember[m.GetPool()+"\x00"+m.GetRoute()] = ms
+		ps.Members = append(ps.Members, ms)
+	}
+	for _, o := range st.GetObservations() {
+		if ms := byMember[o.GetPool()+"\x00"+o.GetRoute()]; ms != nil {
+			ms.Observations = append(ms.Observations, o)
+		}
+	}
+	return out
+}
