@@ -85,14 +85,20 @@ func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index
 		f := n.raft.Apply(data, time.Until(deadline))
 		if err := f.Error(); err != nil {
 			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-				// Commands are idempotent upserts, so trying again after an
-				// indeterminate ErrLeadershipLost is safe.
+				// Trying again after an indeterminate ErrLeadershipLost is
+				// exact: the FSM answers a request id it applied before with
+				// its first outcome instead of applying it twice.
 				return 0, true, nil
 			}
 			return 0, false, status.Errorf(codes.Unavailable, "raft apply: %v", err)
 		}
-		if resp, ok := f.Response().(error); ok && resp != nil {
+		switch resp := f.Response().(type) {
+		case error:
 			return 0, false, fsmError(resp)
+		case fsm.AppliedEarlier:
+			// A retry of a request applied before: answer what it answered
+			// (DESIGN.md §5.3).
+			return uint64(resp), false, nil
 		}
 		return f.Index(), false, nil
 	}

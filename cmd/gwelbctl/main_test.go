@@ -482,16 +482,36 @@ func TestMemberAdd(t *testing.T) {
 	}
 
 	for _, args := range [][]string{
-		{"member", "add", "frontend", "1", "not a url"},
-		{"member", "add", "frontend", "1", "ftp://h/"},
 		{"member", "add", "frontend", "1", "http://h:1", "--state", "paused"},
-		{"member", "add", "frontend", "1", "http://h:1", "--weight", "-1"},
 		{"member", "add", "frontend", "1", "http://h:1", "--weight", "x"},
 	} {
 		r := cli(t, addr, args...)
 		if r.code != exitUsage || !strings.HasPrefix(r.stderr, "gwelbctl: ") || !strings.Contains(r.stderr, "Usage:") {
 			t.Errorf("%v: exit %d, stderr %q", args, r.code, r.stderr)
 		}
+	}
+	// An invalid member is judged by the cluster's validator before it is
+	// sent: one line, exit 1, the cluster's words.
+	f.mu.Lock()
+	sent := len(f.reqs)
+	f.mu.Unlock()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"not a url"}, `gwelbctl: put member frontend/1: url "not a url": want http://host:port or https://host:port` + "\n"},
+		{[]string{"ftp://h/"}, `gwelbctl: put member frontend/1: url "ftp://h/": want http://host:port or https://host:port` + "\n"},
+		{[]string{"http://h:1", "--weight", "-1"}, `gwelbctl: put member frontend/1: weight -1: want 1..1000` + "\n"},
+	} {
+		r := cli(t, addr, append([]string{"member", "add", "frontend", "1"}, tc.args...)...)
+		if r.code != exitError || r.stderr != tc.want {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1, %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.reqs) != sent {
+		t.Error("an invalid member was sent to the cluster")
 	}
 }
 
@@ -846,7 +866,7 @@ func TestExitCodes(t *testing.T) {
 		{"not found", notFound, []string{"member", "remove", "frontend", "9"}, exitNotFound, `^gwelbctl: member frontend/9 not found\n$`},
 		{"permission denied", denied, []string{"status"}, exitUnauthorised, `^gwelbctl: unauthorised: check --token / GWELB_TOKEN\n$`},
 		{"unavailable but reached", busy, []string{"status"}, exitError, `^gwelbctl: status: node at \S+ is unavailable: node is shutting down\n$`},
-		{"other error", invalid, []string{"member", "add", "frontend", "1", "http://h:1", "--weight", "5000"}, exitError, `^gwelbctl: member add: weight must not exceed 1000\n$`},
+		{"other error", invalid, []string{"member", "add", "frontend", "1", "http://h:1", "--weight", "5"}, exitError, `^gwelbctl: member add: weight must not exceed 1000\n$`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wantFail(t, cli(t, tc.addr, tc.args...), tc.code, tc.pattern)

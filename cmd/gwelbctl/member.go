@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -94,18 +95,19 @@ name a sticky value carries after its first "." (e.g. GWE_Frontend_103 for
 		Args:    args("POOL", "ROUTE", "URL"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			pool, route, rawURL := argv[0], argv[1], argv[2]
-			if err := checkMemberURL(rawURL); err != nil {
-				return err
-			}
-			if weight < 0 {
-				return usagef("invalid --weight %d: must not be negative", weight)
-			}
-			st, ok := parseState(state)
-			if !ok {
+			st, err := fsm.ParseAdminState(state)
+			if err != nil {
 				return usagef("invalid --state %q: want active, drain or disabled", state)
 			}
+			// The cluster's own validator, so a bad member fails here, before
+			// anything is sent, with the message the cluster would give.
+			spec := fsm.MemberSpec{Route: route, URL: rawURL, Weight: int(weight), State: st}.WithDefaults()
+			if err := fsm.ValidateMember(spec); err != nil {
+				msg := fmt.Sprintf("put member %s/%s: %s", pool, route, strings.ReplaceAll(err.Error(), "\n", "; "))
+				return &cliError{code: exitError, msg: msg, err: err}
+			}
 			req := &gwelbv1.PutMemberRequest{
-				Member:    &gwelbv1.Member{Pool: pool, Route: route, Url: rawURL, Weight: weight, State: st},
+				Member:    &gwelbv1.Member{Pool: pool, Route: route, Url: rawURL, Weight: int32(spec.Weight), State: st.Proto()},
 				RequestId: requestID(),
 			}
 			resp, err := unary(a, cmd, "member add", func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error) {
@@ -114,7 +116,7 @@ name a sticky value carries after its first "." (e.g. GWE_Frontend_103 for
 			if err != nil {
 				return err
 			}
-			return a.printWrite(resp, "member %s added (%s, weight %d, %s)", memberName(pool, route), rawURL, weight, stateName(st))
+			return a.printWrite(resp, "member %s added (%s, weight %d, %s)", memberName(pool, route), rawURL, spec.Weight, st)
 		},
 	}
 	cmd.Flags().Int32Var(&weight, "weight", 1, "relative share of new sessions")
@@ -169,31 +171,6 @@ func (a *app) printWrite(resp *gwelbv1.WriteResponse, format string, args ...any
 	}
 	_, err := fmt.Fprintf(a.stdout, format+" (index %d)\n", append(args, resp.GetIndex())...)
 	return err
-}
-
-// parseState parses an admin state name.
-func parseState(s string) (gwelbv1.AdminState, bool) {
-	switch s {
-	case "active":
-		return gwelbv1.AdminState_ADMIN_STATE_ACTIVE, true
-	case "drain":
-		return gwelbv1.AdminState_ADMIN_STATE_DRAIN, true
-	case "disabled":
-		return gwelbv1.AdminState_ADMIN_STATE_DISABLED, true
-	}
-	return 0, false
-}
-
-// checkMemberURL rejects a member URL that is not an absolute http(s) URL.
-func checkMemberURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return usagef("invalid URL %q: %v", raw, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usagef("invalid URL %q: want http://host:port or https://host:port", raw)
-	}
-	return nil
 }
 
 // requestID returns a fresh idempotency key for a write: 8 random bytes in
