@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -13,8 +15,9 @@ import (
 )
 
 // tablePublisher hands routing tables to the data plane in index order and
-// keeps the latest on disk, so that after a restart the proxy routes on the
-// last table it had before Raft has caught up (invariant 4).
+// keeps the latest on disk, so that a restarted node that cannot catch up
+// with the cluster in time (no quorum yet) routes on the last table it had
+// rather than on none (invariant 4).
 type tablePublisher struct {
 	path    string
 	onTable func(*fsm.Table)
@@ -23,6 +26,7 @@ type tablePublisher struct {
 
 	mu      sync.Mutex
 	catchUp uint64 // index of the cached table until the FSM has caught up with it; then 0
+	last    atomic.Pointer[fsm.Table] // the table the data plane routes on, nil before the first
 	dirty   chan struct{}
 	done    chan struct{}
 }
@@ -49,8 +53,12 @@ func (p *tablePublisher) publish(t *fsm.Table) {
 		return
 	}
 	p.catchUp = 0
+	p.last.Store(t)
 	p.onTable(t)
 }
+
+// current is the table handed to the data plane last, or nil.
+func (p *tablePublisher) current() *fsm.Table { return p.last.Load() }
 
 // save marks the cache stale; the writer rewrites it soon.
 func (p *tablePublisher) save() {
@@ -100,21 +108,35 @@ func (p *tablePublisher) loadCache() {
 	if err != nil {
 		return
 	}
-	var st gwelbv1.State
-	if err := proto.Unmarshal(data, &st); err != nil {
-		p.log.Warn("ignoring unreadable table cache", "path", p.path, "err", err)
-		return
-	}
-	t, err := fsm.TableFromState(&st)
+	t, _, err := decodeTableCache(data)
 	if err != nil {
-		p.log.Warn("ignoring invalid table cache", "path", p.path, "err", err)
+		p.log.Warn("ignoring table cache", "path", p.path, "err", err)
 		return
 	}
-	p.log.Info("routing on cached table until raft catches up", "index", t.Index())
+	p.log.Info("loaded the cached table: routed on if catching up with the cluster takes too long", "index", t.Index())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.catchUp = t.Index()
+	p.last.Store(t)
 	p.onTable(t)
+}
+
+// decodeTableCache decodes the bytes of a table cache file: the cached
+// state and the routing table built from it. The file is read before Raft
+// has said anything, so whatever it holds (truncated, corrupted, written by
+// another version) must come out as an error, never as a panic or a table
+// the data plane cannot use; keeping this pure lets FuzzDecodeTableCache
+// check that without a node.
+func decodeTableCache(data []byte) (*fsm.Table, *gwelbv1.State, error) {
+	var st gwelbv1.State
+	if err := proto.Unmarshal(data, &st); err != nil {
+		return nil, nil, fmt.Errorf("unreadable: %w", err)
+	}
+	t, err := fsm.TableFromState(&st)
+	if err != nil {
+		return nil, nil, fmt.Errorf("invalid: %w", err)
+	}
+	return t, &st, nil
 }
 
 func (p *tablePublisher) close() {
