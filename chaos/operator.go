@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -52,19 +53,17 @@ func (o *operator) run(ctx context.Context) {
 	}
 }
 
-var adminStates = map[string]gwelbv1.AdminState{
-	"active": gwelbv1.AdminState_ADMIN_STATE_ACTIVE, "drain": gwelbv1.AdminState_ADMIN_STATE_DRAIN,
-	"disabled": gwelbv1.AdminState_ADMIN_STATE_DISABLED,
+// adminState is the protobuf value of an admin state's name (fsm parses
+// names; chaos only picks valid ones).
+func adminState(name string) gwelbv1.AdminState {
+	s, err := fsm.ParseAdminState(name)
+	if err != nil {
+		panic(err)
+	}
+	return s.Proto()
 }
 
-func stateName(s gwelbv1.AdminState) string {
-	for name, v := range adminStates {
-		if v == s {
-			return name
-		}
-	}
-	return s.String()
-}
+func stateName(s gwelbv1.AdminState) string { return fsm.AdminStateFromProto(s).String() }
 
 // write makes one random write on one extra member.
 func (o *operator) write(ctx context.Context) {
@@ -105,9 +104,9 @@ func (d *driver) grpcWrite(ctx context.Context, n *gnode, e extraMember, op *Adm
 	switch op.Kind {
 	case opPut:
 		resp, err = c.PutMember(cctx, &gwelbv1.PutMemberRequest{RequestId: id, Member: &gwelbv1.Member{
-			Pool: e.pool, Route: e.route, Url: e.server.url, Weight: op.Weight, State: adminStates[op.State]}})
+			Pool: e.pool, Route: e.route, Url: e.server.url, Weight: op.Weight, State: adminState(op.State)}})
 	case opSet:
-		resp, err = c.SetMemberState(cctx, &gwelbv1.SetMemberStateRequest{RequestId: id, Pool: e.pool, Route: e.route, State: adminStates[op.State]})
+		resp, err = c.SetMemberState(cctx, &gwelbv1.SetMemberStateRequest{RequestId: id, Pool: e.pool, Route: e.route, State: adminState(op.State)})
 	case opRemove:
 		resp, err = c.RemoveMember(cctx, &gwelbv1.RemoveMemberRequest{RequestId: id, Pool: e.pool, Route: e.route})
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -115,9 +116,7 @@ func (t *table) flush() error {
 }
 
 // stateName is the CLI name of an admin state: active, drain, disabled.
-func stateName(s gwelbv1.AdminState) string {
-	return strings.ToLower(strings.TrimPrefix(s.String(), "ADMIN_STATE_"))
-}
+func stateName(s gwelbv1.AdminState) string { return fsm.AdminStateFromProto(s).String() }
 
 // verdictName is the CLI name of a verdict: up, down.
 func verdictName(v gwelbv1.Verdict) string {
