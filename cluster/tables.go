@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -26,9 +25,10 @@ type tablePublisher struct {
 
 	mu      sync.Mutex
 	catchUp uint64 // index of the cached table until the FSM has caught up with it; then 0
-	last    atomic.Pointer[fsm.Table] // the table the data plane routes on, nil before the first
 	dirty   chan struct{}
 	done    chan struct{}
+
+	last atomic.Pointer[fsm.Table] // the table the data plane routes on, nil before the first
 }
 
 // cacheInterval spaces cache writes: under a burst of changes the cache is
@@ -128,15 +128,13 @@ func (p *tablePublisher) loadCache() {
 // the data plane cannot use; keeping this pure lets FuzzDecodeTableCache
 // check that without a node.
 func decodeTableCache(data []byte) (*fsm.Table, *gwelbv1.State, error) {
-	var st gwelbv1.State
-	if err := proto.Unmarshal(data, &st); err != nil {
-		return nil, nil, fmt.Errorf("unreadable: %w", err)
-	}
-	t, err := fsm.TableFromState(&st)
+	// The same decoding and validator as a raft snapshot (DESIGN.md §5.1):
+	// a cache the cluster would refuse is never routed from.
+	st, t, err := fsm.DecodeState(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid: %w", err)
+		return nil, nil, err
 	}
-	return t, &st, nil
+	return t, st, nil
 }
 
 func (p *tablePublisher) close() {
