@@ -5,6 +5,7 @@ package clustertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,13 +31,42 @@ import (
 const Token = "test-token"
 
 // Node is one real gwelb node: control plane, data plane and a listener.
+// As in the daemon, the listener binds only once the node has caught up
+// with the cluster (or StartupCatchupTimeout passed); Serving is closed
+// then. The ops endpoints (/healthz, /readyz) answer from the start.
 type Node struct {
-	Cfg   cluster.Config
-	Node  *cluster.Node
-	Proxy *proxy.Server
-	Ln    *proxy.Listener
-	URL   string // data-plane base URL
-	dead  bool
+	Cfg     cluster.Config
+	Node    *cluster.Node
+	Proxy   *proxy.Server
+	URL     string        // data-plane base URL; its port is kept across restarts
+	OpsURL  string        // /healthz and /readyz
+	Serving chan struct{} // closed once the data-plane listener accepts
+	dead    bool
+
+	mu       sync.Mutex
+	ln       *proxy.Listener // nil until Serving
+	killed   bool
+	stopWait context.CancelFunc
+	waitDone chan struct{} // closed when the listener goroutine is over
+	ops      *http.Server
+}
+
+// Ready is what /readyz answers: nil when the node may route.
+func (tn *Node) Ready() error {
+	if err := tn.Node.Ready(); err != nil {
+		return err
+	}
+	return tn.Proxy.Ready()
+}
+
+// WaitServing waits until the node's data-plane listener accepts.
+func (tn *Node) WaitServing(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-tn.Serving:
+	case <-time.After(timeout):
+		t.Fatalf("%s: data-plane listener not open after %v (ready: %v)", tn.Cfg.Name, timeout, tn.Ready())
+	}
 }
 
 // Cluster runs real nodes over real TCP on loopback in this process.
@@ -46,6 +76,7 @@ type Cluster struct {
 	GWE     map[string]*GWEServer // backend route -> demo GWE server
 	mu      sync.Mutex
 	clients map[string]*grpc.ClientConn
+	addrs   map[string]string // node name -> data-plane address, kept across restarts
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
@@ -68,7 +99,12 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // Probe is the health check of the seeded pool: fast, so that tests see
 // verdicts change within a second.
-var Probe = fsm.HealthSpec{Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
+//
+// The timeout is generous on purpose: a blocked or stopped server fails at
+// once (connection refused), while a healthy one on a busy 2-core machine
+// running -race can take hundreds of milliseconds to answer, and must not
+// be observed down for it.
+var Probe = fsm.HealthSpec{Interval: 100 * time.Millisecond, Timeout: 2 * time.Second, Rise: 2, Fall: 2}
 
 // Option adjusts the config of the i-th node (0-based) before it starts.
 type Option func(i int, cfg *cluster.Config)
@@ -78,7 +114,7 @@ type Option func(i int, cfg *cluster.Config)
 // a leader and the seeded table on every node.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}}
+	c := &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}, addrs: map[string]string{}}
 	var members []fsm.MemberSpec
 	for _, route := range []string{"1", "2", "3"} {
 		g := StartGWE(t, route, "/backend")
@@ -107,11 +143,20 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 	t.Cleanup(c.killAll)
 	c.WaitLeader()
-	c.WaitAll("seeded table on every node", func(tn *Node) bool {
+	c.WaitAll("seeded table and an open listener on every node", func(tn *Node) bool {
 		tab := tn.Proxy.Table()
-		return tab != nil && tab.Pool("backend") != nil
+		return tab != nil && tab.Pool("backend") != nil && isClosed(tn.Serving)
 	})
 	return c
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // nodeConfig is a fresh node's config with free loopback ports.
@@ -128,11 +173,12 @@ func (c *Cluster) NodeConfig(name string) cluster.Config {
 	}
 }
 
-// start runs a node with cfg and its proxy; it is added to c.Nodes, or
-// replaces the entry with the same name (a restart).
+// Start runs a node with cfg and its proxy; it is added to c.Nodes, or
+// replaces the entry with the same name (a restart). It returns at once:
+// the data-plane listener binds once the node has caught up (Serving).
 func (c *Cluster) Start(cfg cluster.Config) *Node {
 	c.t.Helper()
-	tn := &Node{Cfg: cfg, Proxy: proxy.New(proxy.Options{Logger: cfg.Logger})}
+	tn := &Node{Cfg: cfg, Proxy: proxy.New(proxy.Options{Logger: cfg.Logger}), Serving: make(chan struct{}), waitDone: make(chan struct{})}
 	cfg.OnTable = tn.Proxy.Update
 	cfg.InFlight = tn.Proxy.InFlight
 	node, err := cluster.Start(cfg)
@@ -141,13 +187,28 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 	}
 	tn.Node = node
 	tn.Proxy.SetObserver(node)
-	ln, err := tn.Proxy.Listen(proxy.ListenerConfig{Addr: "127.0.0.1:0"})
+	tn.Proxy.SetFreshness(node)
+
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	tn.Ln = ln
-	tn.URL = "http://" + ln.Addr().String()
-	go ln.Serve()
+	tn.ops = &http.Server{Handler: proxy.OpsHandler(tn.Ready, node.LastContact), ReadHeaderTimeout: 5 * time.Second}
+	tn.OpsURL = "http://" + opsLn.Addr().String()
+	go tn.ops.Serve(opsLn)
+
+	c.mu.Lock()
+	addr := c.addrs[cfg.Name]
+	if addr == "" {
+		addr = FreeAddr(c.t)
+		c.addrs[cfg.Name] = addr
+	}
+	c.mu.Unlock()
+	tn.URL = "http://" + addr
+	ctx, cancel := context.WithCancel(context.Background())
+	tn.stopWait = cancel
+	go tn.serveWhenCaughtUp(ctx, c.t, addr)
+
 	for i, old := range c.Nodes {
 		if old.Cfg.Name == cfg.Name {
 			c.Nodes[i] = tn
@@ -158,11 +219,44 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 	return tn
 }
 
-// kill stops a node without goodbye (and its data plane).
+// serveWhenCaughtUp binds the data-plane listener once the node has
+// caught up, as the daemon does, and serves until Kill.
+func (tn *Node) serveWhenCaughtUp(ctx context.Context, t testing.TB, addr string) {
+	defer close(tn.waitDone)
+	if err := tn.Node.WaitCaughtUp(ctx); err != nil && !errors.Is(err, cluster.ErrNotCaughtUp) {
+		return // killed first
+	}
+	ln, err := tn.Proxy.Listen(proxy.ListenerConfig{Addr: addr})
+	if err != nil {
+		t.Errorf("%s: %v", tn.Cfg.Name, err)
+		return
+	}
+	tn.mu.Lock()
+	if tn.killed {
+		tn.mu.Unlock()
+		ln.Shutdown(context.Background())
+		return
+	}
+	tn.ln = ln
+	tn.mu.Unlock()
+	close(tn.Serving)
+	ln.Serve()
+}
+
+// Kill stops a node without goodbye (and its data plane).
 func (c *Cluster) Kill(tn *Node) {
 	tn.dead = true
+	tn.stopWait()
 	tn.Node.Kill()
-	tn.Ln.Shutdown(context.Background())
+	tn.mu.Lock()
+	tn.killed = true
+	ln := tn.ln
+	tn.mu.Unlock()
+	if ln != nil {
+		ln.Shutdown(context.Background())
+	}
+	<-tn.waitDone
+	tn.ops.Close()
 	tn.Proxy.Close()
 	c.mu.Lock()
 	if cc := c.clients[tn.Node.GRPCAddr()]; cc != nil {
@@ -265,7 +359,14 @@ func (c *Cluster) AdminWithToken(tn *Node, token string) (gwelbv1.AdminClient, c
 
 // get sends GET path through tn's data plane with an optional cookie and
 // returns the serving GWE server's name and the response's Set-Cookie.
+// The request waits (up to 20 s) for the node's listener to open, as a
+// client retrying its connection would.
 func Get(t testing.TB, tn *Node, path, cookie string) (server, setCookie string, err error) {
+	select {
+	case <-tn.Serving:
+	case <-time.After(20 * time.Second):
+		return "", "", fmt.Errorf("GET %s via %s: the listener did not open within 20s (ready: %v)", path, tn.Cfg.Name, tn.Ready())
+	}
 	req, _ := http.NewRequest("GET", tn.URL+path, nil)
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
