@@ -3,9 +3,13 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -16,6 +20,90 @@ import (
 type nodeMeta struct {
 	Raft string `json:"r"` // Raft transport address
 	GRPC string `json:"g"` // admin API address
+	// Leaving is set when the node is about to leave gossip on purpose.
+	// Peers need it: memberlist v0.6.0 calls NotifyLeave alike for a
+	// graceful leave and for a failure (the State of the Node it passes is
+	// never set; the left/dead distinction stays in its private node map),
+	// and only a graceful leaver may be removed from Raft.
+	Leaving bool `json:"l,omitempty"`
+}
+
+// maxDepartures bounds how many graceful leavers a node remembers. A
+// leaver is forgotten once it is out of the Raft configuration or gossips
+// again; the bound only matters if many leave while no leader can remove
+// them, and then the oldest are forgotten first (and stay voters until an
+// operator's "gwelbctl leave NODE", as a failed node would).
+const maxDepartures = 64
+
+// departures is what a node knows about graceful gossip leaves: whether it
+// is leaving itself, and which peers left on purpose, so that the leader
+// can remove them from Raft when their own removal did not complete.
+// Every node keeps the list, so a new leader has it too. The zero value is
+// ready to use.
+type departures struct {
+	leaving atomic.Bool // this node announces Leaving in its meta
+	mu      sync.Mutex
+	left    map[string]time.Time // peer name -> when it left gossip
+}
+
+// add remembers that name left gossip on purpose, forgetting the oldest
+// leaver when the list is full.
+func (d *departures) add(name string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.left == nil {
+		d.left = map[string]time.Time{}
+	}
+	if _, ok := d.left[name]; !ok && len(d.left) >= maxDepartures {
+		oldest := ""
+		for n, t := range d.left {
+			if oldest == "" || t.Before(d.left[oldest]) || (t.Equal(d.left[oldest]) && n < oldest) {
+				oldest = n
+			}
+		}
+		delete(d.left, oldest)
+	}
+	d.left[name] = at
+}
+
+// forget drops name: it rejoined, or is out of the Raft configuration.
+func (d *departures) forget(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.left, name)
+}
+
+// names lists the remembered leavers, sorted.
+func (d *departures) names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]string, 0, len(d.left))
+	for n := range d.left {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// leaveGossip leaves gossip on purpose. It first gossips its meta again
+// with Leaving set and waits for that broadcast to go out: the leave
+// message that follows supersedes it in memberlist's broadcast queue, so
+// sent together the flag would be lost. A peer that hears the leave but
+// missed the flag takes the node for failed and keeps it as a voter, the
+// safe side.
+func (n *Node) leaveGossip(timeout time.Duration) error {
+	if n.gossip == nil {
+		return nil
+	}
+	n.view.departures.leaving.Store(true)
+	var errs []error
+	if err := n.gossip.UpdateNode(timeout); err != nil {
+		errs = append(errs, fmt.Errorf("announce leave in gossip: %w", err))
+	}
+	if err := n.gossip.Leave(timeout); err != nil {
+		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 func (n *Node) startGossip() error {
@@ -85,19 +173,55 @@ type gossipMember struct {
 	Meta   nodeMeta
 }
 
-// members lists the gossip members with readable metadata.
+// gossipView is this node's copy of what gossip says, kept from
+// memberlist's events, serf's way: memberlist.Members returns pointers into
+// memberlist's node map, which it rewrites under its own lock whenever a
+// node's meta changes (UpdateNode, a restarted peer), so reading them after
+// Members returns is a data race. memberlist calls the events under that
+// lock, so copying there is safe. The zero value is ready to use.
+type gossipView struct {
+	mu         sync.Mutex
+	members    map[string]gossipMember // gwelb nodes gossip lists: alive or suspect, as memberlist.Members
+	departures departures
+}
+
+// set records (or updates) m, called from a join or update event.
+func (v *gossipView) set(m *memberlist.Node) {
+	var meta nodeMeta
+	if json.Unmarshal(m.Meta, &meta) != nil || meta.Raft == "" {
+		return // not a gwelb node
+	}
+	// Status is always alive: memberlist has no event for suspect, and
+	// it never sets the State field of the Node it passes.
+	gm := gossipMember{Name: m.Name, Addr: m.Address(), Status: memberlist.StateAlive, Meta: meta}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.members == nil {
+		v.members = map[string]gossipMember{}
+	}
+	v.members[m.Name] = gm
+}
+
+// drop forgets a member that left or failed.
+func (v *gossipView) drop(name string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.members, name)
+}
+
+// members lists the gossip members with readable metadata, by name.
 func (n *Node) members() []gossipMember {
 	if n.gossip == nil {
 		return nil
 	}
-	var out []gossipMember
-	for _, m := range n.gossip.Members() {
-		var meta nodeMeta
-		if json.Unmarshal(m.Meta, &meta) != nil || meta.Raft == "" {
-			continue // not a gwelb node
-		}
-		out = append(out, gossipMember{Name: m.Name, Addr: m.Address(), Status: m.State, Meta: meta})
+	v := &n.view
+	v.mu.Lock()
+	out := make([]gossipMember, 0, len(v.members))
+	for _, m := range v.members {
+		out = append(out, m)
 	}
+	v.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
@@ -140,7 +264,7 @@ func (n *Node) kick() {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr()})
+	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load()})
 	if len(b) > limit {
 		return nil
 	}
@@ -153,9 +277,39 @@ func (d *gossipDelegate) MergeRemoteState([]byte, bool)   {}
 
 type gossipEvents struct{ n *Node }
 
-func (e *gossipEvents) NotifyJoin(m *memberlist.Node)   { e.n.remember(m); e.n.kick() }
-func (e *gossipEvents) NotifyLeave(*memberlist.Node)    { e.n.kick() }
-func (e *gossipEvents) NotifyUpdate(m *memberlist.Node) { e.n.remember(m); e.n.kick() }
+// NotifyJoin also forgets a graceful leave: a node that left and came back
+// is a member again, and the leader adds it as a voter.
+func (e *gossipEvents) NotifyJoin(m *memberlist.Node) {
+	e.n.view.set(m)
+	e.n.remember(m)
+	e.n.view.departures.forget(m.Name)
+	e.n.kick()
+}
+
+// NotifyLeave tells a graceful leave (the node's last meta says Leaving)
+// from a failure; memberlist calls it alike for both. It runs under
+// memberlist's node lock, so it only records and wakes the leader loop.
+func (e *gossipEvents) NotifyLeave(m *memberlist.Node) {
+	var meta nodeMeta
+	if json.Unmarshal(m.Meta, &meta) == nil && meta.Raft != "" && m.Name != e.n.cfg.Name {
+		if meta.Leaving {
+			e.n.log.Info("peer left gossip", "peer", m.Name)
+			e.n.view.departures.add(m.Name, time.Now())
+		} else {
+			e.n.log.Info("peer failed; it stays a voter, expected back", "peer", m.Name)
+		}
+	}
+	// Dropped after the leave is recorded, so whoever sees the member
+	// gone from members() sees the departure too.
+	e.n.view.drop(m.Name)
+	e.n.kick()
+}
+
+func (e *gossipEvents) NotifyUpdate(m *memberlist.Node) {
+	e.n.view.set(m)
+	e.n.remember(m)
+	e.n.kick()
+}
 
 func statusName(s memberlist.NodeStateType) string {
 	switch s {

@@ -134,6 +134,10 @@ func (n *Node) rederiveVerdicts(ctx context.Context) {
 // (only an operator's force-leave removes it, so quorum never shrinks by
 // itself). It then records the voters as the balancer set whose majority
 // decides health verdicts.
+//
+// gossip lists neither left nor failed nodes, so the leavers come from the
+// departures every node records from memberlist's leave events (gossip.go):
+// a node whose own removal failed after it left gossip is removed here.
 func (n *Node) reconcile(ctx context.Context) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -147,18 +151,25 @@ func (n *Node) reconcile(ctx context.Context) {
 	}
 	for _, m := range n.members() {
 		s, known := inConfig[m.Name]
-		switch {
-		case m.Status == memberlist.StateAlive && (!known || string(s.Address) != m.Meta.Raft || s.Suffrage != raft.Voter):
+		// A node announcing its leave is not added back: it is about to go.
+		if m.Status == memberlist.StateAlive && !m.Meta.Leaving && (!known || string(s.Address) != m.Meta.Raft || s.Suffrage != raft.Voter) {
 			n.log.Info("adding voter", "peer", m.Name, "raft", m.Meta.Raft)
 			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.Raft), 0, n.cfg.WriteTimeout).Error(); err != nil {
 				n.log.Warn("add voter", "peer", m.Name, "err", err)
 			}
-		case m.Status == memberlist.StateLeft && known && m.Name != n.cfg.Name:
-			n.log.Info("removing voter that left", "peer", m.Name)
-			if err := n.raft.RemoveServer(raft.ServerID(m.Name), 0, n.cfg.WriteTimeout).Error(); err != nil {
-				n.log.Warn("remove voter", "peer", m.Name, "err", err)
-			}
 		}
+	}
+	for _, name := range n.view.departures.names() {
+		if _, known := inConfig[name]; !known || name == n.cfg.Name {
+			n.view.departures.forget(name)
+			continue
+		}
+		n.log.Info("removing voter that left", "peer", name)
+		if err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout).Error(); err != nil {
+			n.log.Warn("remove voter", "peer", name, "err", err)
+			continue // kept: the next pass tries again
+		}
+		n.view.departures.forget(name)
 	}
 	n.syncBalancers(ctx)
 }

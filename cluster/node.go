@@ -44,6 +44,7 @@ type Node struct {
 	prober     *prober
 	verdicts   map[string]fsm.Verdict // last verdict per member, to log changes on the leader
 	tables     *tablePublisher
+	view       gossipView // gossip membership and graceful leaves, kept from gossip events (gossip.go)
 
 	ctx      context.Context // ends when the node stops
 	cancel   context.CancelFunc
@@ -304,14 +305,12 @@ func (n *Node) leave(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
 		}
 	}
-	// Leave gossip before Raft: while this node still gossips as alive,
-	// the leader's reconcile loop would add it straight back as a voter
-	// after removePeer, leaving a dead voter behind once it exits (and
-	// gossip never lists left nodes, so no sweep removes it later).
-	if n.gossip != nil {
-		if err := n.gossip.Leave(2 * time.Second); err != nil {
-			errs = append(errs, fmt.Errorf("leave gossip: %w", err))
-		}
+	// Leave gossip before Raft: a node gossiping as alive would be added
+	// straight back as a voter after removePeer; one that announced its
+	// leave is not, and the leader removes it itself should removePeer
+	// below fail (gossip.go, leader.go reconcile).
+	if err := n.leaveGossip(2 * time.Second); err != nil {
+		errs = append(errs, err)
 	}
 	if n.voters() > 1 {
 		if err := n.removePeer(ctx, n.cfg.Name); err != nil {

@@ -1,0 +1,17 @@
+package cluster
+
+import (
+	"context"
+	"time"
+)
+
+// Hooks for the external tests (package cluster_test, which can use
+// clustertest; an in-package test cannot, clustertest imports cluster).
+
+// LeaveGossip leaves gossip on purpose, as Shutdown does, but skips the Raft
+// removal that follows: a node whose own removal did not complete.
+func (n *Node) LeaveGossip(timeout time.Duration) error { return n.leaveGossip(timeout) }
+
+// Reconcile runs one pass of the leader's reconcile now, so a test can
+// tell "the leader looked and kept it" from "the leader has not looked yet".
+func (n *Node) Reconcile(ctx context.Context) { n.reconcile(ctx) }
