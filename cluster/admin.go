@@ -82,7 +82,7 @@ func (n *Node) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInf
 // again: a node that lost leadership answers "not leader".
 func (n *Node) leaderClient(ctx context.Context) (gwelbv1.AdminClient, error) {
 	if isForwarded(ctx) {
-		return nil, status.Error(codes.Unavailable, "not leader")
+		return nil, errNotLeader()
 	}
 	addr := n.grpcAddrOf(n.Leader())
 	if addr == "" {

@@ -11,16 +11,39 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/rpcerr"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // errNoLeader is what callers see when no leader appears within the write
-// timeout; gwelbctl maps the wording "no leader" to its exit code 4.
+// timeout. It carries the reason NO_LEADER, which gwelbctl maps to its exit
+// code 4; the wording is for people only.
 func errNoLeader(wait time.Duration) error {
 	if wait == 0 {
-		return status.Error(codes.Unavailable, "no leader known to this node (is a quorum of nodes up?)")
+		return rpcerr.NoLeader("no leader known to this node (is a quorum of nodes up?)")
 	}
-	return status.Errorf(codes.Unavailable, "no leader: none elected within %v (is a quorum of nodes up?)", wait)
+	return rpcerr.NoLeader(fmt.Sprintf("no leader: none elected within %v (is a quorum of nodes up?)", wait))
+}
+
+// errNotLeader answers a request relayed to this node as the leader when
+// it is not (any more): the relaying node tries again, and a client that
+// gets it has met a leadership change, so it carries NO_LEADER too.
+func errNotLeader() error { return rpcerr.NoLeader("not leader") }
+
+// lostLeadership reports a raft error that means this node is not, or no
+// longer, the leader.
+func lostLeadership(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
+// raftUnavailable maps a failed raft operation op onto Unavailable, with
+// the reason NO_LEADER when the cause is lost leadership.
+func raftUnavailable(op string, err error) error {
+	msg := fmt.Sprintf("%s: %v", op, err)
+	if lostLeadership(err) {
+		return rpcerr.NoLeader(msg)
+	}
+	return status.Error(codes.Unavailable, msg)
 }
 
 // apply commits cmd through Raft: on the leader directly, on a follower by
@@ -56,7 +79,7 @@ func (n *Node) applyBytes(ctx context.Context, data []byte, forwarded bool) (uin
 		select {
 		case <-ctx.Done():
 			if forwarded {
-				return 0, status.Error(codes.Unavailable, "not leader")
+				return 0, errNotLeader()
 			}
 			return 0, errNoLeader(n.cfg.WriteTimeout)
 		case <-time.After(50 * time.Millisecond):
@@ -90,7 +113,7 @@ func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index
 				// its first outcome instead of applying it twice.
 				return 0, true, nil
 			}
-			return 0, false, status.Errorf(codes.Unavailable, "raft apply: %v", err)
+			return 0, false, raftUnavailable("raft apply", err)
 		}
 		switch resp := f.Response().(type) {
 		case error:

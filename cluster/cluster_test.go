@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/gwelb/gwelb/cluster/clustertest"
+	"github.com/gwelb/gwelb/internal/rpcerr"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -262,7 +262,8 @@ func TestJoinLeaveAndForceLeave(t *testing.T) {
 }
 
 // TestNoLeaderIsAClearError: with a quorum gone, a write gets Unavailable
-// "no leader" after the bounded wait, and the data plane keeps routing.
+// with the reason NO_LEADER after the bounded wait, and the data plane
+// keeps routing.
 func TestNoLeaderIsAClearError(t *testing.T) {
 	c := clustertest.New(t, 3)
 	survivor := c.Followers()[0]
@@ -275,9 +276,8 @@ func TestNoLeaderIsAClearError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	_, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{Pool: "backend", Route: "x", Url: "http://127.0.0.1:1"}})
-	st, _ := status.FromError(err)
-	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no leader") {
-		t.Fatalf("write without a quorum: %v, want Unavailable \"no leader\"", err)
+	if !rpcerr.IsNoLeader(err) {
+		t.Fatalf("write without a quorum: %v, want Unavailable with the reason NO_LEADER", err)
 	}
 	server, _, err := clustertest.Get(t, survivor, "/backend/x", "ROUTEID=.2")
 	if err != nil || server != "2" {

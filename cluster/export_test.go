@@ -15,3 +15,7 @@ func (n *Node) LeaveGossip(timeout time.Duration) error { return n.leaveGossip(t
 // Reconcile runs one pass of the leader's reconcile now, so a test can
 // tell "the leader looked and kept it" from "the leader has not looked yet".
 func (n *Node) Reconcile(ctx context.Context) { n.reconcile(ctx) }
+
+// ForwardedKey is the metadata key that marks a call one node relays to
+// another on a client's behalf.
+const ForwardedKey = forwardedKey

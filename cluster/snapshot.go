@@ -48,7 +48,7 @@ func (s *adminServer) SnapshotSave(req *gwelbv1.SnapshotSaveRequest, stream grpc
 		}
 	}
 	if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err != nil {
-		return status.Errorf(codes.Unavailable, "barrier: %v", err)
+		return raftUnavailable("barrier", err)
 	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(n.fsm.State())
 	if err != nil {
@@ -104,7 +104,7 @@ func (s *adminServer) SnapshotRestore(stream grpc.ClientStreamingServer[gwelbv1.
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: st.Index - 1, Size: int64(len(data))}
 	if err := n.raft.Restore(meta, bytes.NewReader(data), n.cfg.WriteTimeout); err != nil {
-		return status.Errorf(codes.Unavailable, "restore: %v", err)
+		return raftUnavailable("restore", err)
 	}
 	return stream.SendAndClose(&gwelbv1.SnapshotRestoreResponse{Index: n.raft.AppliedIndex()})
 }

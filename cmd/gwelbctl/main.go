@@ -39,6 +39,8 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/gwelb/gwelb/internal/rpcerr"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -153,9 +155,18 @@ func usagef(format string, args ...any) error {
 }
 
 // rpcError turns the failure of RPC op against the node at addr into the
-// error the user sees, with its exit code. reached tells whether the
-// connection to the node was up when the RPC failed: an Unavailable from a
-// node that is up is the node's own answer, not a connection failure.
+// error the user sees, with its exit code. The exit code comes from the
+// status code and the reason the node attached (package rpcerr), never from
+// the message, which is for people. reached tells whether the connection to
+// the node was up when the RPC failed: an Unavailable from a node that is
+// up is the node's own answer, not a connection failure.
+//
+//	Unauthenticated, PermissionDenied        5 unauthorised
+//	NotFound                                 6 not found
+//	Unavailable with reason NO_LEADER        4 no leader
+//	Unavailable, not reached                 3 unreachable
+//	DeadlineExceeded, not reached            3 unreachable
+//	anything else                            1 error
 func rpcError(op, addr string, reached bool, timeout time.Duration, err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
@@ -168,7 +179,7 @@ func rpcError(op, addr string, reached bool, timeout time.Duration, err error) e
 	case codes.NotFound:
 		return &cliError{code: exitNotFound, msg: msg, err: err}
 	case codes.Unavailable:
-		if strings.Contains(strings.ToLower(msg), "no leader") {
+		if rpcerr.Reason(st) == rpcerr.ReasonNoLeader {
 			return &cliError{code: exitNoLeader, msg: msg, err: err}
 		}
 		if !reached {

@@ -11,6 +11,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -22,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -30,6 +33,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/internal/rpcerr"
 	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -756,8 +760,8 @@ func TestSnapshotErrors(t *testing.T) {
 	if err := os.WriteFile(path, make([]byte, 300_000), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeAdmin{err: status.Error(codes.Unavailable, "no leader: election in progress")}
-	wantFail(t, cli(t, startServer(t, f), "snapshot", "restore", path), exitNoLeader, `^gwelbctl: no leader: election in progress\n$`)
+	f := &fakeAdmin{err: rpcerr.NoLeader("election in progress")}
+	wantFail(t, cli(t, startServer(t, f), "snapshot", "restore", path), exitNoLeader, `^gwelbctl: election in progress\n$`)
 }
 
 // lineWriter is a goroutine-safe buffer that reports each write.
@@ -845,7 +849,11 @@ func TestWatchInterrupt(t *testing.T) {
 func TestExitCodes(t *testing.T) {
 	ok := startServer(t, &fakeAdmin{status: cannedStatus()})
 	closed := closedAddr(t)
-	noLeader := startServer(t, &fakeAdmin{err: status.Error(codes.Unavailable, "no leader: cluster has no leader after 5s")})
+	// The reason decides exit 4, not the words: this message avoids them,
+	// and the next two servers use them without the reason.
+	noLeader := startServer(t, &fakeAdmin{err: rpcerr.NoLeader("between elections; try again shortly")})
+	saysNoLeader := startServer(t, &fakeAdmin{err: status.Error(codes.Unavailable, "no leader election needed: node is shutting down")})
+	otherDomain := startServer(t, &fakeAdmin{err: withInfo(t, codes.Unavailable, "no leader", "NO_LEADER", "example.com")})
 	notFound := startServer(t, &fakeAdmin{err: status.Error(codes.NotFound, `member frontend/9 not found`)})
 	denied := startServer(t, &fakeAdmin{err: status.Error(codes.PermissionDenied, "client certificate not allowed")})
 	busy := startServer(t, &fakeAdmin{err: status.Error(codes.Unavailable, "node is shutting down")})
@@ -862,7 +870,10 @@ func TestExitCodes(t *testing.T) {
 		{"unreachable write", closed, []string{"member", "drain", "frontend", "1"}, exitUnreachable, `cannot reach gwelb node`},
 		{"unreachable watch", closed, []string{"watch"}, exitUnreachable, `cannot reach gwelb node`},
 		{"unreachable snapshot", closed, []string{"snapshot", "save", filepath.Join(t.TempDir(), "s")}, exitUnreachable, `cannot reach gwelb node`},
-		{"no leader", noLeader, []string{"member", "drain", "frontend", "1"}, exitNoLeader, `^gwelbctl: no leader: cluster has no leader after 5s\n$`},
+		{"no leader", noLeader, []string{"member", "drain", "frontend", "1"}, exitNoLeader, `^gwelbctl: between elections; try again shortly\n$`},
+		{"no leader on a read", noLeader, []string{"status"}, exitNoLeader, `^gwelbctl: between elections; try again shortly\n$`},
+		{"the words without the reason", saysNoLeader, []string{"member", "drain", "frontend", "1"}, exitError, `^gwelbctl: member drain: node at \S+ is unavailable: no leader election needed: node is shutting down\n$`},
+		{"the reason of another domain", otherDomain, []string{"status"}, exitError, `^gwelbctl: status: node at \S+ is unavailable: no leader\n$`},
 		{"not found", notFound, []string{"member", "remove", "frontend", "9"}, exitNotFound, `^gwelbctl: member frontend/9 not found\n$`},
 		{"permission denied", denied, []string{"status"}, exitUnauthorised, `^gwelbctl: unauthorised: check --token / GWELB_TOKEN\n$`},
 		{"unavailable but reached", busy, []string{"status"}, exitError, `^gwelbctl: status: node at \S+ is unavailable: node is shutting down\n$`},
@@ -879,6 +890,57 @@ func TestExitCodes(t *testing.T) {
 		r = cliEnv(t, nil, "--addr", ok, "member", "list")
 		wantFail(t, r, exitUnauthorised, `unauthorised`)
 	})
+}
+
+// withInfo is a status error with an ErrorInfo detail.
+func withInfo(t *testing.T, code codes.Code, msg, reason, domain string) error {
+	t.Helper()
+	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: domain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Err()
+}
+
+// TestRPCErrorMapping pins the whole mapping of rpcError: status code,
+// reason and whether the node was reached decide the exit code; the
+// message never does.
+func TestRPCErrorMapping(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		reached bool
+		code    int
+	}{
+		{"unauthenticated", status.Error(codes.Unauthenticated, "missing or wrong token"), true, exitUnauthorised},
+		{"permission denied", status.Error(codes.PermissionDenied, "no leader may see this"), true, exitUnauthorised},
+		{"not found", status.Error(codes.NotFound, "no leader named n9"), true, exitNotFound},
+		{"no leader reason", rpcerr.NoLeader("not leader"), true, exitNoLeader},
+		{"no leader reason, connection dropped since", rpcerr.NoLeader("between elections"), false, exitNoLeader},
+		{"no leader reason, wrapped", fmt.Errorf("relay: %w", rpcerr.NoLeader("x")), true, exitNoLeader},
+		{"no leader reason on another code", withInfo(t, codes.FailedPrecondition, "x", rpcerr.ReasonNoLeader, rpcerr.Domain), true, exitError},
+		{"no leader reason of another domain", withInfo(t, codes.Unavailable, "x", rpcerr.ReasonNoLeader, "example.com"), true, exitError},
+		{"unavailable, not reached", status.Error(codes.Unavailable, "connection refused"), false, exitUnreachable},
+		{"unavailable, not reached, saying no leader", status.Error(codes.Unavailable, "no leader"), false, exitUnreachable},
+		{"unavailable, reached", status.Error(codes.Unavailable, "node shutting down"), true, exitError},
+		{"unavailable, reached, saying no leader", status.Error(codes.Unavailable, "NO LEADER here"), true, exitError},
+		{"deadline, not reached", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), false, exitUnreachable},
+		{"deadline, reached", context.DeadlineExceeded, true, exitError},
+		{"canceled", context.Canceled, true, exitError},
+		{"invalid argument", status.Error(codes.InvalidArgument, "no leader: weight"), true, exitError},
+		{"not a status", fmt.Errorf("no leader"), true, exitError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := rpcError("op", "127.0.0.1:1", tc.reached, time.Second, tc.err)
+			var ce *cliError
+			if !errors.As(err, &ce) {
+				t.Fatalf("rpcError returned %T %v, want a *cliError", err, err)
+			}
+			if ce.code != tc.code {
+				t.Errorf("exit %d (%q), want %d", ce.code, ce.msg, tc.code)
+			}
+		})
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
