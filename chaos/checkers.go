@@ -83,7 +83,8 @@ type StickinessStats struct {
 	Moves         int `json:"moves"`          // of them, served elsewhere or re-pinned
 	ByServerDown  int `json:"by_server_down"` // moves excused: the route's server was down
 	ByAdmin       int `json:"by_admin"`       // moves excused: an operator removed or disabled the route
-	ThroughStale  int `json:"through_stale"`  // moves excused only by reaching back to when the node lost touch
+	StaleRequests int `json:"stale_requests"` // checked requests through a node in a node_stale window
+	StaleMoves    int `json:"stale_moves"`    // of the moves, those through a node in a node_stale window (no excuse for it)
 	NewSessions   int `json:"new_sessions"`   // answered requests that carried no route
 	SessionsMoved int `json:"sessions_moved"` // sessions with at least one excused move
 }
@@ -93,10 +94,12 @@ type StickinessStats struct {
 // node. Every answered request is checked against the route it carried: a
 // different server, or a new route in Set-Cookie, is a move, and a move is
 // allowed only if the carried route may have been unusable (server down,
-// removed or disabled) at some time the answering node's table could
-// reflect — the request's own interval, reaching back to when the node
-// lost touch if it was stale (restarted, paused, cut off). A cookie must
-// also name the server that answered, and a new session must get one.
+// removed or disabled) during the request. A node that restarted, was
+// paused or cut off gets no more slack than the others: it catches up
+// before it routes, or before it moves a session, so a visitor does not
+// lose a chat because the node they reached was behind. (Requests through
+// such nodes are still counted, to show what the run exercised.) A cookie
+// must also name the server that answered, and a new session must get one.
 func checkStickiness(h *History) ([]Violation, StickinessStats) {
 	admin := adminUnusable(h.Admin, h.Extra, h.Slack, h.Horizon)
 	var st StickinessStats
@@ -131,23 +134,23 @@ func checkStickiness(h *History) ([]Violation, StickinessStats) {
 			continue
 		}
 		st.Checked++
+		stale := anyOverlap(h.Windows.NodeStale[r.Node], r.Start, r.End)
+		if stale {
+			st.StaleRequests++
+		}
 		if r.Server == want && (setRoute == "" || setRoute == carried) {
 			continue
 		}
 		st.Moves++
-		from := r.Start
-		if t, stale := earliestCovering(h.Windows.NodeStale[r.Node], r.Start); stale {
-			from = t
+		if stale {
+			st.StaleMoves++
 		}
-		server, byAdmin := anyOverlap(h.Windows.ServerDown[want], from, r.End), anyOverlap(admin[k], from, r.End)
+		server, byAdmin := anyOverlap(h.Windows.ServerDown[want], r.Start, r.End), anyOverlap(admin[k], r.Start, r.End)
 		if server || byAdmin {
 			if server {
 				st.ByServerDown++
 			} else {
 				st.ByAdmin++
-			}
-			if !anyOverlap(h.Windows.ServerDown[want], r.Start, r.End) && !anyOverlap(admin[k], r.Start, r.End) {
-				st.ThroughStale++
 			}
 			moved[r.Session] = true
 			continue
@@ -156,9 +159,13 @@ func checkStickiness(h *History) ([]Violation, StickinessStats) {
 		if setRoute != "" && setRoute != carried {
 			what += fmt.Sprintf(" with Set-Cookie route %s", setRoute)
 		}
+		node := r.Node
+		if stale {
+			node += ", in a node_stale window"
+		}
 		out = append(out, Violation{invStickiness, r.Start, fmt.Sprintf(
 			"request %d (%s %s, session %s, node %s, %v-%v): carried route %s (server %s, usable) but was served by %s",
-			r.ID, r.Kind, r.Pool, r.Session, r.Node, r.Start, r.End, carried, want, what)})
+			r.ID, r.Kind, r.Pool, r.Session, node, r.Start, r.End, carried, want, what)})
 	}
 	st.SessionsMoved = len(moved)
 	return out, st

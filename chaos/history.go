@@ -33,18 +33,6 @@ func anyOverlap(ws []Window, from, to T) bool {
 	return false
 }
 
-// earliestCovering returns the earliest start of the windows of ws that
-// contain t, and whether there is one.
-func earliestCovering(ws []Window, t T) (T, bool) {
-	best, found := T(0), false
-	for _, w := range ws {
-		if w.From <= t && t <= w.To && (!found || w.From < best) {
-			best, found = w.From, true
-		}
-	}
-	return best, found
-}
-
 // Request is one visitor request through one balancer node, or one
 // WebSocket handshake (Kind "ws").
 type Request struct {
@@ -174,8 +162,10 @@ type Windows struct {
 	// NodeDown: the node's process was killed, stopped (SIGSTOP), starting,
 	// or gone; requests through it may fail.
 	NodeDown map[string][]Window `json:"node_down"`
-	// NodeStale: the node may route on a table older than the cluster's;
-	// From is when it lost touch, To when it had caught up again.
+	// NodeStale: the node's table may be older than the cluster's; From is
+	// when it lost touch, To when it had caught up again. No excuse (the
+	// node catches up before it moves a session): the report counts the
+	// requests through it.
 	NodeStale map[string][]Window `json:"node_stale"`
 	// NodeIsolated: the node was cut off from its peers (partition).
 	NodeIsolated map[string][]Window `json:"node_isolated"`

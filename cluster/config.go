@@ -34,6 +34,12 @@ type Config struct {
 	Timing       Timing        // Raft and gossip timing; zero fields take LAN defaults
 	WriteTimeout time.Duration // how long a write waits for a leader; default 5 s
 
+	// StartupCatchupTimeout bounds how long a restarted node waits to catch
+	// up with the cluster before it routes on the table it has (default
+	// 5 s), and how long a request that would move a session waits for the
+	// catch-up after the node lost touch with the leader (catchup.go).
+	StartupCatchupTimeout time.Duration
+
 	// ProbeDialer, when set, dials health probes (tests use it to cut one
 	// node off from one member); ProbeTLS verifies https members.
 	ProbeDialer func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -87,6 +93,9 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 5 * time.Second
 	}
+	if c.StartupCatchupTimeout == 0 {
+		c.StartupCatchupTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -135,6 +144,9 @@ func (c *Config) Validate() error {
 	case "", "lan", "local":
 	default:
 		return fmt.Errorf("gossip profile %q: want lan or local", c.Timing.GossipProfile)
+	}
+	if c.StartupCatchupTimeout < 0 {
+		return fmt.Errorf("startup_catchup_timeout %v: must not be negative", c.StartupCatchupTimeout)
 	}
 	if c.Timing.LeaderLeaseTimeout > c.Timing.HeartbeatTimeout && c.Timing.HeartbeatTimeout > 0 {
 		return errors.New("raft timing: leader_lease_timeout must not exceed heartbeat_timeout")

@@ -45,6 +45,8 @@ type Node struct {
 	verdicts   map[string]fsm.Verdict // last verdict per member, to log changes on the leader
 	tables     *tablePublisher
 	view       gossipView // gossip membership and graceful leaves, kept from gossip events (gossip.go)
+	fresh      freshness  // whether the table may be behind the cluster's (catchup.go)
+	startup    *catchUp   // the catch-up a starting node makes before it routes
 
 	ctx      context.Context // ends when the node stops
 	cancel   context.CancelFunc
@@ -92,13 +94,16 @@ func (n *Node) start() error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
-	// Serve the last table this node knew before Raft has caught up, so a
-	// restarted node (or a whole restarted cluster) routes at once.
+	// Hand the data plane the last table this node knew: it routes on it
+	// if catching up with the cluster takes longer than the startup bound
+	// (a whole restarted cluster without a quorum yet, say).
 	n.tables.loadCache()
 
-	if err := n.startRaft(); err != nil {
+	existing, err := n.startRaft()
+	if err != nil {
 		return err
 	}
+	n.beginStartup(existing)
 	peers, err := newPeerClients(n.cfg)
 	if err != nil {
 		return err
@@ -113,29 +118,41 @@ func (n *Node) start() error {
 	n.goRun(n.monitorLeadership)
 	n.goRun(n.joinLoop)
 	n.goRun(n.bootstrapLoop)
-	n.log.Info("node started", "raft", n.cfg.RaftAddr, "gossip", n.cfg.GossipAddr, "grpc", n.GRPCAddr())
+	n.goRun(func(ctx context.Context) { n.runCatchUp(ctx, n.startup) })
+	n.goRun(n.watchFreshness)
+	n.log.Info("node started; catching up with the cluster before routing", "raft", n.cfg.RaftAddr, "gossip", n.cfg.GossipAddr, "grpc", n.GRPCAddr(), "existing_state", existing)
 	return nil
 }
 
-func (n *Node) startRaft() error {
+// startRaft opens the stores and starts Raft; existing reports whether the
+// data_dir held Raft state (a restart, not a first start).
+func (n *Node) startRaft() (existing bool, err error) {
 	logStore, err := raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(n.cfg.DataDir, "raft.db"),
 		// A second process on the same data_dir must fail, not hang.
 		BoltOptions: &bbolt.Options{Timeout: time.Second},
 	})
 	if err != nil {
-		return fmt.Errorf("open raft store %s: %w", n.cfg.DataDir, err)
+		return false, fmt.Errorf("open raft store %s: %w", n.cfg.DataDir, err)
 	}
 	n.logStore = logStore
 	hlog := newHCLogger("raft", n.log)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, 2, hlog)
 	if err != nil {
-		return fmt.Errorf("open snapshot store: %w", err)
+		return false, fmt.Errorf("open snapshot store: %w", err)
 	}
 	n.snaps = snaps
 	addr, err := net.ResolveTCPAddr("tcp", n.cfg.advertised(n.cfg.RaftAddr))
 	if err != nil {
-		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
+		return false, fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
+	}
+	existing, err = raft.HasExistingState(logStore, logStore, snaps)
+	if err != nil {
+		return false, fmt.Errorf("read raft state in %s: %w", n.cfg.DataDir, err)
+	}
+	stream, err := newRaftStream(n.ctx, n.cfg.RaftAddr, addr, n.cfg.Timing.HeartbeatTimeout/5)
+	if err != nil {
+		return false, fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
 	}
 	// MaxRPCsInFlight 1 turns pipelined replication off: in raft v1.7.3 a
 	// rejected or stale-term append makes pipelineDecode quit while
@@ -143,12 +160,10 @@ func (n *Node) startRaft() error {
 	// that stops replication to that follower and makes raft.Shutdown (and
 	// so SIGTERM) hang forever (seen by the chaos suite after a partitioned
 	// leader rejoined). gwelb writes little; synchronous appends cost nothing.
-	trans, err := raft.NewTCPTransportWithConfig(n.cfg.RaftAddr, addr, &raft.NetworkTransportConfig{
-		MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog, MaxRPCsInFlight: 1,
+	// The stream layer waits out refused dials (transport.go).
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog, MaxRPCsInFlight: 1,
 	})
-	if err != nil {
-		return fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
-	}
 	n.transport = trans
 
 	rc := raft.DefaultConfig()
@@ -165,11 +180,13 @@ func (n *Node) startRaft() error {
 	rc.TrailingLogs = 2048
 	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, trans)
 	if err != nil {
-		return fmt.Errorf("start raft: %w", err)
+		return false, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
 	n.notifyCh = notify
-	return nil
+	role := r.State
+	stream.role.Store(&role)
+	return existing, nil
 }
 
 // logVerdictChanges logs each verdict change once, on the leader, with the
@@ -269,7 +286,11 @@ func (n *Node) Stop() error {
 // its ports and files): peers see it fail and keep it as a voter.
 func (n *Node) Kill() {
 	n.once.Do(func() {
+		// Under the lock that starts catch-up rounds, so none starts a
+		// goroutine once the wait below may have begun.
+		n.fresh.mu.Lock()
 		n.cancel()
+		n.fresh.mu.Unlock()
 		if n.grpc != nil {
 			n.grpc.Stop()
 		}

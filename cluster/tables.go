@@ -53,8 +53,8 @@ func (p *tablePublisher) publish(t *fsm.Table) {
 		return
 	}
 	p.catchUp = 0
-	p.last.Store(t)
 	p.onTable(t)
+	p.last.Store(t) // after the data plane has it: catching up waits on this
 }
 
 // current is the table handed to the data plane last, or nil.
@@ -117,8 +117,8 @@ func (p *tablePublisher) loadCache() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.catchUp = t.Index()
-	p.last.Store(t)
 	p.onTable(t)
+	p.last.Store(t)
 }
 
 // decodeTableCache decodes the bytes of a table cache file: the cached

@@ -48,21 +48,31 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{member: -1}
 	defer func() { s.accessLog.log(r, lw, st, start) }()
 
-	v := s.view.Load()
-	if v == nil {
-		plain(lw, http.StatusServiceUnavailable, "gwelb: not ready: no routing table yet")
-		return
+	var pv *poolView
+	for held := false; ; held = true {
+		v := s.view.Load()
+		if v == nil {
+			plain(lw, http.StatusServiceUnavailable, "gwelb: not ready: no routing table yet")
+			return
+		}
+		pv = v.match(r.URL.Path)
+		if pv == nil || (len(h.pools) > 0 && !slices.Contains(h.pools, pv.spec.Name)) {
+			plain(lw, http.StatusNotFound, "gwelb: no pool serves this path")
+			return
+		}
+		st.pv = pv
+		st.keys = readSticky(r, pv.spec.Sticky.Query, pv.spec.Sticky.Cookie)
+		st.value = st.keys.value()
+		st.carried = fsm.RouteOf(st.value)
+		st.member = pv.pick(st.value, st.carried, time.Now().UnixNano())
+		// About to move a session (its route unknown or unusable here):
+		// if the table may be behind the cluster's, wait for it to catch
+		// up and decide again on the table current then.
+		moves := st.carried != "" && (st.member < 0 || pv.pool.Member(st.member).Route != st.carried)
+		if held || !moves || !s.awaitFresh(r.Context(), start) {
+			break
+		}
 	}
-	pv := v.match(r.URL.Path)
-	if pv == nil || (len(h.pools) > 0 && !slices.Contains(h.pools, pv.spec.Name)) {
-		plain(lw, http.StatusNotFound, "gwelb: no pool serves this path")
-		return
-	}
-	st.pv = pv
-	st.keys = readSticky(r, pv.spec.Sticky.Query, pv.spec.Sticky.Cookie)
-	st.value = st.keys.value()
-	st.carried = fsm.RouteOf(st.value)
-	st.member = pv.pick(st.value, st.carried, start.UnixNano())
 	if st.member < 0 {
 		plain(lw, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)
 		return

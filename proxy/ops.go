@@ -39,12 +39,19 @@ func OpsHandler(ready func() error, staleness func() time.Duration) http.Handler
 	return mux
 }
 
-// Ready reports whether the server has a routing table.
+// Ready reports whether the server has a routing table with pools to route.
 func (s *Server) Ready() error {
-	if s.view.Load() == nil {
+	v := s.view.Load()
+	if v == nil {
 		return errNoTable
+	}
+	if len(v.pools) == 0 {
+		return errNoPools
 	}
 	return nil
 }
 
-var errNoTable = errors.New("no routing table yet")
+var (
+	errNoTable = errors.New("no routing table yet")
+	errNoPools = errors.New("the routing table has no pools (the cluster has not applied its seed yet, or every pool was removed)")
+)

@@ -33,6 +33,22 @@ type NopObserver struct{}
 // ObserveFailure does nothing.
 func (NopObserver) ObserveFailure(string, string, error) {}
 
+// Freshness tells the data plane whether its table may be behind the
+// cluster's (a node that restarted, or lost touch with the leader). The
+// proxy asks only before it would move a session (the member it picked is
+// not the one the request's route names): a table that may be stale must
+// not move a visitor whose member was added or enabled meanwhile.
+type Freshness interface {
+	// Fresh reports whether a request that started at now (unix
+	// nanoseconds) may trust the table. It must be cheap (an atomic load):
+	// a healthy node pays nothing more.
+	Fresh(now int64) bool
+	// AwaitFresh returns once the table has caught up, or once the node's
+	// bound on waiting has passed (a node cut off from its peers still
+	// serves), or when ctx ends.
+	AwaitFresh(ctx context.Context)
+}
+
 // Options configure a Server; the zero value of each field picks the default.
 type Options struct {
 	ConnectTimeout        time.Duration // dial timeout to a member; default 5 s (the guide's proxy_connect_timeout)
@@ -52,8 +68,9 @@ type Server struct {
 	rp        *httputil.ReverseProxy
 	accessLog *accessLogger
 
-	view     atomic.Pointer[view]
-	observer atomic.Pointer[Observer]
+	view      atomic.Pointer[view]
+	observer  atomic.Pointer[Observer]
+	freshness atomic.Pointer[Freshness] // nil: the table is always trusted
 
 	mu      sync.Mutex              // guards members and rr across Updates
 	members map[string]*memberState // by pool, route and URL
@@ -114,6 +131,22 @@ func New(opts Options) *Server {
 // SetObserver replaces the passive health sink; the daemon sets it once
 // the control plane, which is created after the proxy, is up.
 func (s *Server) SetObserver(o Observer) { s.observer.Store(&o) }
+
+// SetFreshness makes the proxy hold a request that would move a session
+// while f says the table may be stale; the daemon sets it once the control
+// plane is up.
+func (s *Server) SetFreshness(f Freshness) { s.freshness.Store(&f) }
+
+// awaitFresh waits, if the table may be stale at start, until f says it is
+// fresh or waiting is over; it reports whether it asked f to wait.
+func (s *Server) awaitFresh(ctx context.Context, start time.Time) bool {
+	f := s.freshness.Load()
+	if f == nil || (*f).Fresh(start.UnixNano()) {
+		return false
+	}
+	(*f).AwaitFresh(ctx)
+	return true
+}
 
 // Update makes t the table every new request is routed by. Per-member local
 // state (quarantine, requests in flight) survives updates that keep the

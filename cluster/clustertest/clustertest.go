@@ -38,7 +38,7 @@ type Node struct {
 	Cfg     cluster.Config
 	Node    *cluster.Node
 	Proxy   *proxy.Server
-	URL     string        // data-plane base URL; its port is kept across restarts
+	URL     string        // data-plane base URL, set once Serving is closed
 	OpsURL  string        // /healthz and /readyz
 	Serving chan struct{} // closed once the data-plane listener accepts
 	dead    bool
@@ -76,7 +76,6 @@ type Cluster struct {
 	GWE     map[string]*GWEServer // backend route -> demo GWE server
 	mu      sync.Mutex
 	clients map[string]*grpc.ClientConn
-	addrs   map[string]string // node name -> data-plane address, kept across restarts
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
@@ -114,7 +113,7 @@ type Option func(i int, cfg *cluster.Config)
 // a leader and the seeded table on every node.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}, addrs: map[string]string{}}
+	c := &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}}
 	var members []fsm.MemberSpec
 	for _, route := range []string{"1", "2", "3"} {
 		g := StartGWE(t, route, "/backend")
@@ -197,17 +196,9 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 	tn.OpsURL = "http://" + opsLn.Addr().String()
 	go tn.ops.Serve(opsLn)
 
-	c.mu.Lock()
-	addr := c.addrs[cfg.Name]
-	if addr == "" {
-		addr = FreeAddr(c.t)
-		c.addrs[cfg.Name] = addr
-	}
-	c.mu.Unlock()
-	tn.URL = "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
 	tn.stopWait = cancel
-	go tn.serveWhenCaughtUp(ctx, c.t, addr)
+	go tn.serveWhenCaughtUp(ctx, c.t)
 
 	for i, old := range c.Nodes {
 		if old.Cfg.Name == cfg.Name {
@@ -220,13 +211,14 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 }
 
 // serveWhenCaughtUp binds the data-plane listener once the node has
-// caught up, as the daemon does, and serves until Kill.
-func (tn *Node) serveWhenCaughtUp(ctx context.Context, t testing.TB, addr string) {
+// caught up, as the daemon does, and serves until Kill. The port is
+// chosen then: one picked earlier and bound late could be taken meanwhile.
+func (tn *Node) serveWhenCaughtUp(ctx context.Context, t testing.TB) {
 	defer close(tn.waitDone)
 	if err := tn.Node.WaitCaughtUp(ctx); err != nil && !errors.Is(err, cluster.ErrNotCaughtUp) {
 		return // killed first
 	}
-	ln, err := tn.Proxy.Listen(proxy.ListenerConfig{Addr: addr})
+	ln, err := tn.Proxy.Listen(proxy.ListenerConfig{Addr: "127.0.0.1:0"})
 	if err != nil {
 		t.Errorf("%s: %v", tn.Cfg.Name, err)
 		return
@@ -238,6 +230,7 @@ func (tn *Node) serveWhenCaughtUp(ctx context.Context, t testing.TB, addr string
 		return
 	}
 	tn.ln = ln
+	tn.URL = "http://" + ln.Addr().String()
 	tn.mu.Unlock()
 	close(tn.Serving)
 	ln.Serve()

@@ -36,6 +36,11 @@ type Config struct {
 	// LeaveOnTerminate (default true) makes SIGTERM leave the cluster; false
 	// keeps the node a voter that is expected back (rolling restarts).
 	LeaveOnTerminate *bool `yaml:"leave_on_terminate"`
+	// StartupCatchupTimeout (default 5s) bounds how long a restarted node
+	// catches up with the cluster before it opens its listeners anyway and
+	// routes on the table it has; also how long a request that would move
+	// a session waits for a node that lost touch with the leader to catch up.
+	StartupCatchupTimeout time.Duration `yaml:"startup_catchup_timeout"`
 
 	Listeners   []ListenerConfig `yaml:"listeners"`
 	OpsAddr     string           `yaml:"ops_addr"`
@@ -201,6 +206,9 @@ func (c *Config) validate() error {
 	if c.Limits.MaxHeaderBytes < 0 {
 		bad("limits.max_header_bytes %d: must not be negative", c.Limits.MaxHeaderBytes)
 	}
+	if c.StartupCatchupTimeout < 0 {
+		bad("startup_catchup_timeout %v: must not be negative", c.StartupCatchupTimeout)
+	}
 	if c.Limits.RetryBodyBytes < 0 {
 		bad("limits.retry_body_bytes %d: must not be negative", c.Limits.RetryBodyBytes)
 	}
@@ -229,6 +237,7 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 		RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, GRPCAddr: c.GRPCAddr, AdvertiseAddr: c.AdvertiseAddr,
 		BootstrapExpect: c.BootstrapExpect, RetryJoin: c.RetryJoin,
 		Token: token, GossipKey: key, Dev: dev,
+		StartupCatchupTimeout: c.StartupCatchupTimeout,
 		Timing: cluster.Timing{
 			HeartbeatTimeout: c.Raft.HeartbeatTimeout, ElectionTimeout: c.Raft.ElectionTimeout,
 			LeaderLeaseTimeout: c.Raft.LeaderLeaseTimeout, GossipProfile: c.Raft.Gossip,

@@ -118,27 +118,25 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	}
 	defer node.Kill()
 	srv.SetObserver(node)
+	srv.SetFreshness(node)
 
-	var listeners []*proxy.Listener
-	for _, lc := range cfg.ListenerConfigs() {
-		l, err := srv.Listen(lc)
-		if err != nil {
-			return err
-		}
-		listeners = append(listeners, l)
-	}
-	errc := make(chan error, len(listeners)+1)
-	for _, l := range listeners {
-		log.Info("listening", "addr", l.Addr().String())
-		go func() { errc <- l.Serve() }()
-	}
+	// Listeners bind only once the node has caught up (below); the ops
+	// endpoints answer at once, /readyz saying what the node waits for.
+	listenerConfigs := cfg.ListenerConfigs()
+	errc := make(chan error, len(listenerConfigs)+1)
 	var ops *http.Server
 	if cfg.OpsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.OpsAddr)
 		if err != nil {
 			return fmt.Errorf("ops_addr %s: %w", cfg.OpsAddr, err)
 		}
-		ops = &http.Server{Handler: proxy.OpsHandler(srv.Ready, node.LastContact), ReadHeaderTimeout: 5 * time.Second}
+		ready := func() error {
+			if err := node.Ready(); err != nil {
+				return err
+			}
+			return srv.Ready()
+		}
+		ops = &http.Server{Handler: proxy.OpsHandler(ready, node.LastContact), ReadHeaderTimeout: 5 * time.Second}
 		log.Info("ops listening", "addr", ln.Addr().String())
 		go func() {
 			if err := ops.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -148,15 +146,48 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	}
 	log.Info("gwelb started", "version", version, "node", cc.Name, "dev", cc.Dev)
 
+	// A node that routed before catching up would move the sessions of
+	// members added or enabled while it was down: open the data plane only
+	// once it has applied what the cluster had when it rejoined, or once
+	// startup_catchup_timeout has passed (then it serves the table it has).
+	caught := make(chan error, 1)
+	go func() { caught <- node.WaitCaughtUp(ctx) }()
+	var listeners []*proxy.Listener
 	var runErr error
 	leave := true
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case <-node.Left():
-		log.Info("left the cluster on request; shutting down")
-		leave = false
-	case runErr = <-errc:
+run:
+	for {
+		select {
+		case err := <-caught:
+			caught = nil
+			switch {
+			case err == nil:
+			case errors.Is(err, cluster.ErrNotCaughtUp):
+				log.Warn("opening the listeners on the table this node has: it could not catch up with the cluster in time; sessions of members changed meanwhile may move until it does",
+					"startup_catchup_timeout", cc.StartupCatchupTimeout, "err", err)
+			default:
+				continue // shutting down: the next round says why
+			}
+			for _, lc := range listenerConfigs {
+				l, err := srv.Listen(lc)
+				if err != nil {
+					runErr = err
+					break run
+				}
+				listeners = append(listeners, l)
+				log.Info("listening", "addr", l.Addr().String())
+				go func() { errc <- l.Serve() }()
+			}
+		case <-ctx.Done():
+			log.Info("shutting down")
+			break run
+		case <-node.Left():
+			log.Info("left the cluster on request; shutting down")
+			leave = false
+			break run
+		case runErr = <-errc:
+			break run
+		}
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -1313,6 +1313,114 @@ func (x *ApplyRequest) GetCommand() []byte {
 	return nil
 }
 
+type CatchUpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the asking node, for the leader's log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatchUpRequest) Reset() {
+	*x = CatchUpRequest{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatchUpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatchUpRequest) ProtoMessage() {}
+
+func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatchUpRequest.ProtoReflect.Descriptor instead.
+func (*CatchUpRequest) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CatchUpRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type CatchUpResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The leader's Raft applied index after the barrier: the asker has caught
+	// up once its own Raft has handed every entry up to it to the FSM.
+	AppliedIndex uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// The index of the last command the leader's FSM applied (the State's
+	// index): the asker's FSM must have applied it too.
+	FsmIndex      uint64 `protobuf:"varint,2,opt,name=fsm_index,json=fsmIndex,proto3" json:"fsm_index,omitempty"`
+	Leader        string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"` // the answering leader's node name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CatchUpResponse) Reset() {
+	*x = CatchUpResponse{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CatchUpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CatchUpResponse) ProtoMessage() {}
+
+func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CatchUpResponse.ProtoReflect.Descriptor instead.
+func (*CatchUpResponse) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CatchUpResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *CatchUpResponse) GetFsmIndex() uint64 {
+	if x != nil {
+		return x.FsmIndex
+	}
+	return 0
+}
+
+func (x *CatchUpResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 var File_gwelb_v1_admin_proto protoreflect.FileDescriptor
 
 const file_gwelb_v1_admin_proto_rawDesc = "" +
@@ -1404,7 +1512,13 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand2\xb4\x06\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"$\n" +
+	"\x0eCatchUpRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"k\n" +
+	"\x0fCatchUpResponse\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1b\n" +
+	"\tfsm_index\x18\x02 \x01(\x04R\bfsmIndex\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\tR\x06leader2\xf4\x06\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.gwelb.v1.StatusRequest\x1a\x18.gwelb.v1.StatusResponse\x125\n" +
 	"\x04Join\x12\x15.gwelb.v1.JoinRequest\x1a\x16.gwelb.v1.JoinResponse\x128\n" +
@@ -1417,7 +1531,8 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x12TransferLeadership\x12#.gwelb.v1.TransferLeadershipRequest\x1a$.gwelb.v1.TransferLeadershipResponse\x12H\n" +
 	"\fSnapshotSave\x12\x1d.gwelb.v1.SnapshotSaveRequest\x1a\x17.gwelb.v1.SnapshotChunk0\x01\x12O\n" +
 	"\x0fSnapshotRestore\x12\x17.gwelb.v1.SnapshotChunk\x1a!.gwelb.v1.SnapshotRestoreResponse(\x01\x128\n" +
-	"\x05Apply\x12\x16.gwelb.v1.ApplyRequest\x1a\x17.gwelb.v1.WriteResponseB/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
+	"\x05Apply\x12\x16.gwelb.v1.ApplyRequest\x1a\x17.gwelb.v1.WriteResponse\x12>\n" +
+	"\aCatchUp\x12\x18.gwelb.v1.CatchUpRequest\x1a\x19.gwelb.v1.CatchUpResponseB/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
 
 var (
 	file_gwelb_v1_admin_proto_rawDescOnce sync.Once
@@ -1431,7 +1546,7 @@ func file_gwelb_v1_admin_proto_rawDescGZIP() []byte {
 	return file_gwelb_v1_admin_proto_rawDescData
 }
 
-var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_gwelb_v1_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),              // 0: gwelb.v1.StatusRequest
 	(*StatusResponse)(nil),             // 1: gwelb.v1.StatusResponse
@@ -1457,21 +1572,23 @@ var file_gwelb_v1_admin_proto_goTypes = []any{
 	(*SnapshotChunk)(nil),              // 21: gwelb.v1.SnapshotChunk
 	(*SnapshotRestoreResponse)(nil),    // 22: gwelb.v1.SnapshotRestoreResponse
 	(*ApplyRequest)(nil),               // 23: gwelb.v1.ApplyRequest
-	(*Pool)(nil),                       // 24: gwelb.v1.Pool
-	(*Member)(nil),                     // 25: gwelb.v1.Member
-	(*Observation)(nil),                // 26: gwelb.v1.Observation
-	(AdminState)(0),                    // 27: gwelb.v1.AdminState
+	(*CatchUpRequest)(nil),             // 24: gwelb.v1.CatchUpRequest
+	(*CatchUpResponse)(nil),            // 25: gwelb.v1.CatchUpResponse
+	(*Pool)(nil),                       // 26: gwelb.v1.Pool
+	(*Member)(nil),                     // 27: gwelb.v1.Member
+	(*Observation)(nil),                // 28: gwelb.v1.Observation
+	(AdminState)(0),                    // 29: gwelb.v1.AdminState
 }
 var file_gwelb_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
 	3,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
 	4,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
-	24, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
+	26, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
 	5,  // 4: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
-	25, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
-	26, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
-	25, // 7: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
-	27, // 8: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
+	27, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
+	28, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
+	27, // 7: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
+	29, // 8: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
 	4,  // 9: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
 	0,  // 10: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
 	6,  // 11: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
@@ -1485,20 +1602,22 @@ var file_gwelb_v1_admin_proto_depIdxs = []int32{
 	20, // 19: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
 	21, // 20: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
 	23, // 21: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
-	1,  // 22: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
-	7,  // 23: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
-	9,  // 24: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
-	13, // 25: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
-	13, // 26: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
-	13, // 27: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
-	15, // 28: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
-	17, // 29: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
-	19, // 30: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
-	21, // 31: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
-	22, // 32: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
-	13, // 33: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
-	22, // [22:34] is the sub-list for method output_type
-	10, // [10:22] is the sub-list for method input_type
+	24, // 22: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
+	1,  // 23: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
+	7,  // 24: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
+	9,  // 25: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
+	13, // 26: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
+	13, // 27: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
+	13, // 28: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
+	15, // 29: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
+	17, // 30: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
+	19, // 31: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
+	21, // 32: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
+	22, // 33: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
+	13, // 34: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
+	25, // 35: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
+	23, // [23:36] is the sub-list for method output_type
+	10, // [10:23] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1516,7 +1635,7 @@ func file_gwelb_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_admin_proto_rawDesc), len(file_gwelb_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	Admin_SnapshotSave_FullMethodName       = "/gwelb.v1.Admin/SnapshotSave"
 	Admin_SnapshotRestore_FullMethodName    = "/gwelb.v1.Admin/SnapshotRestore"
 	Admin_Apply_FullMethodName              = "/gwelb.v1.Admin/Apply"
+	Admin_CatchUp_FullMethodName            = "/gwelb.v1.Admin/CatchUp"
 )
 
 // AdminClient is the client API for Admin service.
@@ -66,6 +67,12 @@ type AdminClient interface {
 	SnapshotRestore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[SnapshotChunk, SnapshotRestoreResponse], error)
 	// Apply proposes a command; followers forward writes to the leader with it.
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// CatchUp tells a node that restarted, or resumed after losing touch with
+	// the leader, what it must apply before its table is as new as the
+	// cluster's: the leader answers after a Raft barrier (so every write
+	// acknowledged before the call is included); a follower relays the call to
+	// its leader once.
+	CatchUp(ctx context.Context, in *CatchUpRequest, opts ...grpc.CallOption) (*CatchUpResponse, error)
 }
 
 type adminClient struct {
@@ -217,6 +224,16 @@ func (c *adminClient) Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adminClient) CatchUp(ctx context.Context, in *CatchUpRequest, opts ...grpc.CallOption) (*CatchUpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CatchUpResponse)
+	err := c.cc.Invoke(ctx, Admin_CatchUp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -246,6 +263,12 @@ type AdminServer interface {
 	SnapshotRestore(grpc.ClientStreamingServer[SnapshotChunk, SnapshotRestoreResponse]) error
 	// Apply proposes a command; followers forward writes to the leader with it.
 	Apply(context.Context, *ApplyRequest) (*WriteResponse, error)
+	// CatchUp tells a node that restarted, or resumed after losing touch with
+	// the leader, what it must apply before its table is as new as the
+	// cluster's: the leader answers after a Raft barrier (so every write
+	// acknowledged before the call is included); a follower relays the call to
+	// its leader once.
+	CatchUp(context.Context, *CatchUpRequest) (*CatchUpResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -291,6 +314,9 @@ func (UnimplementedAdminServer) SnapshotRestore(grpc.ClientStreamingServer[Snaps
 }
 func (UnimplementedAdminServer) Apply(context.Context, *ApplyRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedAdminServer) CatchUp(context.Context, *CatchUpRequest) (*CatchUpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CatchUp not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -504,6 +530,24 @@ func _Admin_Apply_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CatchUp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CatchUpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CatchUp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CatchUp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CatchUp(ctx, req.(*CatchUpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -546,6 +590,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _Admin_Apply_Handler,
+		},
+		{
+			MethodName: "CatchUp",
+			Handler:    _Admin_CatchUp_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
