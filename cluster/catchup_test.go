@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/cluster/clustertest"
 	"github.com/gwelb/gwelb/internal/gwedemo"
@@ -55,6 +58,27 @@ func (v *visitor) session(t *testing.T, cookie string) (server, setCookie string
 	return resp.Header.Get(gwedemo.HeaderServer), resp.Header.Get("Set-Cookie")
 }
 
+// write makes an admin write through tn, again while it fails for want of
+// a leader (a busy host can cost two nodes their leader for a moment; the
+// writes are idempotent upserts).
+func write(t *testing.T, c *clustertest.Cluster, tn *clustertest.Node, what string, call func(context.Context, gwelbv1.AdminClient) error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cl, ctx := c.Admin(tn)
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := call(ctx, cl)
+		cancel()
+		if err == nil {
+			return
+		}
+		if code := status.Code(err); (code != codes.Unavailable && code != codes.DeadlineExceeded) || time.Now().After(deadline) {
+			t.Fatalf("%s via %s: %v", what, tn.Cfg.Name, err)
+		}
+		t.Logf("%s via %s: %v; again", what, tn.Cfg.Name, err)
+	}
+}
+
 // TestRestartedNodeCatchesUpBeforeRouting: a node is down while a member is
 // added and another enabled; restarted from its data_dir, the first
 // visitors its listener accepts, pinned to those members, are not moved.
@@ -62,11 +86,11 @@ func TestRestartedNodeCatchesUpBeforeRouting(t *testing.T) {
 	c := clustertest.New(t, 3)
 	added := clustertest.StartGWE(t, "added", "/backend")
 	enabled := clustertest.StartGWE(t, "enabled", "/backend")
-	cl, ctx := c.Admin(c.WaitLeader())
-	if _, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{
-		Pool: "backend", Route: "enabled", Url: enabled.URL, Weight: 1, State: gwelbv1.AdminState_ADMIN_STATE_DISABLED}}); err != nil {
-		t.Fatal(err)
-	}
+	write(t, c, c.WaitLeader(), "put member enabled (disabled)", func(ctx context.Context, cl gwelbv1.AdminClient) error {
+		_, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{
+			Pool: "backend", Route: "enabled", Url: enabled.URL, Weight: 1, State: gwelbv1.AdminState_ADMIN_STATE_DISABLED}})
+		return err
+	})
 	c.WaitAll("member enabled (disabled) everywhere", func(tn *clustertest.Node) bool {
 		_, ok := tn.Proxy.Table().Pool("backend").Lookup("enabled")
 		return ok
@@ -75,11 +99,14 @@ func TestRestartedNodeCatchesUpBeforeRouting(t *testing.T) {
 	down := c.Followers()[0]
 	c.Kill(down)
 	survivor := c.Live()[0]
-	putMember(t, c, survivor, "added", added.URL)
-	cl, ctx = c.Admin(survivor)
-	if _, err := cl.SetMemberState(ctx, &gwelbv1.SetMemberStateRequest{Pool: "backend", Route: "enabled", State: gwelbv1.AdminState_ADMIN_STATE_ACTIVE}); err != nil {
-		t.Fatal(err)
-	}
+	write(t, c, survivor, "put member added", func(ctx context.Context, cl gwelbv1.AdminClient) error {
+		_, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{Pool: "backend", Route: "added", Url: added.URL, Weight: 1}})
+		return err
+	})
+	write(t, c, survivor, "enable member enabled", func(ctx context.Context, cl gwelbv1.AdminClient) error {
+		_, err := cl.SetMemberState(ctx, &gwelbv1.SetMemberStateRequest{Pool: "backend", Route: "enabled", State: gwelbv1.AdminState_ADMIN_STATE_ACTIVE})
+		return err
+	})
 
 	started := time.Now()
 	back := c.Start(down.Cfg)
