@@ -34,7 +34,7 @@ type reqState struct {
 	value   string // the sticky value that decided (query beats cookie)
 	carried string // the route the request carried, "" if none
 	member  int    // index of the member serving the request
-	body    *replayBody
+	body    *reqBody
 
 	upstreamStart time.Time
 	upstreamTime  time.Duration
@@ -47,6 +47,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lw := &logWriter{ResponseWriter: w}
 	st := &reqState{member: -1}
 	defer func() { s.accessLog.log(r, lw, st, start) }()
+
+	// The connection guard stops reading request heads after a GET that
+	// asks to upgrade, since what follows may be a WebSocket: unless the
+	// member switches protocols, that connection must carry nothing more.
+	_, lw.closeUnlessSwitched = r.Header["Upgrade"]
+	if code, reason := refuse(r); code != 0 {
+		if code == http.StatusMethodNotAllowed {
+			lw.Header().Set("Allow", allowHeader)
+		}
+		plain(lw, code, reason)
+		return
+	}
 
 	var pv *poolView
 	for held := false; ; held = true {
@@ -77,9 +89,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		plain(lw, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody && s.opts.RetryBodyBytes > 0 {
-		st.body = &replayBody{src: r.Body, limit: s.opts.RetryBodyBytes}
+	restrictUpgrade(r)
+	rc := http.NewResponseController(w)
+	if r.Body != nil && r.Body != http.NoBody {
+		// Every body goes through reqBody, so that whatever goes wrong
+		// on the client's side of it is known to be the client's.
+		st.body = s.newBody(r.Body, rc)
 		r.Body = st.body
+		defer st.body.finish()
 	}
 	pv.members[st.member].inflight.Add(1)
 	// A retry may move the request; release whichever member serves it last.
@@ -88,7 +105,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the request body has all arrived, and without full duplex net/http's
 	// HTTP/1 server would cut the rest of the body off once the response
 	// headers go out. HTTP/2 is always full duplex and says so with an error.
-	_ = http.NewResponseController(w).EnableFullDuplex()
+	_ = rc.EnableFullDuplex()
 	s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
@@ -125,12 +142,36 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-// errorHandler answers when the member (and the fallback) gave no response.
-// Only balancer-side failures get here, so the answer is 502 or 504, never 500.
+// errorHandler answers when the member (and the fallback) gave no response:
+// 400 or 408 when it was the client's body that failed, else 502 or 504;
+// never 500.
 func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateOf(r.Context())
-	if st != nil && !st.upstreamStart.IsZero() && st.upstreamTime == 0 {
+	if st == nil {
+		plain(w, http.StatusBadGateway, "gwelb: upstream unavailable")
+		return
+	}
+	if !st.upstreamStart.IsZero() && st.upstreamTime == 0 {
 		st.upstreamTime = time.Since(st.upstreamStart)
+	}
+	if timedOut, cerr := st.body.clientFailure(); timedOut || cerr != nil {
+		// The client's side of the body failed: what is left of this
+		// connection's byte stream cannot be trusted to hold the next
+		// request, and the client may still be sending.
+		g := guardOf(r.Context())
+		g.lingerOnClose()
+		w.Header().Set("Connection", "close")
+		switch {
+		case timedOut:
+			plain(w, http.StatusRequestTimeout, "gwelb: request body too slow")
+		case g.refused() || errors.Is(cerr, errBadFraming) || r.Context().Err() == nil:
+			// Malformed chunked framing, or a body net/http could not read.
+			plain(w, http.StatusBadRequest, "gwelb: malformed request body")
+		default:
+			w.WriteHeader(499) // the client went away mid-body
+		}
+		s.log.Debug("request body failed on the client's side", "pool", st.pv.spec.Name, "timeout", timedOut, "err", cerr)
+		return
 	}
 	if r.Context().Err() != nil {
 		// The client went away; nobody reads the answer, and it is no
@@ -144,21 +185,28 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 	default:
 		plain(w, http.StatusBadGateway, "gwelb: upstream unavailable")
 	}
-	if st != nil && st.member >= 0 {
+	if st.member >= 0 {
 		s.log.Warn("upstream request failed", "pool", st.pv.spec.Name, "route", st.pv.members[st.member].route, "err", err)
 	}
 }
 
 // retryTransport sends a request to its chosen member and, when the member
 // gives no response at all, once more to the fallback member (rule 8).
+// Only the member's failures count: when the client's body failed (or the
+// client went away) the member is neither quarantined, nor reported, nor
+// replaced by a retry.
 type retryTransport struct{ s *Server }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	st := stateOf(req.Context())
 	st.upstreamStart = time.Now()
 	resp, err := t.s.transport.RoundTrip(req)
-	if err == nil || req.Context().Err() != nil {
-		return resp, err
+	if err == nil {
+		st.body.answered() // no retry can follow: the kept body goes
+		return resp, nil
+	}
+	if clientsFault(req, st) {
+		return nil, err
 	}
 	failedIdx, failed := st.member, st.pv.members[st.member]
 	t.fail(st, err)
@@ -190,10 +238,21 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	retry.URL.Scheme, retry.URL.Host = target.Scheme, target.Host
 	st.upstreamStart = time.Now()
 	resp, err = t.s.transport.RoundTrip(retry)
-	if err != nil && req.Context().Err() == nil {
+	if err != nil && !clientsFault(req, st) {
 		t.fail(st, err) // the fallback's failure counts too (rule 8)
 	}
 	return resp, err
+}
+
+// clientsFault reports whether a request that got no response failed on
+// the client's side: the client went away, or reading its body failed
+// (malformed, reset, too slow).
+func clientsFault(req *http.Request, st *reqState) bool {
+	if req.Context().Err() != nil {
+		return true
+	}
+	timedOut, err := st.body.clientFailure()
+	return timedOut || err != nil
 }
 
 // fail records that the request's current member gave no response:

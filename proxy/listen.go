@@ -19,6 +19,10 @@ type ListenerConfig struct {
 	ReadHeaderTimeout time.Duration // default 10 s
 	IdleTimeout       time.Duration // keep-alive idle time; default 120 s
 	MaxHeaderBytes    int           // larger request headers get 431; default 64 KiB
+	// MaxConns bounds the connections open at once (WebSockets included);
+	// beyond it new connections wait in the kernel's accept queue until
+	// one closes, as with HAProxy's maxconn. Default 10000; < 0: no limit.
+	MaxConns int
 }
 
 // Listener is a bound data-plane listener.
@@ -27,9 +31,11 @@ type Listener struct {
 	ln  net.Listener
 }
 
-// Listen binds lc.Addr and prepares to serve s on it. Request bodies and
-// WebSockets have no read or write deadline: they stream for as long as
-// both sides keep them open.
+// Listen binds lc.Addr and prepares to serve s on it. Every connection
+// goes through the guard (guard.go), which refuses request heads with
+// ambiguous framing before net/http parses them. Request bodies are bound
+// by the body read timeout (body.go); WebSockets have no deadline: they
+// stream for as long as both sides keep them open.
 func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 	if lc.ReadHeaderTimeout == 0 {
 		lc.ReadHeaderTimeout = 10 * time.Second
@@ -40,32 +46,39 @@ func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 	if lc.MaxHeaderBytes == 0 {
 		lc.MaxHeaderBytes = 64 << 10
 	}
+	if lc.MaxConns == 0 {
+		lc.MaxConns = 10000
+	}
 	srv := &http.Server{
 		Handler:           s.Handler(lc.Pools...),
 		ReadHeaderTimeout: lc.ReadHeaderTimeout,
 		IdleTimeout:       lc.IdleTimeout,
 		MaxHeaderBytes:    lc.MaxHeaderBytes,
+		ConnContext:       withGuard, // the handler asks the guard whether it refused the client
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if (lc.CertFile == "") != (lc.KeyFile == "") {
 		return nil, fmt.Errorf("listener %s: tls needs both cert and key", lc.Addr)
 	}
+	var tc *tls.Config
 	if lc.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("listener %s: load tls key pair: %w", lc.Addr, err)
 		}
 		// HTTP/1.1 only: WebSocket upgrades need it, and GWE speaks nothing else.
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 	}
 	ln, err := net.Listen("tcp", lc.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", lc.Addr, err)
 	}
-	if srv.TLSConfig != nil {
-		ln = tls.NewListener(ln, srv.TLSConfig)
-	}
-	return &Listener{srv: srv, ln: ln}, nil
+	// The guard bounds a head well above net/http's own limit
+	// (MaxHeaderBytes plus 4 KiB, read through a 4 KiB buffer), so that
+	// oversized heads still get net/http's 431.
+	maxHead := lc.MaxHeaderBytes + 16<<10
+	gl := newGuardListener(ln, tc, lc.MaxConns, maxHead, lc.ReadHeaderTimeout, s.log)
+	return &Listener{srv: srv, ln: gl}, nil
 }
 
 // Addr is the bound address (useful when the config asked for port 0).

@@ -54,6 +54,9 @@ type Options struct {
 	ConnectTimeout        time.Duration // dial timeout to a member; default 5 s (the guide's proxy_connect_timeout)
 	ResponseHeaderTimeout time.Duration // wait for a member's response headers; default 60 s, < 0 disables
 	RetryBodyBytes        int64         // request body bytes kept for the one retry; default 1 MiB, < 0 disables body retries
+	RetryBufferTotal      int64         // body bytes all requests together keep for retries; default 64 MiB
+	BodyReadTimeout       time.Duration // time a request body may keep the proxy waiting (then 408); default 20 s, < 0 disables
+	BodyMinRate           int64         // body bytes per second, each BodyMinRate extending BodyReadTimeout by 1 s; default 500, < 0 disables
 	UpstreamTLS           *tls.Config   // for https members; nil uses the system roots
 	AccessLog             io.Writer     // one line per request; nil disables
 	Observer              Observer      // passive health sink; nil discards
@@ -67,6 +70,8 @@ type Server struct {
 	transport *http.Transport
 	rp        *httputil.ReverseProxy
 	accessLog *accessLogger
+
+	retryBudget *retryBudget // limits.retry_buffer_total
 
 	view      atomic.Pointer[view]
 	observer  atomic.Pointer[Observer]
@@ -88,7 +93,22 @@ func New(opts Options) *Server {
 		opts.ResponseHeaderTimeout = 0
 	}
 	if opts.RetryBodyBytes == 0 {
-		opts.RetryBodyBytes = 1 << 20
+		opts.RetryBodyBytes = DefaultRetryBodyBytes
+	}
+	if opts.RetryBufferTotal <= 0 {
+		opts.RetryBufferTotal = DefaultRetryBufferTotal
+	}
+	switch {
+	case opts.BodyReadTimeout == 0:
+		opts.BodyReadTimeout = 20 * time.Second
+	case opts.BodyReadTimeout < 0:
+		opts.BodyReadTimeout = 0
+	}
+	switch {
+	case opts.BodyMinRate == 0:
+		opts.BodyMinRate = 500
+	case opts.BodyMinRate < 0:
+		opts.BodyMinRate = 0
 	}
 	if opts.Observer == nil {
 		opts.Observer = NopObserver{}
@@ -101,6 +121,8 @@ func New(opts Options) *Server {
 		log:     opts.Logger,
 		members: map[string]*memberState{},
 		rr:      map[string]*atomic.Uint64{},
+
+		retryBudget: &retryBudget{limit: opts.RetryBufferTotal},
 	}
 	s.SetObserver(opts.Observer)
 	if opts.AccessLog != nil {

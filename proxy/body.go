@@ -1,0 +1,315 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// reqBody is a client's request body on its way to a member. It exists so
+// that the proxy can tell the client's failures from the member's:
+//
+//   - it records its own read errors (a malformed chunked body, a client
+//     that resets or goes quiet), so that a request that failed because
+//     of its client never quarantines a member, never counts toward a
+//     retry and never reaches the health Observer;
+//   - it enforces the body read timeout: the time spent waiting for the
+//     client may not exceed grace plus one second per minRate bytes
+//     received (Apache mod_reqtimeout's body=20,MinRate=500), after which
+//     the read fails, the upstream connection is closed and the client
+//     gets 408;
+//   - it keeps what has arrived, up to limit bytes and while the server's
+//     retry budget allows, so that a request whose member failed before
+//     answering can be sent once more to the fallback (routing contract
+//     rule 8) without buffering bodies up front.
+type reqBody struct {
+	src     io.ReadCloser
+	rc      *http.ResponseController // sets the client connection's read deadline
+	limit   int64                    // bytes kept for a retry at most; 0 keeps nothing
+	budget  *retryBudget
+	grace   time.Duration // 0: no body timeout
+	minRate int64         // bytes per second that extend grace; 0: none
+
+	mu        sync.Mutex
+	err       error // the first error reading the client (not io.EOF)
+	eof       bool
+	timedOut  bool // the body timeout fired
+	finished  bool // the handler returned
+	gen       int  // attempt: readers of an earlier attempt are cut off
+	received  int64
+	waited    time.Duration // time spent blocked reading the client
+	readStart time.Time     // zero unless a read of the client is in progress
+	timer     *time.Timer
+	// The retry copy, in chunks that double from minChunk to maxChunk so
+	// that a 200-byte long-poll body holds 512 bytes of the budget, not 32 KiB.
+	keeping  bool
+	kept     [][]byte
+	keptLen  int64
+	reserved int64
+}
+
+const (
+	minChunk = 512
+	maxChunk = 32 << 10
+)
+
+// Defaults of Options.RetryBodyBytes and Options.RetryBufferTotal, shared
+// with the config validator.
+const (
+	DefaultRetryBodyBytes   = 1 << 20
+	DefaultRetryBufferTotal = 64 << 20
+)
+
+// errBodyTimeout is what a read of a body whose timeout fired returns when
+// no read was in progress to be interrupted.
+var errBodyTimeout = errors.New("gwelb: request body read timeout")
+
+func (s *Server) newBody(src io.ReadCloser, rc *http.ResponseController) *reqBody {
+	return &reqBody{
+		src: src, rc: rc, limit: s.opts.RetryBodyBytes, budget: s.retryBudget,
+		grace: s.opts.BodyReadTimeout, minRate: s.opts.BodyMinRate,
+		keeping: s.opts.RetryBodyBytes > 0,
+	}
+}
+
+// Read is the first attempt's reader.
+func (b *reqBody) Read(p []byte) (int, error) { return b.read(p, 0) }
+
+// Close leaves the client's body open: the server closes it when the
+// handler returns, and a retry may still need it.
+func (b *reqBody) Close() error { return nil }
+
+func (b *reqBody) read(p []byte, gen int) (int, error) {
+	b.mu.Lock()
+	switch {
+	case gen != b.gen || b.readStart != (time.Time{}):
+		b.mu.Unlock()
+		return 0, io.ErrClosedPipe // an abandoned attempt's transport
+	case b.err != nil:
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
+	case b.eof:
+		b.mu.Unlock()
+		return 0, io.EOF
+	case b.timedOut:
+		b.err = errBodyTimeout
+		b.mu.Unlock()
+		return 0, errBodyTimeout
+	}
+	start := time.Now()
+	b.readStart = start
+	if b.grace > 0 && b.timer == nil {
+		b.timer = time.AfterFunc(b.grace, b.watch)
+	}
+	b.mu.Unlock()
+
+	n, err := b.src.Read(p)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.readStart = time.Time{}
+	b.waited += time.Since(start)
+	b.received += int64(n)
+	if n > 0 && b.keeping && gen == 0 {
+		b.keep(p[:n])
+	}
+	switch {
+	case err == io.EOF:
+		b.eof = true
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+	case err != nil && b.err == nil:
+		b.err = err
+	}
+	return n, err
+}
+
+// allowed is how long the client may have kept the body waiting so far.
+func (b *reqBody) allowed() time.Duration {
+	d := b.grace
+	if b.minRate > 0 {
+		d += time.Duration(float64(b.received) / float64(b.minRate) * float64(time.Second))
+	}
+	return d
+}
+
+// watch runs when the client may have kept the body waiting too long.
+// Only time spent blocked on the client counts: a member slow to take the
+// body is not the client's fault.
+func (b *reqBody) watch() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.finished || b.eof || b.err != nil || b.timedOut {
+		return
+	}
+	now := time.Now()
+	waited := b.waited
+	if !b.readStart.IsZero() {
+		waited += now.Sub(b.readStart)
+	}
+	if allowed := b.allowed(); waited < allowed {
+		b.timer.Reset(max(allowed-waited, 10*time.Millisecond))
+		return
+	}
+	b.timedOut = true
+	if !b.readStart.IsZero() {
+		// Wake the blocked read: it fails with a timeout, the transport
+		// closes the upstream connection, and the handler answers 408.
+		_ = b.rc.SetReadDeadline(now)
+	}
+}
+
+// keep appends what was just read to the retry copy, or gives the copy up
+// when the request's limit or the server's budget would be exceeded.
+func (b *reqBody) keep(p []byte) {
+	if b.keptLen+int64(len(p)) > b.limit {
+		b.drop()
+		return
+	}
+	for len(p) > 0 {
+		last := len(b.kept) - 1
+		if last < 0 || len(b.kept[last]) == cap(b.kept[last]) {
+			size := minChunk
+			if last >= 0 {
+				size = min(2*cap(b.kept[last]), maxChunk)
+			}
+			if !b.budget.take(int64(size)) {
+				b.drop()
+				return
+			}
+			b.reserved += int64(size)
+			b.kept = append(b.kept, make([]byte, 0, size))
+			last++
+		}
+		c := b.kept[last]
+		n := min(len(p), cap(c)-len(c))
+		b.kept[last] = append(c, p[:n]...)
+		p = p[n:]
+		b.keptLen += int64(n)
+	}
+}
+
+// drop gives up the retry copy and its share of the budget.
+func (b *reqBody) drop() {
+	b.keeping = false
+	b.kept = nil
+	b.keptLen = 0
+	b.budget.give(b.reserved)
+	b.reserved = 0
+}
+
+// rewind returns the body for the retry: what the first attempt read, then
+// the rest of the client's body; or nil when that cannot be had (bytes
+// were read and not kept, the client failed, a read is in progress). The
+// first attempt's reader is cut off.
+func (b *reqBody) rewind() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gen != 0 || b.err != nil || b.timedOut || !b.readStart.IsZero() || b.keptLen != b.received {
+		return nil
+	}
+	b.gen = 1
+	b.keeping = false // one retry only: nothing more to keep
+	return &replayReader{b: b, gen: 1, kept: b.kept}
+}
+
+// answered tells the body a member has answered: no retry can follow, so
+// the copy is given back (unless a retry is replaying it right now).
+func (b *reqBody) answered() {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gen == 0 {
+		b.drop()
+	}
+}
+
+// finish runs when the handler returns: the copy and the timer go.
+func (b *reqBody) finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.finished = true
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.drop()
+}
+
+// clientFailure reports whether the body timeout fired and the error the
+// client's side of the body failed with; nil if the client is not to blame.
+func (b *reqBody) clientFailure() (timedOut bool, err error) {
+	if b == nil {
+		return false, nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.timedOut, b.err
+}
+
+// replayReader is the retry's body.
+type replayReader struct {
+	b    *reqBody
+	gen  int
+	kept [][]byte
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	for len(r.kept) > 0 {
+		c := r.kept[0]
+		n := copy(p, c)
+		if n == len(c) {
+			r.kept = r.kept[1:]
+		} else {
+			r.kept[0] = c[n:]
+		}
+		if n > 0 || len(p) == 0 {
+			return n, nil
+		}
+	}
+	return r.b.read(p, r.gen)
+}
+
+func (r *replayReader) Close() error { return nil }
+
+// retryBudget bounds the bytes all requests together keep for retries
+// (limits.retry_buffer_total): beyond it a body is simply not kept, and
+// its request is not retried, but still forwarded.
+type retryBudget struct {
+	limit int64
+	used  atomic.Int64
+	peak  atomic.Int64
+}
+
+func (r *retryBudget) take(n int64) bool {
+	for {
+		u := r.used.Load()
+		if u+n > r.limit {
+			return false
+		}
+		if r.used.CompareAndSwap(u, u+n) {
+			for p := r.peak.Load(); u+n > p && !r.peak.CompareAndSwap(p, u+n); p = r.peak.Load() {
+			}
+			return true
+		}
+	}
+}
+
+func (r *retryBudget) give(n int64) {
+	if n != 0 {
+		r.used.Add(-n)
+	}
+}
+
+// RetryBuffered returns the bytes currently kept for retries by all
+// requests in flight, and the most ever kept at once; neither exceeds
+// limits.retry_buffer_total.
+func (s *Server) RetryBuffered() (inUse, peak int64) {
+	return s.retryBudget.used.Load(), s.retryBudget.peak.Load()
+}

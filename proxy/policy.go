@@ -1,0 +1,118 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+)
+
+// allowHeader is the Allow header of a 405: what the balancer forwards.
+const allowHeader = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+// refuse says whether the balancer answers a request itself before any
+// pool is chosen, with the status and a short reason:
+//
+//   - 405 for CONNECT (the balancer is not a forward proxy) and TRACE
+//     (it would echo the client's cookies back through any member);
+//   - 400 for a path that a member could read differently from how the
+//     balancer matched it against the pools: dot-segments (raw "." or ".."
+//     segments, also with ";params", and any "%2e"), an encoded slash or
+//     backslash ("%2f", "%5c") and a raw backslash. GWE never sends them;
+//     a member that normalises "/backend/../frontend/x" or decodes
+//     "%2f" would otherwise serve a pool the listener does not.
+func refuse(r *http.Request) (code int, reason string) {
+	switch r.Method {
+	case http.MethodConnect, http.MethodTrace:
+		return http.StatusMethodNotAllowed, "gwelb: method not allowed"
+	}
+	if badPath(rawPath(r.RequestURI)) {
+		return http.StatusBadRequest, "gwelb: dot-segments and encoded slashes are not accepted in the path"
+	}
+	return 0, ""
+}
+
+// rawPath is the path of a request target as the client sent it: before
+// the query in origin form ("/a/b?q"), after the authority in absolute form
+// ("http://h/a/b?q"); "" for authority form and "*".
+func rawPath(target string) string {
+	if !strings.HasPrefix(target, "/") {
+		i := strings.Index(target, "://")
+		if i < 0 {
+			return ""
+		}
+		rest := target[i+3:]
+		j := strings.IndexByte(rest, '/')
+		if j < 0 {
+			return ""
+		}
+		target = rest[j:]
+	}
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		target = target[:i]
+	}
+	return target
+}
+
+// badPath reports whether a raw path holds a dot-segment, "%2e", "%2f",
+// "%5c" (any case) or a backslash. It allocates nothing.
+func badPath(p string) bool {
+	segStart := 0
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			seg := p[segStart:i]
+			if j := strings.IndexByte(seg, ';'); j >= 0 {
+				seg = seg[:j] // Tomcat and Jetty drop ";params" before resolving ".."
+			}
+			if seg == "." || seg == ".." {
+				return true
+			}
+			segStart = i + 1
+			continue
+		}
+		switch p[i] {
+		case '\\':
+			return true
+		case '%':
+			if i+2 < len(p) {
+				hi, lo := p[i+1], p[i+2]|0x20 // lower-case the second digit
+				if (hi == '2' && (lo == 'e' || lo == 'f')) || (hi == '5' && lo == 'c') {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// restrictUpgrade lets only WebSocket upgrades through: a GET over HTTP/1.1
+// whose Upgrade is exactly "websocket" and whose Connection names upgrade.
+// Any other Upgrade (h2c above all: a member that accepts it would speak
+// HTTP/2 through the tunnel, past every check of the balancer) is removed
+// with HTTP2-Settings, so the member sees a plain request; HAProxy does the
+// same. It reports whether the request is a WebSocket upgrade.
+func restrictUpgrade(r *http.Request) bool {
+	up, ok := r.Header["Upgrade"]
+	if !ok {
+		return false
+	}
+	if r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) && len(up) == 1 &&
+		strings.EqualFold(strings.Trim(up[0], " \t"), "websocket") && hasToken(r.Header["Connection"], "upgrade") {
+		return true
+	}
+	// ReverseProxy tunnels only when Upgrade is set, and drops the
+	// Connection header and whatever it names.
+	delete(r.Header, "Upgrade")
+	delete(r.Header, "Http2-Settings")
+	return false
+}
+
+// hasToken reports whether a comma-separated header names token (any case).
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.Trim(t, " \t"), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
