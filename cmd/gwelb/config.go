@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -81,18 +82,34 @@ type TLSConfig struct {
 	Key  string `yaml:"key"`
 }
 
-// Timeouts bound each phase of a request.
+// Timeouts bound each phase of a request; zero picks the default.
 type Timeouts struct {
 	Connect        time.Duration `yaml:"connect"`
 	ReadHeader     time.Duration `yaml:"read_header"`
 	ResponseHeader time.Duration `yaml:"response_header"`
 	Idle           time.Duration `yaml:"idle"`
+	// BodyRead (default 20s) is how long a request body may keep the
+	// proxy waiting, extended by one second per limits.body_min_rate
+	// bytes received; then the client gets 408 and the upstream
+	// connection is closed (Apache's RequestReadTimeout body=20,MinRate=500).
+	BodyRead time.Duration `yaml:"body_read"`
 }
 
-// Limits bound what one request may cost.
+// Limits bound what one request, and all of them together, may cost; zero
+// picks the default.
 type Limits struct {
 	MaxHeaderBytes int   `yaml:"max_header_bytes"`
 	RetryBodyBytes int64 `yaml:"retry_body_bytes"`
+	// MaxConns (default 10000) bounds each listener's open connections;
+	// beyond it new connections wait in the kernel's accept queue.
+	MaxConns int `yaml:"max_conns"`
+	// RetryBufferTotal (default 64 MiB) bounds the body bytes all
+	// requests together keep for a retry; beyond it a request is
+	// forwarded without a retry copy.
+	RetryBufferTotal int64 `yaml:"retry_buffer_total"`
+	// BodyMinRate (default 500) is the request body rate, in bytes per
+	// second, that keeps extending timeouts.body_read.
+	BodyMinRate int64 `yaml:"body_min_rate"`
 }
 
 // UpstreamTLS configures connections to https members.
@@ -198,7 +215,7 @@ func (c *Config) validate() error {
 	for _, t := range []struct {
 		name string
 		d    time.Duration
-	}{{"connect", c.Timeouts.Connect}, {"read_header", c.Timeouts.ReadHeader}, {"response_header", c.Timeouts.ResponseHeader}, {"idle", c.Timeouts.Idle}} {
+	}{{"connect", c.Timeouts.Connect}, {"read_header", c.Timeouts.ReadHeader}, {"response_header", c.Timeouts.ResponseHeader}, {"idle", c.Timeouts.Idle}, {"body_read", c.Timeouts.BodyRead}} {
 		if t.d < 0 {
 			bad("timeouts.%s %v: must not be negative", t.name, t.d)
 		}
@@ -211,6 +228,18 @@ func (c *Config) validate() error {
 	}
 	if c.Limits.RetryBodyBytes < 0 {
 		bad("limits.retry_body_bytes %d: must not be negative", c.Limits.RetryBodyBytes)
+	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{{"max_conns", int64(c.Limits.MaxConns)}, {"retry_buffer_total", c.Limits.RetryBufferTotal}, {"body_min_rate", c.Limits.BodyMinRate}} {
+		if l.v < 0 {
+			bad("limits.%s %d: must not be negative", l.name, l.v)
+		}
+	}
+	body, total := cmp.Or(c.Limits.RetryBodyBytes, proxy.DefaultRetryBodyBytes), cmp.Or(c.Limits.RetryBufferTotal, proxy.DefaultRetryBufferTotal)
+	if body > 0 && total > 0 && total < body {
+		bad("limits.retry_buffer_total %d: must be at least limits.retry_body_bytes (%d), or no body could ever be kept whole for a retry", total, body)
 	}
 	return errors.Join(errs...)
 }
@@ -299,6 +328,9 @@ func (c *Config) ProxyOptions() (proxy.Options, error) {
 		ConnectTimeout:        c.Timeouts.Connect,
 		ResponseHeaderTimeout: c.Timeouts.ResponseHeader,
 		RetryBodyBytes:        c.Limits.RetryBodyBytes,
+		RetryBufferTotal:      c.Limits.RetryBufferTotal,
+		BodyReadTimeout:       c.Timeouts.BodyRead,
+		BodyMinRate:           c.Limits.BodyMinRate,
 	}
 	if c.UpstreamTLS.CAFile != "" || c.UpstreamTLS.InsecureSkipVerify {
 		tc := &tls.Config{InsecureSkipVerify: c.UpstreamTLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
@@ -324,7 +356,7 @@ func (c *Config) ListenerConfigs() []proxy.ListenerConfig {
 		lc := proxy.ListenerConfig{
 			Addr: l.Addr, Pools: l.Pools,
 			ReadHeaderTimeout: c.Timeouts.ReadHeader, IdleTimeout: c.Timeouts.Idle,
-			MaxHeaderBytes: c.Limits.MaxHeaderBytes,
+			MaxHeaderBytes: c.Limits.MaxHeaderBytes, MaxConns: c.Limits.MaxConns,
 		}
 		if l.TLS != nil {
 			lc.CertFile, lc.KeyFile = l.TLS.Cert, l.TLS.Key
