@@ -21,22 +21,26 @@ import (
 	"time"
 )
 
-// testBudget bounds the whole compose test, image build included.
-const testBudget = 3 * time.Minute
+// Budgets of the compose test. The build has its own: with a cold build
+// cache, compiling the three binaries on a busy 2-core machine takes four
+// minutes or more, and it used to eat the cluster's time and fail the test.
+const (
+	testBudget     = 3 * time.Minute // from compose up to the last check
+	cleanupReserve = 2 * time.Minute // logs, kill, down, rmi: never cut off by go test's -timeout
+	buildBudget    = 5 * time.Minute // docker checks, go build, docker build, when go test sets no -timeout
+)
 
-// composeNode is one gwelb service of docker-compose.yml with its host ports.
+// composeNode is one gwelb service of docker-compose.yml with the host
+// ports this run published it on.
 type composeNode struct {
 	service  string // compose service, also the gwelb node name
 	httpPort int    // data plane, published on 127.0.0.1
 	grpcPort int    // admin API, published on 127.0.0.1
 }
 
-// composeNodes must match the ports of docker-compose.yml.
-var composeNodes = []composeNode{
-	{"gwelb-1", 18080, 17001},
-	{"gwelb-2", 18081, 17002},
-	{"gwelb-3", 18082, 17003},
-}
+// composeServices are the gwelb services the test starts: gwelb-N has the
+// config compose/nN.yaml and the host ports GWELB_N<N>_HTTP and _GRPC.
+var composeServices = []string{"gwelb-1", "gwelb-2", "gwelb-3"}
 
 // TestCompose builds the image, starts deploy/docker-compose.yml (three
 // gwelb nodes, three frontend and three backend demo GWE servers), checks
@@ -44,19 +48,24 @@ var composeNodes = []composeNode{
 // checks that the two survivors elect a new leader, keep every session on
 // its server and still take admin writes. Everything it creates is removed
 // in Cleanup, also on failure.
+//
+// Nothing it uses is fixed: the host ports are free ones picked now, the
+// compose project and image are named per run, and the network's subnet is
+// one no other docker network or host interface uses. So a run coexists
+// with a demo started from the same file, with another run, and with
+// anything else holding the file's default ports.
 func TestCompose(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testBudget)
-	defer cancel()
-	compose, skip := composePrerequisites(ctx)
+	// The build may take what go test's -timeout leaves after the cluster's
+	// budget and the cleanup (5 minutes of the default 10).
+	buildDeadline := time.Now().Add(buildBudget)
+	if d, ok := t.Deadline(); ok {
+		buildDeadline = d.Add(-testBudget - cleanupReserve)
+	}
+	bctx, bcancel := context.WithDeadline(context.Background(), buildDeadline)
+	defer bcancel()
+	compose, skip := composePrerequisites(bctx)
 	if skip != "" {
 		t.Skip(skip)
-	}
-	for _, n := range composeNodes {
-		for _, port := range []int{n.httpPort, n.grpcPort} {
-			if err := portFree(port); err != nil {
-				t.Fatalf("host port 127.0.0.1:%d, which docker-compose.yml publishes, is taken (a compose cluster left running? see `docker ps`): %v", port, err)
-			}
-		}
 	}
 	start := time.Now()
 
@@ -76,32 +85,79 @@ func TestCompose(t *testing.T) {
 			t.Logf("docker rmi %s: %v\n%s", image, err, out)
 		}
 	})
-	binDir := buildImage(ctx, t, image)
+	binDir := buildImage(bctx, t, image)
 	t.Logf("image %s built in %s", image, time.Since(start).Round(100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), testBudget)
+	defer cancel()
 
-	env := append(os.Environ(), "GWELB_IMAGE="+image, "GWELB_TOKEN="+token)
+	configDir := t.TempDir()
+	// env is the environment of the current attempt at up: an attempt that
+	// clashes is retried with other ports and another subnet, and every
+	// later compose command must name the same.
+	var env []string
 	dc := func(ctx context.Context, args ...string) (string, error) {
 		argv := append(slices.Clone(compose[1:]), "-p", project, "-f", composeFile)
 		return runCmd(ctx, env, compose[0], append(argv, args...)...)
 	}
+	teardown := func(ctx context.Context) error {
+		// SIGKILL first: a graceful leave of every node at once only costs time.
+		if out, err := dc(ctx, "kill"); err != nil {
+			t.Logf("compose kill: %v\n%s", err, out)
+		}
+		if out, err := dc(ctx, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
+			return fmt.Errorf("compose down: %v\n%s", err, out)
+		}
+		return nil
+	}
 	t.Cleanup(func() {
+		if env == nil {
+			return // compose never ran
+		}
 		cctx, ccancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer ccancel()
 		if t.Failed() {
-			out, _ := dc(cctx, "logs", "--no-color", "--tail=60", "gwelb-1", "gwelb-2", "gwelb-3")
+			out, _ := dc(cctx, append([]string{"logs", "--no-color", "--tail=60"}, composeServices...)...)
 			t.Logf("compose logs (last lines per node):\n%s", out)
 		}
-		// SIGKILL first: a graceful leave of every node at once only costs time.
-		if out, err := dc(cctx, "kill"); err != nil {
-			t.Logf("compose kill: %v\n%s", err, out)
-		}
-		if out, err := dc(cctx, "down", "-v", "--remove-orphans", "-t", "5"); err != nil {
-			t.Errorf("compose down: %v\n%s", err, out)
+		if err := teardown(cctx); err != nil {
+			t.Error(err)
 		}
 	})
 
-	if out, err := dc(ctx, "up", "-d"); err != nil {
-		t.Fatalf("compose up: %v\n%s", err, out)
+	// A port picked free can be taken again before docker binds it, and a
+	// concurrent run can pick the same subnet: docker then refuses, and up
+	// is tried again with fresh choices.
+	var composeNodes []composeNode
+	const attempts = 4
+	for attempt := 1; ; attempt++ {
+		subnet, err := pickSubnet(ctx)
+		if err != nil {
+			t.Fatalf("pick a subnet for the compose network: %v", err)
+		}
+		if err := writeNodeConfigs(configDir, subnet); err != nil {
+			t.Fatal(err)
+		}
+		env = append(os.Environ(), "GWELB_IMAGE="+image, "GWELB_TOKEN="+token, "GWELB_NET="+subnet, "GWELB_CONFIG_DIR="+configDir)
+		composeNodes = composeNodes[:0]
+		ports := freePorts(t, 2*len(composeServices))
+		for i, svc := range composeServices {
+			n := composeNode{service: svc, httpPort: ports[2*i], grpcPort: ports[2*i+1]}
+			env = append(env, fmt.Sprintf("GWELB_N%d_HTTP=%d", i+1, n.httpPort), fmt.Sprintf("GWELB_N%d_GRPC=%d", i+1, n.grpcPort))
+			composeNodes = append(composeNodes, n)
+		}
+		upStart := time.Now()
+		out, err := dc(ctx, "up", "-d")
+		if err == nil {
+			t.Logf("compose project %s up on %s.0/24 in %s, host ports %+v", project, subnet, time.Since(upStart).Round(100*time.Millisecond), composeNodes)
+			break
+		}
+		if attempt == attempts || !clash(out) {
+			t.Fatalf("compose up (attempt %d): %v\n%s", attempt, err, out)
+		}
+		t.Logf("compose up (attempt %d) clashed with something else on this host; trying other ports and another subnet: %s", attempt, lastLine(out))
+		if err := teardown(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctl := &gwelbctl{bin: filepath.Join(binDir, "gwelbctl"), token: token}
 
@@ -438,12 +494,103 @@ func runCmdIn(ctx context.Context, dir string, env []string, name string, args .
 	return out.String(), err
 }
 
-func portFree(port int) error {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return err
+// freePorts returns n distinct TCP ports of 127.0.0.1 that were free a
+// moment ago: the kernel picks them for listeners, all open at once so
+// that it cannot hand out one twice, which are then closed.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
 	}
-	return ln.Close()
+	return ports
+}
+
+// defaultNet is the first three octets of the compose network's subnet as
+// docker-compose.yml (GWELB_NET's default) and compose/nN.yaml have it.
+const defaultNet = "172.28.0"
+
+// pickSubnet returns the first three octets of a /24 in 172.28.0.0/16 that
+// no docker network and no host interface uses. The file's own default,
+// 172.28.0.0/24, is left to a cluster started by hand.
+func pickSubnet(ctx context.Context) (string, error) {
+	var used []*net.IPNet
+	out, err := runCmd(ctx, nil, "docker", "network", "ls", "-q")
+	if err != nil {
+		return "", fmt.Errorf("docker network ls: %v: %s", err, firstLine([]byte(out)))
+	}
+	if ids := strings.Fields(out); len(ids) > 0 {
+		out, err := runCmd(ctx, nil, "docker", append([]string{"network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"}, ids...)...)
+		if err != nil {
+			return "", fmt.Errorf("docker network inspect: %v: %s", err, firstLine([]byte(out)))
+		}
+		for _, cidr := range strings.Fields(out) {
+			if _, n, err := net.ParseCIDR(cidr); err == nil {
+				used = append(used, n)
+			}
+		}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			used = append(used, n)
+		}
+	}
+	b := make([]byte, 1)
+	for range 64 {
+		if _, err := rand.Read(b); err != nil {
+			return "", err
+		}
+		if b[0] == 0 || b[0] == 255 {
+			continue
+		}
+		prefix := fmt.Sprintf("172.28.%d", b[0])
+		_, cand, _ := net.ParseCIDR(prefix + ".0/24")
+		if !slices.ContainsFunc(used, func(n *net.IPNet) bool { return n.Contains(cand.IP) || cand.Contains(n.IP) }) {
+			return prefix, nil
+		}
+	}
+	return "", errors.New("no free /24 found in 172.28.0.0/16")
+}
+
+// writeNodeConfigs writes compose/nN.yaml into dir with the node addresses
+// moved from the file's default subnet to prefix.0/24.
+func writeNodeConfigs(dir, prefix string) error {
+	for i := 1; i <= 4; i++ {
+		name := fmt.Sprintf("n%d.yaml", i)
+		data, err := os.ReadFile(filepath.Join("compose", name))
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(data, []byte(defaultNet+".")) {
+			return fmt.Errorf("compose/%s: no address in %s.0/24 to move", name, defaultNet)
+		}
+		data = bytes.ReplaceAll(data, []byte(defaultNet+"."), []byte(prefix+"."))
+		// World-readable: the nodes run as uid 65532 in their containers.
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clash reports whether compose up failed on something another user of the
+// host holds: a published port, or an overlapping subnet.
+func clash(out string) bool {
+	for _, s := range []string{"already allocated", "address already in use", "Address already in use", "overlaps"} {
+		if strings.Contains(out, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func randomHex(t *testing.T, n int) string {
@@ -452,6 +599,11 @@ func randomHex(t *testing.T, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndexByte(s, '\n')+1:]
 }
 
 func firstLine(b []byte) string {
