@@ -37,7 +37,7 @@ func (n *Node) startGRPC() error {
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	if n.cfg.Token != "" {
+	if n.cfg.Token != "" || n.cfg.ReadToken != "" {
 		opts = append(opts, grpc.ChainUnaryInterceptor(n.authUnary), grpc.ChainStreamInterceptor(n.authStream))
 	}
 	ln, err := net.Listen("tcp", n.cfg.GRPCAddr)
@@ -51,27 +51,57 @@ func (n *Node) startGRPC() error {
 	return nil
 }
 
-// authorize checks the bearer token in constant time.
-func (n *Node) authorize(ctx context.Context) error {
+// readOnlyMethods are the admin RPCs the read-only operator token
+// (read_token) may call: they show the cluster and its routing and change
+// nothing (DESIGN.md §4). `gwelbctl member list` and `raft peers` are
+// Status. It is an allowlist, so an RPC added later is read-write until
+// someone decides otherwise. Left out on purpose: SnapshotSave (the whole
+// state in restorable form, a bulk export that is half of a restore),
+// KeyringList (it shows the gossip keys), CatchUp and Apply (node to node).
+var readOnlyMethods = map[string]bool{
+	gwelbv1.Admin_Status_FullMethodName: true,
+	gwelbv1.Admin_Route_FullMethodName:  true,
+	gwelbv1.Admin_Watch_FullMethodName:  true,
+}
+
+// authorize checks the bearer token of a call to method, in constant time:
+// the read-write token may call everything, the read-only token
+// readOnlyMethods (PermissionDenied otherwise), no token nothing.
+func (n *Node) authorize(ctx context.Context, method string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
 		tok, ok := strings.CutPrefix(v, "Bearer ")
-		if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(n.cfg.Token)) == 1 {
+		if !ok {
+			continue
+		}
+		if tokenEqual(tok, n.cfg.Token) {
 			return nil
+		}
+		if tokenEqual(tok, n.cfg.ReadToken) {
+			if readOnlyMethods[method] {
+				return nil
+			}
+			return status.Errorf(codes.PermissionDenied, "%s needs the read-write token; the read-only token may call Status, Route and Watch", strings.TrimPrefix(method, "/gwelb.v1.Admin/"))
 		}
 	}
 	return status.Error(codes.Unauthenticated, "missing or wrong token")
 }
 
-func (n *Node) authUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if err := n.authorize(ctx); err != nil {
+// tokenEqual compares a presented token with a configured one in constant
+// time; an unset token matches nothing.
+func tokenEqual(got, want string) bool {
+	return want != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (n *Node) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if err := n.authorize(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
 }
 
-func (n *Node) authStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	if err := n.authorize(ss.Context()); err != nil {
+func (n *Node) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	if err := n.authorize(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	return h(srv, ss)

@@ -27,6 +27,7 @@ type Config struct {
 	BootstrapExpect int      // wait for this many nodes, then one bootstraps them all
 	RetryJoin       []string // gossip addresses to join, retried until one answers
 	Token           string   // admin API token; required unless Dev
+	ReadToken       string   // read-only admin API token: Status, Route, Watch (DESIGN.md §4); "" for none
 	GossipKey       []byte   // 16, 24 or 32 bytes: encrypt gossip; nil for plain
 	TLS             *TLS     // admin API TLS (and mTLS between nodes); nil for plaintext
 	Dev             bool     // a lone node that bootstraps itself
@@ -134,6 +135,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.Dev && c.Token == "" && (c.TLS == nil || c.TLS.CAFile == "") {
 		return errors.New("token: the admin API needs a token (or mTLS with tls.ca_file) unless -dev")
+	}
+	if c.ReadToken != "" && c.ReadToken == c.Token {
+		return errors.New("read_token: must differ from token, or the read-only role would grant writes")
 	}
 	switch len(c.GossipKey) {
 	case 0, 16, 24, 32:

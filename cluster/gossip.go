@@ -122,7 +122,16 @@ func (n *Node) startGossip() error {
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, _, _ = net.SplitHostPort(n.cfg.advertised(n.cfg.GossipAddr))
 	mc.AdvertisePort = port
-	mc.SecretKey = n.cfg.GossipKey
+	// The keyring in data_dir, seeded by gossip_key on a first start
+	// (keyring.go); SecretKey stays nil, or memberlist would make it the
+	// primary again over the keyring's own.
+	keys, err := n.openKeyring(n.cfg.GossipKey)
+	if err != nil {
+		return err
+	}
+	if keys != nil {
+		n.gossipKeys, mc.Keyring = keys, keys.ring
+	}
 	mc.Delegate = &gossipDelegate{n: n}
 	mc.Events = &gossipEvents{n: n}
 	mc.Logger = newStdLogger("memberlist", n.log)

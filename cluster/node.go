@@ -48,6 +48,10 @@ type Node struct {
 	fresh      freshness  // whether the table may be behind the cluster's (catchup.go)
 	startup    *catchUp   // the catch-up a starting node makes before it routes
 
+	// gossipKeys holds the gossip encryption keys, data_dir/keyring
+	// (keyring.go); nil for plain gossip.
+	gossipKeys *gossipKeyring
+
 	ctx      context.Context // ends when the node stops
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup

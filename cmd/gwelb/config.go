@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -42,6 +43,17 @@ type Config struct {
 	// routes on the table it has; also how long a request that would move
 	// a session waits for a node that lost touch with the leader to catch up.
 	StartupCatchupTimeout time.Duration `yaml:"startup_catchup_timeout"`
+
+	// TokenFile holds the read-write operator token instead of token
+	// (contents trimmed; set one, not both). ReadToken is the read-only
+	// operator token, for Status, Route and Watch only; ReadTokenFile holds
+	// it instead (DESIGN.md §4). GossipKeyFile holds gossip_key instead
+	// (the output of gwelb keygen); like gossip_key it only seeds
+	// data_dir/keyring on a node's first start.
+	TokenFile     string `yaml:"token_file"`
+	GossipKeyFile string `yaml:"gossip_key_file"`
+	ReadToken     string `yaml:"read_token"`
+	ReadTokenFile string `yaml:"read_token_file"`
 
 	Listeners   []ListenerConfig `yaml:"listeners"`
 	OpsAddr     string           `yaml:"ops_addr"`
@@ -206,6 +218,15 @@ func (c *Config) validate() error {
 	if _, err := c.gossipKey(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Token != "" && c.TokenFile != "" {
+		bad("token, token_file: set one, not both")
+	}
+	if c.ReadToken != "" && c.ReadTokenFile != "" {
+		bad("read_token, read_token_file: set one, not both")
+	}
+	if c.GossipKey != "" && c.GossipKeyFile != "" {
+		bad("gossip_key, gossip_key_file: set one, not both")
+	}
 	if c.GRPCTLS != nil && (c.GRPCTLS.Cert == "" || c.GRPCTLS.Key == "") {
 		bad("grpc_tls: both cert and key are required")
 	}
@@ -257,15 +278,24 @@ func (c *Config) Table() (*fsm.Table, error) {
 // pools as the seed of a new cluster. The token may come from GWELB_TOKEN.
 func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 	key, _ := c.gossipKey()
-	token := c.Token
-	if token == "" {
-		token = os.Getenv("GWELB_TOKEN")
+	if c.GossipKeyFile != "" {
+		k, err := readTokenFile("gossip_key_file", c.GossipKeyFile)
+		if err == nil {
+			key, err = decodeGossipKey("gossip_key_file "+c.GossipKeyFile, k)
+		}
+		if err != nil {
+			return cluster.Config{}, err
+		}
+	}
+	token, readToken, err := c.tokens()
+	if err != nil {
+		return cluster.Config{}, err
 	}
 	cc := cluster.Config{
 		Name: c.Node, DataDir: c.DataDir,
 		RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, GRPCAddr: c.GRPCAddr, AdvertiseAddr: c.AdvertiseAddr,
 		BootstrapExpect: c.BootstrapExpect, RetryJoin: c.RetryJoin,
-		Token: token, GossipKey: key, Dev: dev,
+		Token: token, ReadToken: readToken, GossipKey: key, Dev: dev,
 		StartupCatchupTimeout: c.StartupCatchupTimeout,
 		Timing: cluster.Timing{
 			HeartbeatTimeout: c.Raft.HeartbeatTimeout, ElectionTimeout: c.Raft.ElectionTimeout,
@@ -280,6 +310,64 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 		return cc, err
 	}
 	return cc, nil
+}
+
+// maxTokenFile bounds what a token file may hold.
+const maxTokenFile = 4096
+
+// tokens returns the read-write and read-only operator tokens: token or
+// the trimmed contents of token_file (else GWELB_TOKEN), read_token or the
+// trimmed contents of read_token_file. A file that cannot be read is an
+// error naming its field; so is a read-only token equal to the read-write
+// one, which would make the read-only role meaningless.
+func (c *Config) tokens() (token, readToken string, err error) {
+	token, readToken = c.Token, c.ReadToken
+	if c.TokenFile != "" {
+		if token, err = readTokenFile("token_file", c.TokenFile); err != nil {
+			return "", "", err
+		}
+	}
+	if token == "" {
+		token = os.Getenv("GWELB_TOKEN")
+	}
+	if c.ReadTokenFile != "" {
+		if readToken, err = readTokenFile("read_token_file", c.ReadTokenFile); err != nil {
+			return "", "", err
+		}
+	}
+	if readToken != "" && readToken == token {
+		return "", "", errors.New("read_token: must differ from token, or the read-only role would grant writes")
+	}
+	return token, readToken, nil
+}
+
+// readTokenFile reads a token from a regular file of at most maxTokenFile
+// bytes, trimmed of surrounding white space; empty is an error.
+func readTokenFile(field, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s %s: not a regular file", field, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: read %s: %w", field, path, err)
+	}
+	if len(data) > maxTokenFile {
+		return "", fmt.Errorf("%s %s: larger than %d bytes", field, path, maxTokenFile)
+	}
+	tok := strings.TrimSpace(string(data))
+	if tok == "" {
+		return "", fmt.Errorf("%s %s: empty", field, path)
+	}
+	return tok, nil
 }
 
 // applyDev fills what a lone -dev node needs and the file left out: a
@@ -311,15 +399,21 @@ func (c *Config) gossipKey() ([]byte, error) {
 	if c.GossipKey == "" {
 		return nil, nil
 	}
-	key, err := base64.StdEncoding.DecodeString(c.GossipKey)
+	return decodeGossipKey("gossip_key", c.GossipKey)
+}
+
+// decodeGossipKey decodes a base64 gossip key of 16, 24 or 32 bytes; field
+// names its source in the error.
+func decodeGossipKey(field, s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("gossip_key: not base64: %w", err)
+		return nil, fmt.Errorf("%s: not base64: %w", field, err)
 	}
 	switch len(key) {
 	case 16, 24, 32:
 		return key, nil
 	}
-	return nil, fmt.Errorf("gossip_key: %d bytes after base64, want 16, 24 or 32", len(key))
+	return nil, fmt.Errorf("%s: %d bytes after base64, want 16, 24 or 32", field, len(key))
 }
 
 // ProxyOptions maps the config onto the data plane's options.

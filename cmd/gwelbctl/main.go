@@ -14,7 +14,8 @@
 //	3  node unreachable: the node at --addr could not be connected to
 //	4  no leader: the cluster has no Raft leader right now; retry later
 //	5  unauthorised: the node refused the token (--token / GWELB_TOKEN) or
-//	   the client certificate
+//	   the client certificate, or the token is read-only and the command
+//	   writes
 //	6  not found: no such pool, member or node
 //	7  route disagreement: route --all-nodes saw nodes choose different routes
 //
@@ -66,7 +67,8 @@ Exit codes:
   2  usage error (bad arguments, unknown command or flag, bad flag value)
   3  node unreachable (cannot connect to --addr)
   4  no leader (the cluster has no Raft leader right now; retry later)
-  5  unauthorised (check --token / GWELB_TOKEN, or the client certificate)
+  5  unauthorised (check --token / GWELB_TOKEN, or the client certificate;
+     a read-only token may only read)
   6  not found (no such pool, member or node)
   7  route disagreement (route --all-nodes: nodes chose different routes)`
 
@@ -174,8 +176,12 @@ func rpcError(op, addr string, reached bool, timeout time.Duration, err error) e
 	}
 	msg := st.Message()
 	switch st.Code() {
-	case codes.Unauthenticated, codes.PermissionDenied:
+	case codes.Unauthenticated:
 		return &cliError{code: exitUnauthorised, msg: unauthorisedMsg, err: err}
+	case codes.PermissionDenied:
+		// The token was accepted but may not do this: a read-only token
+		// (read_token) calling a write.
+		return &cliError{code: exitUnauthorised, msg: fmt.Sprintf("%s: permission denied: %s", op, msg), err: err}
 	case codes.NotFound:
 		return &cliError{code: exitNotFound, msg: msg, err: err}
 	case codes.Unavailable:
@@ -292,6 +298,7 @@ Environment:
 		a.raftCmd(),
 		a.snapshotCmd(),
 		a.watchCmd(),
+		a.keyringCmd(),
 		a.versionCmd(),
 	)
 	addExitCodes(root)

@@ -875,7 +875,7 @@ func TestExitCodes(t *testing.T) {
 		{"the words without the reason", saysNoLeader, []string{"member", "drain", "frontend", "1"}, exitError, `^gwelbctl: member drain: node at \S+ is unavailable: no leader election needed: node is shutting down\n$`},
 		{"the reason of another domain", otherDomain, []string{"status"}, exitError, `^gwelbctl: status: node at \S+ is unavailable: no leader\n$`},
 		{"not found", notFound, []string{"member", "remove", "frontend", "9"}, exitNotFound, `^gwelbctl: member frontend/9 not found\n$`},
-		{"permission denied", denied, []string{"status"}, exitUnauthorised, `^gwelbctl: unauthorised: check --token / GWELB_TOKEN\n$`},
+		{"permission denied", denied, []string{"status"}, exitUnauthorised, `^gwelbctl: status: permission denied: client certificate not allowed\n$`},
 		{"unavailable but reached", busy, []string{"status"}, exitError, `^gwelbctl: status: node at \S+ is unavailable: node is shutting down\n$`},
 		{"other error", invalid, []string{"member", "add", "frontend", "1", "http://h:1", "--weight", "5"}, exitError, `^gwelbctl: member add: weight must not exceed 1000\n$`},
 	} {

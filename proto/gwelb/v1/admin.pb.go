@@ -25,6 +25,61 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type KeyringOp int32
+
+const (
+	KeyringOp_KEYRING_OP_UNSPECIFIED KeyringOp = 0
+	KeyringOp_KEYRING_OP_LIST        KeyringOp = 1 // the keys each node has
+	KeyringOp_KEYRING_OP_INSTALL     KeyringOp = 2 // add key to every keyring: nodes accept it, still send with the primary
+	KeyringOp_KEYRING_OP_USE         KeyringOp = 3 // make key the primary (the one gossip is sent with); refused unless every live node has it
+	KeyringOp_KEYRING_OP_REMOVE      KeyringOp = 4 // drop key; refused while it is the primary of any live node
+)
+
+// Enum value maps for KeyringOp.
+var (
+	KeyringOp_name = map[int32]string{
+		0: "KEYRING_OP_UNSPECIFIED",
+		1: "KEYRING_OP_LIST",
+		2: "KEYRING_OP_INSTALL",
+		3: "KEYRING_OP_USE",
+		4: "KEYRING_OP_REMOVE",
+	}
+	KeyringOp_value = map[string]int32{
+		"KEYRING_OP_UNSPECIFIED": 0,
+		"KEYRING_OP_LIST":        1,
+		"KEYRING_OP_INSTALL":     2,
+		"KEYRING_OP_USE":         3,
+		"KEYRING_OP_REMOVE":      4,
+	}
+)
+
+func (x KeyringOp) Enum() *KeyringOp {
+	p := new(KeyringOp)
+	*p = x
+	return p
+}
+
+func (x KeyringOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyringOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_gwelb_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (KeyringOp) Type() protoreflect.EnumType {
+	return &file_gwelb_v1_admin_proto_enumTypes[0]
+}
+
+func (x KeyringOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyringOp.Descriptor instead.
+func (KeyringOp) EnumDescriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -75,8 +130,12 @@ type StatusResponse struct {
 	Pools          []*PoolStatus          `protobuf:"bytes,10,rep,name=pools,proto3" json:"pools,omitempty"`
 	LastContactMs  int64                  `protobuf:"varint,11,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"` // since this follower heard from the leader; 0 on the leader
 	InFlightFrom   []string               `protobuf:"bytes,12,rep,name=in_flight_from,json=inFlightFrom,proto3" json:"in_flight_from,omitempty"`     // nodes whose requests in flight are summed in MemberStatus.in_flight
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// insecure: this node runs outside -dev without node TLS or a gossip key
+	// (config insecure: true): whoever reaches its raft_addr can rewrite the
+	// table (DESIGN.md §4).
+	Insecure      bool `protobuf:"varint,13,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -191,6 +250,13 @@ func (x *StatusResponse) GetInFlightFrom() []string {
 		return x.InFlightFrom
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetInsecure() bool {
+	if x != nil {
+		return x.Insecure
+	}
+	return false
 }
 
 type RaftPeer struct {
@@ -1421,12 +1487,184 @@ func (x *CatchUpResponse) GetLeader() string {
 	return ""
 }
 
+type KeyringRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            KeyringOp              `protobuf:"varint,1,opt,name=op,proto3,enum=gwelb.v1.KeyringOp" json:"op,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`                               // base64 (16, 24 or 32 bytes); empty for list
+	LocalOnly     bool                   `protobuf:"varint,3,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"` // apply on the answering node only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringRequest) Reset() {
+	*x = KeyringRequest{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringRequest) ProtoMessage() {}
+
+func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
+func (*KeyringRequest) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *KeyringRequest) GetOp() KeyringOp {
+	if x != nil {
+		return x.Op
+	}
+	return KeyringOp_KEYRING_OP_UNSPECIFIED
+}
+
+func (x *KeyringRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyringRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type KeyringResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*KeyringNodeResult   `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"` // by node name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringResponse) Reset() {
+	*x = KeyringResponse{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringResponse) ProtoMessage() {}
+
+func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
+func (*KeyringResponse) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *KeyringResponse) GetNodes() []*KeyringNodeResult {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type KeyringNodeResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Keys          []string               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`       // base64, the primary first, as the node has them after the operation
+	Primary       string                 `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"` // base64 primary key
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`     // why this node did not apply the operation; "" when it did
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringNodeResult) Reset() {
+	*x = KeyringNodeResult{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringNodeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringNodeResult) ProtoMessage() {}
+
+func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringNodeResult.ProtoReflect.Descriptor instead.
+func (*KeyringNodeResult) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *KeyringNodeResult) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *KeyringNodeResult) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *KeyringNodeResult) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *KeyringNodeResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_gwelb_v1_admin_proto protoreflect.FileDescriptor
 
 const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x14gwelb/v1/admin.proto\x12\bgwelb.v1\x1a\x12gwelb/v1/fsm.proto\"\x0f\n" +
-	"\rStatusRequest\"\xc5\x03\n" +
+	"\rStatusRequest\"\xe1\x03\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1442,7 +1680,8 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x05pools\x18\n" +
 	" \x03(\v2\x14.gwelb.v1.PoolStatusR\x05pools\x12&\n" +
 	"\x0flast_contact_ms\x18\v \x01(\x03R\rlastContactMs\x12$\n" +
-	"\x0ein_flight_from\x18\f \x03(\tR\finFlightFrom\"h\n" +
+	"\x0ein_flight_from\x18\f \x03(\tR\finFlightFrom\x12\x1a\n" +
+	"\binsecure\x18\r \x01(\bR\binsecure\"h\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -1518,7 +1757,25 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x0fCatchUpResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1b\n" +
 	"\tfsm_index\x18\x02 \x01(\x04R\bfsmIndex\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\tR\x06leader2\xf4\x06\n" +
+	"\x06leader\x18\x03 \x01(\tR\x06leader\"f\n" +
+	"\x0eKeyringRequest\x12#\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x13.gwelb.v1.KeyringOpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x03 \x01(\bR\tlocalOnly\"D\n" +
+	"\x0fKeyringResponse\x121\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1b.gwelb.v1.KeyringNodeResultR\x05nodes\"k\n" +
+	"\x11KeyringNodeResult\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\tR\aprimary\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error*\x7f\n" +
+	"\tKeyringOp\x12\x1a\n" +
+	"\x16KEYRING_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fKEYRING_OP_LIST\x10\x01\x12\x16\n" +
+	"\x12KEYRING_OP_INSTALL\x10\x02\x12\x12\n" +
+	"\x0eKEYRING_OP_USE\x10\x03\x12\x15\n" +
+	"\x11KEYRING_OP_REMOVE\x10\x042\xb4\a\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.gwelb.v1.StatusRequest\x1a\x18.gwelb.v1.StatusResponse\x125\n" +
 	"\x04Join\x12\x15.gwelb.v1.JoinRequest\x1a\x16.gwelb.v1.JoinResponse\x128\n" +
@@ -1532,7 +1789,8 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\fSnapshotSave\x12\x1d.gwelb.v1.SnapshotSaveRequest\x1a\x17.gwelb.v1.SnapshotChunk0\x01\x12O\n" +
 	"\x0fSnapshotRestore\x12\x17.gwelb.v1.SnapshotChunk\x1a!.gwelb.v1.SnapshotRestoreResponse(\x01\x128\n" +
 	"\x05Apply\x12\x16.gwelb.v1.ApplyRequest\x1a\x17.gwelb.v1.WriteResponse\x12>\n" +
-	"\aCatchUp\x12\x18.gwelb.v1.CatchUpRequest\x1a\x19.gwelb.v1.CatchUpResponseB/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
+	"\aCatchUp\x12\x18.gwelb.v1.CatchUpRequest\x1a\x19.gwelb.v1.CatchUpResponse\x12>\n" +
+	"\aKeyring\x12\x18.gwelb.v1.KeyringRequest\x1a\x19.gwelb.v1.KeyringResponseB/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
 
 var (
 	file_gwelb_v1_admin_proto_rawDescOnce sync.Once
@@ -1546,81 +1804,90 @@ func file_gwelb_v1_admin_proto_rawDescGZIP() []byte {
 	return file_gwelb_v1_admin_proto_rawDescData
 }
 
-var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_gwelb_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_gwelb_v1_admin_proto_goTypes = []any{
-	(*StatusRequest)(nil),              // 0: gwelb.v1.StatusRequest
-	(*StatusResponse)(nil),             // 1: gwelb.v1.StatusResponse
-	(*RaftPeer)(nil),                   // 2: gwelb.v1.RaftPeer
-	(*GossipMember)(nil),               // 3: gwelb.v1.GossipMember
-	(*PoolStatus)(nil),                 // 4: gwelb.v1.PoolStatus
-	(*MemberStatus)(nil),               // 5: gwelb.v1.MemberStatus
-	(*JoinRequest)(nil),                // 6: gwelb.v1.JoinRequest
-	(*JoinResponse)(nil),               // 7: gwelb.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 8: gwelb.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 9: gwelb.v1.LeaveResponse
-	(*PutMemberRequest)(nil),           // 10: gwelb.v1.PutMemberRequest
-	(*RemoveMemberRequest)(nil),        // 11: gwelb.v1.RemoveMemberRequest
-	(*SetMemberStateRequest)(nil),      // 12: gwelb.v1.SetMemberStateRequest
-	(*WriteResponse)(nil),              // 13: gwelb.v1.WriteResponse
-	(*RouteRequest)(nil),               // 14: gwelb.v1.RouteRequest
-	(*RouteResponse)(nil),              // 15: gwelb.v1.RouteResponse
-	(*WatchRequest)(nil),               // 16: gwelb.v1.WatchRequest
-	(*WatchEvent)(nil),                 // 17: gwelb.v1.WatchEvent
-	(*TransferLeadershipRequest)(nil),  // 18: gwelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 19: gwelb.v1.TransferLeadershipResponse
-	(*SnapshotSaveRequest)(nil),        // 20: gwelb.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 21: gwelb.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 22: gwelb.v1.SnapshotRestoreResponse
-	(*ApplyRequest)(nil),               // 23: gwelb.v1.ApplyRequest
-	(*CatchUpRequest)(nil),             // 24: gwelb.v1.CatchUpRequest
-	(*CatchUpResponse)(nil),            // 25: gwelb.v1.CatchUpResponse
-	(*Pool)(nil),                       // 26: gwelb.v1.Pool
-	(*Member)(nil),                     // 27: gwelb.v1.Member
-	(*Observation)(nil),                // 28: gwelb.v1.Observation
-	(AdminState)(0),                    // 29: gwelb.v1.AdminState
+	(KeyringOp)(0),                     // 0: gwelb.v1.KeyringOp
+	(*StatusRequest)(nil),              // 1: gwelb.v1.StatusRequest
+	(*StatusResponse)(nil),             // 2: gwelb.v1.StatusResponse
+	(*RaftPeer)(nil),                   // 3: gwelb.v1.RaftPeer
+	(*GossipMember)(nil),               // 4: gwelb.v1.GossipMember
+	(*PoolStatus)(nil),                 // 5: gwelb.v1.PoolStatus
+	(*MemberStatus)(nil),               // 6: gwelb.v1.MemberStatus
+	(*JoinRequest)(nil),                // 7: gwelb.v1.JoinRequest
+	(*JoinResponse)(nil),               // 8: gwelb.v1.JoinResponse
+	(*LeaveRequest)(nil),               // 9: gwelb.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 10: gwelb.v1.LeaveResponse
+	(*PutMemberRequest)(nil),           // 11: gwelb.v1.PutMemberRequest
+	(*RemoveMemberRequest)(nil),        // 12: gwelb.v1.RemoveMemberRequest
+	(*SetMemberStateRequest)(nil),      // 13: gwelb.v1.SetMemberStateRequest
+	(*WriteResponse)(nil),              // 14: gwelb.v1.WriteResponse
+	(*RouteRequest)(nil),               // 15: gwelb.v1.RouteRequest
+	(*RouteResponse)(nil),              // 16: gwelb.v1.RouteResponse
+	(*WatchRequest)(nil),               // 17: gwelb.v1.WatchRequest
+	(*WatchEvent)(nil),                 // 18: gwelb.v1.WatchEvent
+	(*TransferLeadershipRequest)(nil),  // 19: gwelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 20: gwelb.v1.TransferLeadershipResponse
+	(*SnapshotSaveRequest)(nil),        // 21: gwelb.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 22: gwelb.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 23: gwelb.v1.SnapshotRestoreResponse
+	(*ApplyRequest)(nil),               // 24: gwelb.v1.ApplyRequest
+	(*CatchUpRequest)(nil),             // 25: gwelb.v1.CatchUpRequest
+	(*CatchUpResponse)(nil),            // 26: gwelb.v1.CatchUpResponse
+	(*KeyringRequest)(nil),             // 27: gwelb.v1.KeyringRequest
+	(*KeyringResponse)(nil),            // 28: gwelb.v1.KeyringResponse
+	(*KeyringNodeResult)(nil),          // 29: gwelb.v1.KeyringNodeResult
+	(*Pool)(nil),                       // 30: gwelb.v1.Pool
+	(*Member)(nil),                     // 31: gwelb.v1.Member
+	(*Observation)(nil),                // 32: gwelb.v1.Observation
+	(AdminState)(0),                    // 33: gwelb.v1.AdminState
 }
 var file_gwelb_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
-	3,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
-	4,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
-	26, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
-	5,  // 4: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
-	27, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
-	28, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
-	27, // 7: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
-	29, // 8: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
-	4,  // 9: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
-	0,  // 10: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
-	6,  // 11: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
-	8,  // 12: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
-	10, // 13: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
-	11, // 14: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
-	12, // 15: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
-	14, // 16: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
-	16, // 17: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
-	18, // 18: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
-	20, // 19: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
-	21, // 20: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
-	23, // 21: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
-	24, // 22: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
-	1,  // 23: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
-	7,  // 24: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
-	9,  // 25: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
-	13, // 26: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
-	13, // 27: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
-	13, // 28: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
-	15, // 29: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
-	17, // 30: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
-	19, // 31: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
-	21, // 32: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
-	22, // 33: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
-	13, // 34: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
-	25, // 35: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
-	23, // [23:36] is the sub-list for method output_type
-	10, // [10:23] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
+	4,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
+	5,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
+	30, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
+	6,  // 4: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
+	31, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
+	32, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
+	31, // 7: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
+	33, // 8: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
+	5,  // 9: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
+	0,  // 10: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
+	29, // 11: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
+	1,  // 12: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
+	7,  // 13: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
+	9,  // 14: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
+	11, // 15: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
+	12, // 16: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
+	13, // 17: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
+	15, // 18: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
+	17, // 19: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
+	19, // 20: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
+	21, // 21: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
+	22, // 22: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
+	24, // 23: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
+	25, // 24: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
+	27, // 25: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
+	2,  // 26: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
+	8,  // 27: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
+	10, // 28: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
+	14, // 29: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
+	14, // 30: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
+	14, // 31: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
+	16, // 32: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
+	18, // 33: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
+	20, // 34: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
+	22, // 35: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
+	23, // 36: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
+	14, // 37: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
+	26, // 38: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
+	28, // 39: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
+	26, // [26:40] is the sub-list for method output_type
+	12, // [12:26] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_admin_proto_init() }
@@ -1634,13 +1901,14 @@ func file_gwelb_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_admin_proto_rawDesc), len(file_gwelb_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   26,
+			NumEnums:      1,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_gwelb_v1_admin_proto_goTypes,
 		DependencyIndexes: file_gwelb_v1_admin_proto_depIdxs,
+		EnumInfos:         file_gwelb_v1_admin_proto_enumTypes,
 		MessageInfos:      file_gwelb_v1_admin_proto_msgTypes,
 	}.Build()
 	File_gwelb_v1_admin_proto = out.File

@@ -36,6 +36,7 @@ const (
 	Admin_SnapshotRestore_FullMethodName    = "/gwelb.v1.Admin/SnapshotRestore"
 	Admin_Apply_FullMethodName              = "/gwelb.v1.Admin/Apply"
 	Admin_CatchUp_FullMethodName            = "/gwelb.v1.Admin/CatchUp"
+	Admin_Keyring_FullMethodName            = "/gwelb.v1.Admin/Keyring"
 )
 
 // AdminClient is the client API for Admin service.
@@ -73,6 +74,13 @@ type AdminClient interface {
 	// acknowledged before the call is included); a follower relays the call to
 	// its leader once.
 	CatchUp(ctx context.Context, in *CatchUpRequest, opts ...grpc.CallOption) (*CatchUpResponse, error)
+	// Keyring lists or changes the gossip encryption keys (gwelbctl keyring,
+	// Consul's model): the answering node applies the operation to every
+	// node alive in gossip, itself included, and answers per node; with
+	// local_only set (the call it makes to each peer) to itself only. Every
+	// node keeps its keyring in data_dir/keyring. Read-write: a list shows
+	// the keys.
+	Keyring(ctx context.Context, in *KeyringRequest, opts ...grpc.CallOption) (*KeyringResponse, error)
 }
 
 type adminClient struct {
@@ -234,6 +242,16 @@ func (c *adminClient) CatchUp(ctx context.Context, in *CatchUpRequest, opts ...g
 	return out, nil
 }
 
+func (c *adminClient) Keyring(ctx context.Context, in *KeyringRequest, opts ...grpc.CallOption) (*KeyringResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyringResponse)
+	err := c.cc.Invoke(ctx, Admin_Keyring_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -269,6 +287,13 @@ type AdminServer interface {
 	// acknowledged before the call is included); a follower relays the call to
 	// its leader once.
 	CatchUp(context.Context, *CatchUpRequest) (*CatchUpResponse, error)
+	// Keyring lists or changes the gossip encryption keys (gwelbctl keyring,
+	// Consul's model): the answering node applies the operation to every
+	// node alive in gossip, itself included, and answers per node; with
+	// local_only set (the call it makes to each peer) to itself only. Every
+	// node keeps its keyring in data_dir/keyring. Read-write: a list shows
+	// the keys.
+	Keyring(context.Context, *KeyringRequest) (*KeyringResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -317,6 +342,9 @@ func (UnimplementedAdminServer) Apply(context.Context, *ApplyRequest) (*WriteRes
 }
 func (UnimplementedAdminServer) CatchUp(context.Context, *CatchUpRequest) (*CatchUpResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CatchUp not implemented")
+}
+func (UnimplementedAdminServer) Keyring(context.Context, *KeyringRequest) (*KeyringResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Keyring not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -548,6 +576,24 @@ func _Admin_CatchUp_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Keyring_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyringRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Keyring(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Keyring_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Keyring(ctx, req.(*KeyringRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -594,6 +640,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CatchUp",
 			Handler:    _Admin_CatchUp_Handler,
+		},
+		{
+			MethodName: "Keyring",
+			Handler:    _Admin_Keyring_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
