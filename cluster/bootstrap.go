@@ -51,7 +51,9 @@ func (n *Node) tryBootstrap(ctx context.Context) bool {
 	}
 	var alive []gossipMember
 	for _, m := range n.members() {
-		if m.Status == memberlist.StateAlive {
+		// Only members that prove a node certificate for their name count
+		// and are bootstrapped (DESIGN.md §4; nodetls.go admit).
+		if m.Status == memberlist.StateAlive && (m.Name == n.cfg.Name || n.admit(ctx, m) == nil) {
 			alive = append(alive, m)
 		}
 	}

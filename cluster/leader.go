@@ -153,6 +153,11 @@ func (n *Node) reconcile(ctx context.Context) {
 		s, known := inConfig[m.Name]
 		// A node announcing its leave is not added back: it is about to go.
 		if m.Status == memberlist.StateAlive && !m.Meta.Leaving && (!known || string(s.Address) != m.Meta.Raft || s.Suffrage != raft.Voter) {
+			// Gossip alone never makes a voter: the member must prove a
+			// node certificate for its name (DESIGN.md §4; nodetls.go).
+			if err := n.admit(ctx, m); err != nil {
+				continue
+			}
 			n.log.Info("adding voter", "peer", m.Name, "raft", m.Meta.Raft)
 			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.Raft), 0, n.cfg.WriteTimeout).Error(); err != nil {
 				n.log.Warn("add voter", "peer", m.Name, "err", err)

@@ -2,10 +2,7 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"os"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -20,56 +17,26 @@ import (
 const forwardedKey = "x-gwelb-forwarded"
 
 // peerClients holds one admin API connection per peer address.
+//
+// With node TLS, a peer is dialed with this node's certificate and must
+// prove a node certificate of the cluster CA before any call goes out; the
+// call is authorised on the peer by that certificate, and the operator
+// token is never sent (DESIGN.md §4): an address learnt from gossip is not
+// trusted with it. Without TLS (-dev, insecure) calls carry the token, as
+// before §4.
 type peerClients struct {
-	token string
+	token string // "" with node TLS
 	creds credentials.TransportCredentials
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
-func newPeerClients(cfg Config) (*peerClients, error) {
-	p := &peerClients{token: cfg.Token, creds: insecure.NewCredentials(), conns: map[string]*grpc.ClientConn{}}
-	if cfg.TLS != nil {
-		tc, err := clientTLS(cfg.TLS)
-		if err != nil {
-			return nil, err
-		}
-		p.creds = credentials.NewTLS(tc)
+func newPeerClients(cfg Config, t *nodeTLS) (*peerClients, error) {
+	if t != nil {
+		return &peerClients{creds: credentials.NewTLS(t.client), conns: map[string]*grpc.ClientConn{}}, nil
 	}
-	return p, nil
-}
-
-// clientTLS presents the node's certificate to peers and verifies theirs.
-func clientTLS(t *TLS) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls: load key pair: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	if t.CAFile != "" {
-		pool, err := loadCA(t.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		tc.RootCAs = pool
-	}
-	return tc, nil
-}
-
-func loadCA(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("tls ca_file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls ca_file %s: no PEM certificates", path)
-	}
-	return pool, nil
+	return &peerClients{token: cfg.Token, creds: insecure.NewCredentials(), conns: map[string]*grpc.ClientConn{}}, nil
 }
 
 func (p *peerClients) client(addr string) (gwelbv1.AdminClient, error) {
@@ -86,7 +53,8 @@ func (p *peerClients) client(addr string) (gwelbv1.AdminClient, error) {
 	return gwelbv1.NewAdminClient(cc), nil
 }
 
-// outgoing adds the token and the forwarded mark to ctx.
+// outgoing adds the forwarded mark to ctx, and the token when the node
+// runs without TLS.
 func (p *peerClients) outgoing(ctx context.Context) context.Context {
 	md := metadata.Pairs(forwardedKey, "1")
 	if p.token != "" {

@@ -72,6 +72,7 @@ func (n *Node) Status() *gwelbv1.StatusResponse {
 		AppliedIndex: n.raft.AppliedIndex(),
 		LastLogIndex: n.raft.LastIndex(),
 		TableIndex:   n.fsm.Table().Index(),
+		Insecure:     n.cfg.Insecure && !n.cfg.Dev, // DESIGN.md §4
 	}
 	if resp.Leader != "" {
 		resp.LeaderGrpcAddr = n.grpcAddrOf(resp.Leader)

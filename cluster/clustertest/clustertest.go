@@ -5,6 +5,7 @@ package clustertest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +19,14 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/internal/gwedemo"
+	"github.com/gwelb/gwelb/internal/pki"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 	"github.com/gwelb/gwelb/proxy"
 )
@@ -76,6 +79,74 @@ type Cluster struct {
 	GWE     map[string]*GWEServer // backend route -> demo GWE server
 	mu      sync.Mutex
 	clients map[string]*grpc.ClientConn
+
+	// The cluster's CA and gossip key: NodeConfig gives every node a node
+	// certificate of this CA and the key, so every cluster test runs the
+	// secure path of DESIGN.md §4 (Insecure opts a node out).
+	pki       *PKI
+	GossipKey []byte
+	dataRoot  string // node data dirs, removed after killAll
+}
+
+// PKI is a test cluster's certificate authority in a temp dir.
+type PKI struct {
+	t     testing.TB
+	CADir string
+	Dir   string // node and client certificates
+	mu    sync.Mutex
+	nodes map[string]pki.Bundle
+}
+
+// NewPKI creates a CA in a temp dir.
+func NewPKI(t testing.TB) *PKI {
+	t.Helper()
+	dir := t.TempDir()
+	p := &PKI{t: t, CADir: filepath.Join(dir, "ca"), Dir: filepath.Join(dir, "certs"), nodes: map[string]pki.Bundle{}}
+	if _, _, err := pki.CreateCA(p.CADir, 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// CAFile is the CA certificate's path.
+func (p *PKI) CAFile() string { return filepath.Join(p.CADir, pki.CACertFile) }
+
+// Node returns the bundle of node name, issuing its certificate (SANs
+// <name>.node.gwelb, 127.0.0.1 and localhost, so gwelbctl can verify it by
+// address too) the first time.
+func (p *PKI) Node(name string) pki.Bundle {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b, ok := p.nodes[name]; ok {
+		return b
+	}
+	cert, key, err := pki.CreateNodeCert(p.CADir, p.Dir, name, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"}, 24*time.Hour)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	b := pki.Bundle{CAFile: p.CAFile(), CertFile: cert, KeyFile: key}
+	p.nodes[name] = b
+	return b
+}
+
+// Client issues an operator client certificate and returns its files.
+func (p *PKI) Client(name string) (certFile, keyFile string) {
+	p.t.Helper()
+	cert, key, err := pki.CreateClientCert(p.CADir, p.Dir, name, 24*time.Hour)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return cert, key
+}
+
+// PKI is the cluster's certificate authority.
+func (c *Cluster) PKI() *PKI { return c.pki }
+
+// Insecure is an Option for a node without TLS and gossip key
+// (insecure: true), as nodes ran before DESIGN.md §4's rules.
+func Insecure(_ int, cfg *cluster.Config) {
+	cfg.TLS, cfg.GossipKey, cfg.Insecure = pki.Bundle{}, nil, true
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
@@ -113,7 +184,7 @@ type Option func(i int, cfg *cluster.Config)
 // a leader and the seeded table on every node.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}}
+	c := newCluster(t)
 	var members []fsm.MemberSpec
 	for _, route := range []string{"1", "2", "3"} {
 		g := StartGWE(t, route, "/backend")
@@ -158,14 +229,37 @@ func isClosed(ch chan struct{}) bool {
 	}
 }
 
-// nodeConfig is a fresh node's config with free loopback ports.
+// NewEmpty returns a cluster with no nodes yet, its CA and gossip key made:
+// start nodes with Start(NodeConfig(name)). Nodes are killed at cleanup.
+func NewEmpty(t testing.TB) *Cluster {
+	t.Helper()
+	c := newCluster(t)
+	t.Cleanup(c.killAll)
+	return c
+}
+
+// newCluster makes the CA, gossip key and data directory root; the caller
+// registers killAll (after anything the nodes use that cleanup removes).
+func newCluster(t testing.TB) *Cluster {
+	t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	return &Cluster{t: t, GWE: map[string]*GWEServer{}, clients: map[string]*grpc.ClientConn{}, pki: NewPKI(t), GossipKey: key, dataRoot: t.TempDir()}
+}
+
+// NodeConfig is a fresh node's config with free loopback ports, a node
+// certificate of the cluster's CA and the cluster's gossip key.
 func (c *Cluster) NodeConfig(name string) cluster.Config {
 	return cluster.Config{
 		Name:       name,
-		DataDir:    filepath.Join(c.t.TempDir(), name),
+		DataDir:    c.dataDir(name),
 		RaftAddr:   FreeAddr(c.t),
 		GossipAddr: FreeAddr(c.t),
 		GRPCAddr:   FreeAddr(c.t),
+		TLS:        c.pki.Node(name),
+		GossipKey:  c.GossipKey,
 		Token:      Token,
 		Timing:     cluster.Timing{GossipProfile: "local"},
 		Logger:     testLogger(c.t).With("node", name),
@@ -339,8 +433,18 @@ func (c *Cluster) AdminWithToken(tn *Node, token string) (gwelbv1.AdminClient, c
 	addr := tn.Node.GRPCAddr()
 	cc := c.clients[addr]
 	if cc == nil {
+		creds := insecure.NewCredentials()
+		if tn.Cfg.TLS.Enabled() {
+			// As gwelbctl: verify that the server is a node of the CA; the
+			// token authenticates the operator.
+			tc, err := pki.OperatorClientConfig(c.pki.CAFile(), "", "", "")
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			creds = credentials.NewTLS(tc)
+		}
 		var err error
-		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			c.t.Fatal(err)
 		}
@@ -435,4 +539,13 @@ func (g *GWEServer) Stop() {
 		g.srv.Close()
 		g.srv = nil
 	}
+}
+
+// dataDir is a new, empty data directory for a node named name.
+func (c *Cluster) dataDir(name string) string {
+	dir, err := os.MkdirTemp(c.dataRoot, name+"-")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return dir
 }

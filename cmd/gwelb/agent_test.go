@@ -18,10 +18,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/gwelb/gwelb/internal/gwedemo"
+	"github.com/gwelb/gwelb/internal/pki"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -134,6 +135,21 @@ func adminCtx(ctx context.Context) context.Context {
 func startAgents(t *testing.T, n int, gwe map[string]string) []*agent {
 	t.Helper()
 	dir := t.TempDir()
+	// The daemons run the secure posture of DESIGN.md §4: a CA, a node
+	// certificate each and a gossip key, as gwelb tls and gwelb keygen make.
+	caDir := filepath.Join(dir, "ca")
+	if code := tlsMain([]string{"ca", "create", "-dir", caDir}, io.Discard, os.Stderr); code != 0 {
+		t.Fatalf("gwelb tls ca create: exit %d", code)
+	}
+	var keyOut strings.Builder
+	if code := keygenMain(nil, &keyOut, os.Stderr); code != 0 {
+		t.Fatalf("gwelb keygen: exit %d", code)
+	}
+	gossipKey := strings.TrimSpace(keyOut.String())
+	operatorTLS, err := pki.OperatorClientConfig(filepath.Join(caDir, pki.CACertFile), "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var as []*agent
 	var join []string
 	for i := range n {
@@ -148,7 +164,12 @@ func startAgents(t *testing.T, n int, gwe map[string]string) []*agent {
 		fmt.Fprintf(&members, "      - {route: %q, url: %q}\n", route, url)
 	}
 	for _, a := range as {
+		if code := tlsMain([]string{"cert", "create", "-ca-dir", caDir, "-node", a.name, "-out", filepath.Join(dir, "certs")}, io.Discard, os.Stderr); code != 0 {
+			t.Fatalf("gwelb tls cert create -node %s: exit %d", a.name, code)
+		}
 		cfg := fmt.Sprintf(`node: %s
+gossip_key: %s
+tls: {ca_file: %s, cert_file: %s, key_file: %s}
 data_dir: %s
 raft_addr: %s
 gossip_addr: %s
@@ -166,11 +187,12 @@ pools:
     prefix: /backend
     sticky: {cookie: ROUTEID, insert: true}
     members:
-%s`, a.name, filepath.Join(dir, a.name), a.raft, a.gossip, a.grpc, n, strings.Join(join, ", "), agentToken, a.data, a.ops, members.String())
+%s`, a.name, gossipKey, filepath.Join(caDir, pki.CACertFile), filepath.Join(dir, "certs", a.name+".pem"), filepath.Join(dir, "certs", a.name+"-key.pem"),
+			filepath.Join(dir, a.name), a.raft, a.gossip, a.grpc, n, strings.Join(join, ", "), agentToken, a.data, a.ops, members.String())
 		if err := os.WriteFile(a.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cc, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(credentials.NewTLS(operatorTLS)))
 		if err != nil {
 			t.Fatal(err)
 		}

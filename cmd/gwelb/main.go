@@ -32,6 +32,10 @@ const usage = `usage: gwelb <command> [flags]
 commands:
   agent -config FILE [-dev]     run a balancer node (-dev: a lone node, data in a temp dir)
   validate -config FILE [-dev]  check a config file without starting anything; every problem, one per line
+  tls ca create -dir DIR        make the cluster CA (DESIGN.md §4)
+  tls cert create -ca-dir DIR (-node NAME [-ip IP]... [-dns NAME]... | -client NAME) -out DIR
+                                a node or operator certificate of the CA
+  keygen                        print a new gossip_key
   version                       print the version
 `
 
@@ -45,6 +49,10 @@ func main() {
 		os.Exit(agentMain(os.Args[2:]))
 	case "validate":
 		os.Exit(validateMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "tls":
+		os.Exit(tlsMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "keygen":
+		os.Exit(keygenMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "version", "-version", "--version":
 		fmt.Println("gwelb", version)
 	case "help", "-h", "--help":

@@ -30,8 +30,10 @@ func TestValidateCommand(t *testing.T) {
 	}{
 		{name: "dev config", config: good, args: []string{"-dev"}, code: 0,
 			stdout: "FILE: valid: 1 pool(s), 1 member(s), 1 listener(s)\n"},
-		{name: "cluster config", config: cluster + good, code: 0,
+		{name: "cluster config", config: cluster + "insecure: true\n" + good, code: 0,
 			stdout: "FILE: valid: 1 pool(s), 1 member(s), 1 listener(s)\n"},
+		{name: "cluster config without tls", config: cluster + good, code: 1,
+			stderr: []string{"FILE: tls: required outside -dev (or set insecure: true): ca_file, cert_file and key_file from gwelb tls", "FILE: 1 problem(s); nothing was started"}},
 		{name: "cluster config without node name", config: good, code: 1,
 			stderr: []string{"FILE: node: name is required", "FILE: 1 problem(s); nothing was started"}},
 		{name: "every pool problem", config: bad, args: []string{"-dev"}, code: 1, stderr: []string{

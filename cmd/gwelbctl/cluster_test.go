@@ -25,7 +25,16 @@ import (
 // ctl runs gwelbctl against the admin API of tn with the cluster token.
 func ctl(t *testing.T, tn *clustertest.Node, args ...string) result {
 	t.Helper()
-	return cliEnv(t, nil, append([]string{"--addr", tn.Node.GRPCAddr(), "--token", clustertest.Token}, args...)...)
+	return cliEnv(t, nil, append(caArgs(tn, "--addr", tn.Node.GRPCAddr(), "--token", clustertest.Token), args...)...)
+}
+
+// caArgs adds --ca-file when tn serves its admin API over TLS, as every
+// clustertest node does by default (DESIGN.md §4).
+func caArgs(tn *clustertest.Node, args ...string) []string {
+	if tn.Cfg.TLS.Enabled() {
+		args = append(args, "--ca-file", tn.Cfg.TLS.CAFile)
+	}
+	return args
 }
 
 // ctlProto runs gwelbctl -o json against tn, wants success and parses its
@@ -304,11 +313,11 @@ func TestCLIAgainstCluster(t *testing.T) {
 	t.Run("errors", func(t *testing.T) {
 		leader, fs := roles()
 		t.Run("wrong token", func(t *testing.T) {
-			r := cliEnv(t, nil, "--addr", fs[0].Node.GRPCAddr(), "--token", "wrong", "status")
+			r := cliEnv(t, nil, caArgs(fs[0], "--addr", fs[0].Node.GRPCAddr(), "--token", "wrong", "status")...)
 			wantFail(t, r, exitUnauthorised, `^gwelbctl: unauthorised: check --token / GWELB_TOKEN\n$`)
-			r = cliEnv(t, nil, "--addr", fs[0].Node.GRPCAddr(), "--token", "wrong", "member", "disable", "backend", "1")
+			r = cliEnv(t, nil, caArgs(fs[0], "--addr", fs[0].Node.GRPCAddr(), "--token", "wrong", "member", "disable", "backend", "1")...)
 			wantFail(t, r, exitUnauthorised, `^gwelbctl: unauthorised: check --token / GWELB_TOKEN\n$`)
-			r = cliEnv(t, nil, "--addr", fs[0].Node.GRPCAddr(), "member", "list")
+			r = cliEnv(t, nil, caArgs(fs[0], "--addr", fs[0].Node.GRPCAddr(), "member", "list")...)
 			wantFail(t, r, exitUnauthorised, `^gwelbctl: unauthorised`)
 			if m := members(t, leader)["1"]; m.GetState() != gwelbv1.AdminState_ADMIN_STATE_ACTIVE {
 				t.Errorf("a write with a wrong token changed member 1: %v", m)

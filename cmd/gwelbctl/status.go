@@ -53,6 +53,10 @@ func (a *app) printStatus(st *gwelbv1.StatusResponse) error {
 	}
 	kv := newTable(w)
 	kv.row("Node:", st.GetNode())
+	if st.GetInsecure() {
+		// DESIGN.md §4: the node runs without node TLS or a gossip key.
+		kv.row("Security:", "INSECURE (insecure: true; no node TLS or no gossip key)")
+	}
 	kv.row("Raft state:", st.GetRaftState())
 	kv.row("Leader:", leader)
 	if st.GetRaftState() != "Leader" {
