@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
-	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -22,22 +21,13 @@ import (
 
 func (n *Node) startGRPC() error {
 	var opts []grpc.ServerOption
-	if t := n.cfg.TLS; t != nil {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return fmt.Errorf("tls: load key pair: %w", err)
-		}
-		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		if t.CAFile != "" {
-			pool, err := loadCA(t.CAFile)
-			if err != nil {
-				return err
-			}
-			tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
-		}
-		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	if n.tls != nil {
+		// The node certificate serves operators and peers alike; a client
+		// certificate is verified if given (peers, operators with one),
+		// and authorize decides what the verified identity may do.
+		opts = append(opts, grpc.Creds(credentials.NewTLS(n.tls.admin)))
 	}
-	if n.cfg.Token != "" || n.cfg.ReadToken != "" {
+	if n.cfg.Token != "" || n.cfg.ReadToken != "" || n.tls != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(n.authUnary), grpc.ChainStreamInterceptor(n.authStream))
 	}
 	ln, err := net.Listen("tcp", n.cfg.GRPCAddr)
@@ -64,10 +54,34 @@ var readOnlyMethods = map[string]bool{
 	gwelbv1.Admin_Watch_FullMethodName:  true,
 }
 
-// authorize checks the bearer token of a call to method, in constant time:
-// the read-write token may call everything, the read-only token
-// readOnlyMethods (PermissionDenied otherwise), no token nothing.
+// authorize decides whether the caller of method may call it (DESIGN.md §4):
+//
+//   - a node: the TLS peer proved a node certificate of the cluster CA
+//     (pki.PeerNodeName; in server_names if set): every method. Nodes never
+//     send the operator token; relayed calls are authorised this way.
+//   - an operator with a client certificate of the CA (pki.ClientDomain):
+//     read-write, every method but the node-only ones.
+//   - a bearer token, compared in constant time: the read-write token
+//     every method but the node-only ones (with node TLS on; without TLS
+//     nodes forward with the token, so it may call them too), the
+//     read-only token readOnlyMethods (PermissionDenied otherwise);
+//   - anything else: Unauthenticated.
+//
+// It runs only when a token or TLS is configured; a -dev node without
+// either admits every call.
 func (n *Node) authorize(ctx context.Context, method string) error {
+	switch who, name := n.caller(ctx); who {
+	case callerNode:
+		if err := n.tls.allow(name); err != nil {
+			return status.Errorf(codes.PermissionDenied, "%v", err)
+		}
+		return nil
+	case callerOperatorCert:
+		return nil
+	}
+	if n.tls != nil && nodeOnlyMethods[method] {
+		return status.Errorf(codes.PermissionDenied, "%s is for nodes, which call it with their node certificate", strings.TrimPrefix(method, "/gwelb.v1.Admin/"))
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
 		tok, ok := strings.CutPrefix(v, "Bearer ")

@@ -11,9 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/pki"
 )
 
 // Config configures a Node.
@@ -29,8 +32,20 @@ type Config struct {
 	Token           string   // admin API token; required unless Dev
 	ReadToken       string   // read-only admin API token: Status, Route, Watch (DESIGN.md §4); "" for none
 	GossipKey       []byte   // 16, 24 or 32 bytes: encrypt gossip; nil for plain
-	TLS             *TLS     // admin API TLS (and mTLS between nodes); nil for plaintext
 	Dev             bool     // a lone node that bootstraps itself
+
+	// TLS is the node's certificate bundle (internal/pki): Raft, the admin
+	// API and every node-to-node call run over mutual TLS with it, and a
+	// peer is a node only if it proves a node certificate of this CA
+	// (DESIGN.md §4). Required outside Dev unless Insecure.
+	TLS pki.Bundle
+	// Insecure runs a non-Dev node without TLS or without a gossip key,
+	// as gwelb did before §4's rules: anyone who reaches raft_addr can
+	// rewrite the table. Logged at every start and shown in Status.
+	Insecure bool
+	// ServerNames, when set, is the allow-list of node names (certificate
+	// identities) this node accepts as peers and admits as voters.
+	ServerNames []string
 
 	Timing       Timing        // Raft and gossip timing; zero fields take LAN defaults
 	WriteTimeout time.Duration // how long a write waits for a leader; default 5 s
@@ -50,13 +65,6 @@ type Config struct {
 	OnTable  func(*fsm.Table)               // receives every new routing table, in index order
 	InFlight func(pool, route string) int64 // requests in flight per member, for Status; may be nil
 	Logger   *slog.Logger
-}
-
-// TLS names the admin API's certificate files (PEM).
-type TLS struct {
-	CertFile string // server certificate, also presented to peers when forwarding
-	KeyFile  string
-	CAFile   string // verifies peers; with it set, clients must present a certificate (mTLS)
 }
 
 // Timing holds the timeouts that decide how fast failures are noticed.
@@ -133,8 +141,8 @@ func (c *Config) Validate() error {
 	if c.Dev && c.BootstrapExpect > 1 {
 		return fmt.Errorf("bootstrap_expect %d: a -dev node bootstraps alone", c.BootstrapExpect)
 	}
-	if !c.Dev && c.Token == "" && (c.TLS == nil || c.TLS.CAFile == "") {
-		return errors.New("token: the admin API needs a token (or mTLS with tls.ca_file) unless -dev")
+	if err := c.validateSecurity(); err != nil {
+		return err
 	}
 	if c.ReadToken != "" && c.ReadToken == c.Token {
 		return errors.New("read_token: must differ from token, or the read-only role would grant writes")
@@ -172,4 +180,41 @@ func (c *Config) advertised(addr string) string {
 		return net.JoinHostPort("127.0.0.1", port)
 	}
 	return addr
+}
+
+// validateSecurity applies DESIGN.md §4's rules for starting a node: outside
+// -dev a node needs its certificate bundle (tls) and a gossip key, unless
+// insecure is set; the certificate must be a node certificate of the CA for
+// this node's name; operators need a token unless they can come with a
+// client certificate (TLS on) or the node is -dev.
+func (c *Config) validateSecurity() error {
+	if !c.Dev && !c.Insecure {
+		if !c.TLS.Enabled() {
+			return errors.New("tls: required outside -dev (or set insecure: true): ca_file, cert_file and key_file from gwelb tls")
+		}
+		if len(c.GossipKey) == 0 {
+			return errors.New("gossip_key: required outside -dev (or set insecure: true): generate one with gwelb keygen")
+		}
+	}
+	if c.TLS.Enabled() {
+		name, err := c.TLS.Check()
+		if err != nil {
+			return err
+		}
+		if !strings.EqualFold(name, c.Name) {
+			return fmt.Errorf("tls.cert_file %s: a certificate for node %q, but this node is %q", c.TLS.CertFile, name, c.Name)
+		}
+	}
+	for _, s := range c.ServerNames {
+		if err := pki.ValidName(s); err != nil {
+			return fmt.Errorf("server_names: %w", err)
+		}
+	}
+	if len(c.ServerNames) > 0 && !slices.ContainsFunc(c.ServerNames, func(s string) bool { return strings.EqualFold(s, c.Name) }) {
+		return fmt.Errorf("server_names: does not list this node, %q", c.Name)
+	}
+	if !c.Dev && c.Token == "" && !c.TLS.Enabled() {
+		return errors.New("token: the admin API needs a token unless -dev (or operators with client certificates over tls)")
+	}
+	return nil
 }

@@ -40,6 +40,7 @@ type Node struct {
 	grpc       *grpc.Server
 	grpcLn     net.Listener
 	peers      *peerClients
+	tls        *nodeTLS // node certificate configurations (nodetls.go); nil without TLS
 	watchers   *watchers
 	prober     *prober
 	verdicts   map[string]fsm.Verdict // last verdict per member, to log changes on the leader
@@ -67,9 +68,14 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	ntls, err := newNodeTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
 		cfg:        cfg,
+		tls:        ntls,
 		log:        cfg.Logger.With("node", cfg.Name),
 		events:     make(chan struct{}, 1),
 		bootEvents: make(chan struct{}, 1),
@@ -108,7 +114,7 @@ func (n *Node) start() error {
 		return err
 	}
 	n.beginStartup(existing)
-	peers, err := newPeerClients(n.cfg)
+	peers, err := newPeerClients(n.cfg, n.tls)
 	if err != nil {
 		return err
 	}
@@ -166,7 +172,7 @@ func (n *Node) startRaft() (existing bool, err error) {
 	// leader rejoined). gwelb writes little; synchronous appends cost nothing.
 	// The stream layer waits out refused dials (transport.go).
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream: stream, MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog, MaxRPCsInFlight: 1,
+		Stream: n.raftLayer(stream), MaxPool: 3, Timeout: 10 * time.Second, Logger: hlog, MaxRPCsInFlight: 1,
 	})
 	n.transport = trans
 

@@ -18,23 +18,33 @@ import (
 
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/pki"
 	"github.com/gwelb/gwelb/proxy"
 )
 
 // Config is gwelb's configuration file. Unknown keys are errors.
 type Config struct {
-	Node            string         `yaml:"node"`
-	DataDir         string         `yaml:"data_dir"`
-	RaftAddr        string         `yaml:"raft_addr"`
-	GossipAddr      string         `yaml:"gossip_addr"`
-	GRPCAddr        string         `yaml:"grpc_addr"`
-	AdvertiseAddr   string         `yaml:"advertise_addr"`
-	BootstrapExpect int            `yaml:"bootstrap_expect"`
-	RetryJoin       []string       `yaml:"retry_join"`
-	Token           string         `yaml:"token"`
-	GossipKey       string         `yaml:"gossip_key"`
-	GRPCTLS         *GRPCTLSConfig `yaml:"grpc_tls"`
-	Raft            RaftTiming     `yaml:"raft"`
+	Node            string   `yaml:"node"`
+	DataDir         string   `yaml:"data_dir"`
+	RaftAddr        string   `yaml:"raft_addr"`
+	GossipAddr      string   `yaml:"gossip_addr"`
+	GRPCAddr        string   `yaml:"grpc_addr"`
+	AdvertiseAddr   string   `yaml:"advertise_addr"`
+	BootstrapExpect int      `yaml:"bootstrap_expect"`
+	RetryJoin       []string `yaml:"retry_join"`
+	Token           string   `yaml:"token"`
+	GossipKey       string   `yaml:"gossip_key"`
+	// TLS is the node's certificate bundle from `gwelb tls`: Raft, the
+	// admin API and node-to-node calls run over mutual TLS with it
+	// (DESIGN.md §4). Required outside -dev unless Insecure.
+	TLS *ClusterTLS `yaml:"tls"`
+	// Insecure lets a node run outside -dev without tls or gossip_key;
+	// logged at every start and shown by gwelbctl status.
+	Insecure bool `yaml:"insecure"`
+	// ServerNames, when set, lists the node names (certificate
+	// identities) admitted as peers and voters.
+	ServerNames []string   `yaml:"server_names"`
+	Raft        RaftTiming `yaml:"raft"`
 	// LeaveOnTerminate (default true) makes SIGTERM leave the cluster; false
 	// keeps the node a voter that is expected back (rolling restarts).
 	LeaveOnTerminate *bool `yaml:"leave_on_terminate"`
@@ -65,12 +75,12 @@ type Config struct {
 	Pools       []fsm.PoolSpec   `yaml:"pools"` // the replicated model itself (DESIGN.md §5.1)
 }
 
-// GRPCTLSConfig secures the admin API; with ca set, clients and peers must
-// present certificates signed by it (mTLS).
-type GRPCTLSConfig struct {
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
-	CA   string `yaml:"ca"`
+// ClusterTLS names the node's PEM files: the cluster CA, this node's
+// certificate (from gwelb tls cert create -node) and its key.
+type ClusterTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // RaftTiming overrides the control plane's failure-detection timing.
@@ -227,8 +237,8 @@ func (c *Config) validate() error {
 	if c.GossipKey != "" && c.GossipKeyFile != "" {
 		bad("gossip_key, gossip_key_file: set one, not both")
 	}
-	if c.GRPCTLS != nil && (c.GRPCTLS.Cert == "" || c.GRPCTLS.Key == "") {
-		bad("grpc_tls: both cert and key are required")
+	if t := c.TLS; t != nil && (t.CAFile == "" || t.CertFile == "" || t.KeyFile == "") {
+		bad("tls: ca_file, cert_file and key_file are all required")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("log_level: %w", err)
@@ -303,9 +313,10 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 		},
 		Seed: c.Pools,
 	}
-	if c.GRPCTLS != nil {
-		cc.TLS = &cluster.TLS{CertFile: c.GRPCTLS.Cert, KeyFile: c.GRPCTLS.Key, CAFile: c.GRPCTLS.CA}
+	if c.TLS != nil {
+		cc.TLS = pki.Bundle{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile}
 	}
+	cc.Insecure, cc.ServerNames = c.Insecure, c.ServerNames
 	if err := cc.Validate(); err != nil {
 		return cc, err
 	}
