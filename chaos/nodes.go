@@ -16,9 +16,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/gwelb/gwelb/internal/pki"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -43,6 +43,8 @@ type nodeConfig struct {
 	BootstrapExpect        int
 	RetryJoin              []string
 	Token, AccessLog       string
+	GossipKey              string
+	TLS                    pki.Bundle // DESIGN.md §4 (secure.go)
 	FailTimeout            time.Duration
 	Frontends, Backends    []memberConfig
 	HealthInterval         string
@@ -76,6 +78,8 @@ bootstrap_expect: {{.BootstrapExpect}}
 retry_join: [{{join .RetryJoin ", "}}]
 {{- end}}
 token: {{.Token}}
+gossip_key: {{.GossipKey}}
+tls: {ca_file: "{{.TLS.CAFile}}", cert_file: "{{.TLS.CertFile}}", key_file: "{{.TLS.KeyFile}}"}
 listeners:
   - addr: {{.IP}}:{{.HTTP}}
 ops_addr: {{.IP}}:{{.Ops}}
@@ -168,6 +172,13 @@ func (d *driver) writeConfig(n *gnode, bootstrapExpect int, retryJoin []string) 
 		Frontends: members(d.serversOf("frontend")), Backends: members(d.serversOf("backend")),
 		HealthInterval: "200ms", HealthTimeout: "300ms", HealthRise: 2, HealthFall: 2,
 	}
+	var err error
+	if cfg.TLS, err = d.nodeBundle(n); err != nil {
+		return err
+	}
+	if cfg.GossipKey, err = d.gossipKey(); err != nil {
+		return err
+	}
 	var b strings.Builder
 	if err := configTemplate.Execute(&b, cfg); err != nil {
 		return fmt.Errorf("config of %s: %w", n.name, err)
@@ -194,8 +205,13 @@ func (d *driver) startNode(n *gnode) error {
 	if err != nil {
 		return err
 	}
+	creds, err := d.adminCreds()
+	if err != nil {
+		p.kill()
+		return err
+	}
 	conn, err := grpc.NewClient(n.grpcAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithPerRPCCredentials(bearer(d.token)),
 		// Reconnect fast after a restart: gRPC's default backoff grows to 2 min.
 		grpc.WithConnectParams(grpc.ConnectParams{

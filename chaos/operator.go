@@ -186,7 +186,11 @@ func (d *driver) ctlWrite(ctx context.Context, n *gnode, e extraMember, op *Admi
 func (d *driver) gwelbctl(ctx context.Context, n *gnode, timeout time.Duration, args ...string) (int, []byte, []byte) {
 	cctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
-	argv := append([]string{"--addr", n.grpcAddr, "--timeout", timeout.String(), "-o", "json"}, args...)
+	argv := []string{"--addr", n.grpcAddr, "--timeout", timeout.String(), "-o", "json"}
+	if ca, err := d.caFile(); err == nil {
+		argv = append(argv, "--ca-file", ca)
+	}
+	argv = append(argv, args...)
 	cmd := exec.CommandContext(cctx, filepath.Join(d.bin, "gwelbctl"), argv...)
 	cmd.Env = append(cmd.Environ(), "GWELB_TOKEN="+d.token)
 	var stdout, stderr bytes.Buffer
