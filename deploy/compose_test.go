@@ -72,7 +72,6 @@ func TestCompose(t *testing.T) {
 	id := randomHex(t, 4)
 	project := "gwelbtest" + id
 	image := "gwelb:compose-test-" + id
-	token := randomHex(t, 16)
 	composeFile, err := filepath.Abs("docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -89,6 +88,7 @@ func TestCompose(t *testing.T) {
 	t.Logf("image %s built in %s", image, time.Since(start).Round(100*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), testBudget)
 	defer cancel()
+	secretsDir := makeSecrets(ctx, t, binDir)
 
 	configDir := t.TempDir()
 	// env is the environment of the current attempt at up: an attempt that
@@ -137,7 +137,7 @@ func TestCompose(t *testing.T) {
 		if err := writeNodeConfigs(configDir, subnet); err != nil {
 			t.Fatal(err)
 		}
-		env = append(os.Environ(), "GWELB_IMAGE="+image, "GWELB_TOKEN="+token, "GWELB_NET="+subnet, "GWELB_CONFIG_DIR="+configDir)
+		env = append(os.Environ(), "GWELB_IMAGE="+image, "GWELB_SECRETS_DIR="+secretsDir, "GWELB_NET="+subnet, "GWELB_CONFIG_DIR="+configDir)
 		composeNodes = composeNodes[:0]
 		ports := freePorts(t, 2*len(composeServices))
 		for i, svc := range composeServices {
@@ -159,7 +159,11 @@ func TestCompose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctl := &gwelbctl{bin: filepath.Join(binDir, "gwelbctl"), token: token}
+	token, err := os.ReadFile(filepath.Join(secretsDir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := &gwelbctl{bin: filepath.Join(binDir, "gwelbctl"), token: strings.TrimSpace(string(token)), caFile: filepath.Join(secretsDir, "ca.pem")}
 
 	// 1. A leader, three voters, every GWE server up.
 	var st status
@@ -182,6 +186,19 @@ func TestCompose(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("the cluster did not form: %v", err)
+	}
+	// The secure posture (docs/DESIGN.md §4): no node runs insecure, the
+	// admin API speaks only TLS, and it wants the token.
+	if st.Insecure {
+		t.Fatalf("%s runs insecure", st.Node)
+	}
+	plain := &gwelbctl{bin: ctl.bin, token: ctl.token}
+	if out, err := plain.run(ctx, composeNodes[0].grpcPort, "status"); err == nil {
+		t.Fatalf("the admin API answered plaintext gRPC:\n%s", out)
+	}
+	anonymous := &gwelbctl{bin: ctl.bin, caFile: ctl.caFile}
+	if out, err := anonymous.run(ctx, composeNodes[0].grpcPort, "status"); err == nil {
+		t.Fatalf("the admin API answered without a token:\n%s", out)
 	}
 	t.Logf("cluster formed %s after start: leader %s, voters %v", time.Since(start).Round(100*time.Millisecond), st.Leader, st.voters())
 
@@ -353,6 +370,7 @@ type status struct {
 	Node      string `json:"node"`
 	RaftState string `json:"raft_state"`
 	Leader    string `json:"leader"`
+	Insecure  bool   `json:"insecure"`
 	Peers     []struct {
 		ID       string `json:"id"`
 		Suffrage string `json:"suffrage"`
@@ -390,14 +408,22 @@ func (s status) downMembers() []string {
 	return down
 }
 
-// gwelbctl runs the operator CLI against a published admin port.
+// gwelbctl runs the operator CLI against a published admin port, over TLS
+// verified with caFile when it is set.
 type gwelbctl struct {
-	bin, token string
+	bin, token, caFile string
 }
 
 func (g *gwelbctl) run(ctx context.Context, port int, args ...string) (string, error) {
-	argv := append([]string{"--addr", fmt.Sprintf("127.0.0.1:%d", port), "--timeout", "3s"}, args...)
-	return runCmd(ctx, append(os.Environ(), "GWELB_TOKEN="+g.token), g.bin, argv...)
+	argv := []string{"--addr", fmt.Sprintf("127.0.0.1:%d", port), "--timeout", "3s"}
+	if g.caFile != "" {
+		argv = append(argv, "--ca-file", g.caFile)
+	}
+	env := os.Environ()
+	for _, v := range []string{"GWELB_TOKEN", "GWELB_CACERT", "GWELB_CLIENT_CERT", "GWELB_CLIENT_KEY", "GWELB_ADDR"} {
+		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, v+"=") })
+	}
+	return runCmd(ctx, append(env, "GWELB_TOKEN="+g.token), g.bin, append(argv, args...)...)
 }
 
 func (g *gwelbctl) status(ctx context.Context, port int) (status, error) {
@@ -509,6 +535,57 @@ func freePorts(t *testing.T, n int) []int {
 		ports[i] = ln.Addr().(*net.TCPAddr).Port
 	}
 	return ports
+}
+
+// makeSecrets makes what docker-compose.yml mounts at /etc/gwelb/secrets,
+// as an operator would, with the gwelb binary of this build: a cluster CA
+// (kept outside the mounted directory), a node certificate per compose
+// service (IP SAN 127.0.0.1, so the host's gwelbctl verifies a node through
+// its published port), the operator client certificate of the health
+// checks, a gossip key and the admin token.
+func makeSecrets(ctx context.Context, t *testing.T, binDir string) string {
+	t.Helper()
+	gwelb := filepath.Join(binDir, "gwelb")
+	caDir, dir := filepath.Join(t.TempDir(), "ca"), t.TempDir()
+	run := func(args ...string) string {
+		out, err := runCmd(ctx, nil, gwelb, args...)
+		if err != nil {
+			t.Fatalf("gwelb %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	run("tls", "ca", "create", "-dir", caDir)
+	for i := 1; i <= 4; i++ {
+		run("tls", "cert", "create", "-ca-dir", caDir, "-node", fmt.Sprintf("gwelb-%d", i), "-ip", "127.0.0.1", "-out", dir)
+	}
+	run("tls", "cert", "create", "-ca-dir", caDir, "-client", "operator", "-out", dir)
+	files := map[string]string{"gossip.key": run("keygen"), "token": randomHex(t, 16) + "\n"}
+	ca, err := os.ReadFile(filepath.Join(caDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files["ca.pem"] = string(ca)
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The nodes run as uid 65532 in their containers and read the files
+	// through a bind mount: a throwaway test directory is opened to them.
+	// Real deployments keep keys 0600, owned by the service's user.
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Chmod(filepath.Join(dir, e.Name()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // defaultNet is the first three octets of the compose network's subnet as

@@ -2,11 +2,38 @@
 # Starts a three-node gwelb cluster on loopback in front of three frontend
 # and three backend demo GWE servers, waits for a leader, prints what to
 # try, and stops everything on Ctrl-C. State and logs go to .demo/.
+#
+# The cluster runs in the secure posture of docs/DESIGN.md §4, with no
+# manual step: on the first start the script makes, under .demo/secrets/,
+# a cluster CA, a certificate per node (IP SAN 127.0.0.1), an operator
+# client certificate, a gossip key, a read-write and a read-only token, with
+# bin/gwelb tls and bin/gwelb keygen; deploy/local/n*.yaml name those files.
+# Later starts keep the secrets and begin with fresh node state.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 state=.demo
-rm -rf "$state"
+secrets=$state/secrets
 mkdir -p "$state"
+find "$state" -mindepth 1 -maxdepth 1 ! -name secrets -exec rm -rf {} +
+if [ ! -f "$secrets/read-token" ]; then
+	rm -rf "$secrets"
+	(
+		umask 077
+		mkdir -p "$secrets"
+		bin/gwelb tls ca create -dir "$secrets/ca"
+		for i in 1 2 3; do
+			bin/gwelb tls cert create -ca-dir "$secrets/ca" -node "n$i" -ip 127.0.0.1 -out "$secrets"
+		done
+		bin/gwelb tls cert create -ca-dir "$secrets/ca" -client operator -out "$secrets"
+		bin/gwelb keygen >"$secrets/gossip.key"
+		bin/gwelb keygen >"$secrets/token"      # 32 random bytes, base64: a fine token
+		bin/gwelb keygen >"$secrets/read-token" # written last: its presence means all is there
+	) >/dev/null
+	echo "made a CA, node and operator certificates, a gossip key and tokens in $secrets/"
+fi
+for i in 1 2 3; do
+	bin/gwelb validate -config "deploy/local/n$i.yaml" >/dev/null
+done
 pids=()
 cleanup() {
 	trap - EXIT INT TERM
@@ -27,7 +54,8 @@ for i in 1 2 3; do
 	pids+=($!)
 done
 
-export GWELB_TOKEN=demo-token
+export GWELB_TOKEN="$(cat "$secrets/token")" GWELB_CACERT="$secrets/ca/ca.pem"
+export GWELB_CLIENT_CERT="$secrets/operator.pem" GWELB_CLIENT_KEY="$secrets/operator-key.pem"
 deadline=$((SECONDS + 30))
 # Ready when every node answers and names a leader (gwelbctl, not curl: a
 # fresh machine may have no curl).
@@ -48,9 +76,16 @@ cat <<'MSG'
 gwelb demo cluster is up (state and logs in .demo/):
   nodes n1 n2 n3     data plane http://127.0.0.1:8080, :8180, :8280   admin gRPC 127.0.0.1:7001-7003
   frontend GWE servers GWE_F_1..3 on 127.0.0.1:8091-8093, backend 1..3 on 127.0.0.1:9091-9093
+  secure posture: Raft and node-to-node gRPC over mutual TLS (.demo/secrets/ca), gossip
+  encrypted (.demo/secrets/gossip.key), admin API over TLS with a token
 
-Try (in another shell, from this directory):
-  export GWELB_TOKEN=demo-token
+Point gwelbctl at it (in another shell, from this directory):
+  export GWELB_ADDR=127.0.0.1:7001
+  export GWELB_TOKEN="$(cat .demo/secrets/token)"        # read-only: .demo/secrets/read-token
+  export GWELB_CACERT=.demo/secrets/ca/ca.pem
+  export GWELB_CLIENT_CERT=.demo/secrets/operator.pem GWELB_CLIENT_KEY=.demo/secrets/operator-key.pem
+
+Try:
   bin/gwelbctl status
   for p in 8080 8180 8280; do curl -s -b 'ROUTEID=.2' http://127.0.0.1:$p/backend/x; done    # 2 2 2
   curl -s 'http://127.0.0.1:8180/frontend/x?alias=.GWE_F_3'                                # GWE_F_3
@@ -58,6 +93,11 @@ Try (in another shell, from this directory):
   bin/gwelbctl member drain backend 2 && bin/gwelbctl member list
   kill $(pgrep -f 'n1.yaml') ; bin/gwelbctl --addr 127.0.0.1:7002 status                  # kill n1: a new leader
   curl -s -b 'ROUTEID=.2' http://127.0.0.1:8180/backend/x                                  # still 2
+  k=$(bin/gwelb keygen); bin/gwelbctl --addr 127.0.0.1:7002 keyring install "$k" &&
+    bin/gwelbctl --addr 127.0.0.1:7002 keyring use "$k" &&
+    bin/gwelbctl --addr 127.0.0.1:7002 keyring remove "$(cat .demo/secrets/gossip.key)"    # rotate the gossip key
+  GWELB_TOKEN=$(cat .demo/secrets/read-token) GWELB_CLIENT_CERT= GWELB_CLIENT_KEY= \
+    bin/gwelbctl member drain backend 3                                                    # read-only: exit 5
 
 Ctrl-C stops everything.
 MSG
