@@ -70,17 +70,18 @@ var readOnlyMethods = map[string]bool{
 // It runs only when a token or TLS is configured; a -dev node without
 // either admits every call.
 func (n *Node) authorize(ctx context.Context, method string) error {
-	switch who, name := n.caller(ctx); who {
-	case callerNode:
+	who, name := n.caller(ctx)
+	if who == callerNode {
 		if err := n.tls.allow(name); err != nil {
 			return status.Errorf(codes.PermissionDenied, "%v", err)
 		}
 		return nil
-	case callerOperatorCert:
-		return nil
 	}
 	if n.tls != nil && nodeOnlyMethods[method] {
 		return status.Errorf(codes.PermissionDenied, "%s is for nodes, which call it with their node certificate", strings.TrimPrefix(method, "/gwelb.v1.Admin/"))
+	}
+	if who == callerOperatorCert {
+		return nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, v := range md.Get("authorization") {
