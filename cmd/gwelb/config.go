@@ -286,20 +286,22 @@ func (c *Config) Table() (*fsm.Table, error) {
 
 // ClusterConfig maps the config onto the control plane's, with the file's
 // pools as the seed of a new cluster. The token may come from GWELB_TOKEN.
+// A secret file that cannot be read is the error, with the rest of the
+// config mapped all the same (the seed is the file's pools whatever else
+// it says).
 func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 	key, _ := c.gossipKey()
+	var fileErr error
 	if c.GossipKeyFile != "" {
 		k, err := readTokenFile("gossip_key_file", c.GossipKeyFile)
 		if err == nil {
 			key, err = decodeGossipKey("gossip_key_file "+c.GossipKeyFile, k)
 		}
-		if err != nil {
-			return cluster.Config{}, err
-		}
+		fileErr = err
 	}
 	token, readToken, err := c.tokens()
-	if err != nil {
-		return cluster.Config{}, err
+	if fileErr == nil {
+		fileErr = err
 	}
 	cc := cluster.Config{
 		Name: c.Node, DataDir: c.DataDir,
@@ -317,6 +319,9 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 		cc.TLS = pki.Bundle{CAFile: c.TLS.CAFile, CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile}
 	}
 	cc.Insecure, cc.ServerNames = c.Insecure, c.ServerNames
+	if fileErr != nil {
+		return cc, fileErr
+	}
 	if err := cc.Validate(); err != nil {
 		return cc, err
 	}
