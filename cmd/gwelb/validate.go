@@ -11,8 +11,10 @@ import (
 // validateMain is `gwelb validate -config FILE [-dev]`, like `consul
 // validate`, `nginx -t` and `haproxy -c`: it judges the file with the same
 // code the agent and the cluster use, starts nothing and touches neither
-// the network nor the disk beyond reading FILE. Exit 0 prints a one-line
-// summary; exit 1 prints every problem, one per line.
+// the network nor the disk beyond reading FILE and the files it names
+// (token_file, read_token_file, gossip_key_file, tls), as the agent would
+// at start. Exit 0 prints a one-line summary; exit 1 prints every problem,
+// one per line.
 func validateMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
