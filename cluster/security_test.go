@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -451,5 +452,27 @@ func TestAdminAuthByCertificate(t *testing.T) {
 	}
 	if _, ok := members(c.WaitLeader())["backend/cert"]; !ok {
 		t.Error("a refused Apply removed the member")
+	}
+}
+
+// TestInsecureShowsInStatus: a node started outside -dev with insecure:
+// true says so in Status (gwelbctl status shows it); a secure node does not.
+func TestInsecureShowsInStatus(t *testing.T) {
+	c := clustertest.NewEmpty(t)
+	for _, insecure := range []bool{true, false} {
+		cfg := c.NodeConfig(fmt.Sprintf("solo-%v", insecure))
+		if insecure {
+			clustertest.Insecure(0, &cfg)
+		}
+		cfg.BootstrapExpect = 1
+		tn := c.Start(cfg)
+		cl, ctx := c.Admin(tn)
+		st, err := cl.Status(ctx, &gwelbv1.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.GetInsecure() != insecure {
+			t.Errorf("%s: Status.insecure = %v, want %v", cfg.Name, st.GetInsecure(), insecure)
+		}
 	}
 }
