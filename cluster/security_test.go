@@ -377,6 +377,10 @@ func TestGossipStrangerNeverVotesNorSeesTheToken(t *testing.T) {
 	if strangers["s-plain"].calls()+strangers["s-otherca"].calls() > 0 {
 		t.Error("a stranger without a certificate of the cluster CA received a call")
 	}
+	// The recorder works: the misnamed stranger was called, without token.
+	if strangers["s-misname"].calls() == 0 {
+		t.Error("the misnamed stranger (a certificate of this CA) was never called: the token check above saw nothing")
+	}
 }
 
 // adminClient dials tn's admin API with tc and an optional token.
