@@ -15,10 +15,11 @@ package cluster
 //     then serves the table it has; a node without state has nothing to
 //     serve and waits for as long as it takes);
 //   - after losing touch, before it moves a session: a request whose route
-//     the table cannot honour waits for the catch-up, at most until
-//     StartupCatchupTimeout after the node noticed, then is served from
-//     what the node has. Requests the table honours are never held, so a
-//     partitioned node keeps routing its sessions where they are.
+//     the table cannot honour waits for the catch-up, at most 2 s and at
+//     most until StartupCatchupTimeout after the node noticed, then is
+//     served from what the node has. Requests the table honours are never
+//     held, so a partitioned node keeps routing its sessions where they
+//     are.
 //
 // Which index: the leader answers after a Raft barrier. Its LastIndex may
 // hold entries that never commit; its commit index, on a leader elected a
@@ -129,22 +130,27 @@ func (n *Node) AwaitFresh(ctx context.Context) {
 	if c == nil {
 		return // shutting down
 	}
-	var bound <-chan time.Time
+	wait := requestHold
 	if !c.hold.IsZero() {
-		wait := time.Until(c.hold)
-		if wait <= 0 {
-			return
-		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		bound = t.C
+		wait = min(wait, time.Until(c.hold))
 	}
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	select {
 	case <-c.done:
-	case <-bound:
+	case <-t.C:
 	case <-ctx.Done():
 	}
 }
+
+// requestHold is the longest one request waits for a catch-up: a restart
+// or a pause catches up in a few hundred milliseconds, while a node that
+// is really cut off cannot, and its visitors must not time out waiting
+// (browsers and GWE's own clients give up after a few seconds).
+const requestHold = 2 * time.Second
 
 // beginCatchUpLocked starts a round; n.fresh.mu is held. It returns nil
 // when the node is stopping.

@@ -52,8 +52,9 @@ type Config struct {
 
 	// StartupCatchupTimeout bounds how long a restarted node waits to catch
 	// up with the cluster before it routes on the table it has (default
-	// 5 s), and how long a request that would move a session waits for the
-	// catch-up after the node lost touch with the leader (catchup.go).
+	// 5 s), and for how long after the node lost touch with the leader
+	// requests that would move a session wait (each 2 s at most) for the
+	// catch-up (catchup.go).
 	StartupCatchupTimeout time.Duration
 
 	// ProbeDialer, when set, dials health probes (tests use it to cut one

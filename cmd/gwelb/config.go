@@ -50,8 +50,9 @@ type Config struct {
 	LeaveOnTerminate *bool `yaml:"leave_on_terminate"`
 	// StartupCatchupTimeout (default 5s) bounds how long a restarted node
 	// catches up with the cluster before it opens its listeners anyway and
-	// routes on the table it has; also how long a request that would move
-	// a session waits for a node that lost touch with the leader to catch up.
+	// routes on the table it has; also how long after a node lost touch
+	// with the leader requests that would move a session wait (each 2 s at
+	// most) for it to catch up.
 	StartupCatchupTimeout time.Duration `yaml:"startup_catchup_timeout"`
 
 	// TokenFile holds the read-write operator token instead of token
