@@ -43,12 +43,14 @@ type reqBody struct {
 	waited    time.Duration // time spent blocked reading the client
 	readStart time.Time     // zero unless a read of the client is in progress
 	timer     *time.Timer
-	// The retry copy, in chunks that double from minChunk to maxChunk so
-	// that a 200-byte long-poll body holds 512 bytes of the budget, not 32 KiB.
+	// The retry copy, in chunks that double from the first read's size
+	// (at least minChunk) to maxChunk, so that a 200-byte long-poll body
+	// holds 512 bytes of the budget, not 32 KiB.
 	keeping  bool
 	kept     [][]byte
 	keptLen  int64
 	reserved int64
+	keptArr  [4][]byte // kept's first backing array: small bodies allocate only their chunk
 }
 
 const (
@@ -68,11 +70,13 @@ const (
 var errBodyTimeout = errors.New("gwelb: request body read timeout")
 
 func (s *Server) newBody(src io.ReadCloser, rc *http.ResponseController) *reqBody {
-	return &reqBody{
+	b := &reqBody{
 		src: src, rc: rc, limit: s.opts.RetryBodyBytes, budget: s.retryBudget,
 		grace: s.opts.BodyReadTimeout, minRate: s.opts.BodyMinRate,
 		keeping: s.opts.RetryBodyBytes > 0,
 	}
+	b.kept = b.keptArr[:0]
+	return b
 }
 
 // Read is the first attempt's reader.
@@ -177,6 +181,10 @@ func (b *reqBody) keep(p []byte) {
 			size := minChunk
 			if last >= 0 {
 				size = min(2*cap(b.kept[last]), maxChunk)
+			} else {
+				for size < len(p) && size < maxChunk {
+					size *= 2
+				}
 			}
 			if !b.budget.take(int64(size)) {
 				b.drop()

@@ -90,11 +90,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	restrictUpgrade(r)
-	rc := http.NewResponseController(w)
 	if r.Body != nil && r.Body != http.NoBody {
 		// Every body goes through reqBody, so that whatever goes wrong
-		// on the client's side of it is known to be the client's.
-		st.body = s.newBody(r.Body, rc)
+		// on the client's side of it is known to be the client's. (Its
+		// ResponseController escapes: made here, GETs do not pay for it.)
+		st.body = s.newBody(r.Body, http.NewResponseController(w))
 		r.Body = st.body
 		defer st.body.finish()
 	}
@@ -105,7 +105,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// the request body has all arrived, and without full duplex net/http's
 	// HTTP/1 server would cut the rest of the body off once the response
 	// headers go out. HTTP/2 is always full duplex and says so with an error.
-	_ = rc.EnableFullDuplex()
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 }
 
