@@ -16,9 +16,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gwelb/gwelb/cluster/clustertest"
 )
 
 // Budgets of the compose test. The build has its own: with a cold build
@@ -520,19 +523,15 @@ func runCmdIn(ctx context.Context, dir string, env []string, name string, args .
 	return out.String(), err
 }
 
-// freePorts returns n distinct TCP ports of 127.0.0.1 that were free a
-// moment ago: the kernel picks them for listeners, all open at once so
-// that it cannot hand out one twice, which are then closed.
+// freePorts returns n distinct free loopback ports for compose to publish,
+// chosen like every test's (clustertest.FreeAddr): outside the ephemeral
+// range, so no other socket is handed them before docker binds them.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		_, p, _ := net.SplitHostPort(clustertest.FreeAddr(t))
+		ports[i], _ = strconv.Atoi(p)
 	}
 	return ports
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -149,16 +150,45 @@ func Insecure(_ int, cfg *cluster.Config) {
 	cfg.TLS, cfg.GossipKey, cfg.Insecure = pki.Bundle{}, nil, true
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address whose port is free for TCP and UDP
+// (gossip uses both), chosen outside the kernel's ephemeral range
+// (32768-60999 on Linux) and never handed out twice by this process.
+//
+// Why not listen on port 0 and close: the kernel then hands the same
+// ephemeral port to the next socket anyone opens — another test binary's
+// outgoing connection, say — before our node binds it, and the node fails
+// with "address already in use" on a busy machine.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	for range 1000 {
+		port := 20000 + mrand.IntN(12000)
+		if freeUsed[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		freeUsed[port] = true
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free loopback port in 20000-31999")
+	return ""
 }
+
+var (
+	freeMu   sync.Mutex
+	freeUsed = map[int]bool{}
+)
 
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("GWELB_TEST_LOG") != "" {

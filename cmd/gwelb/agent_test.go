@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/gwelb/gwelb/cluster/clustertest"
 	"github.com/gwelb/gwelb/internal/gwedemo"
 	"github.com/gwelb/gwelb/internal/pki"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
@@ -41,20 +41,8 @@ func TestMain(m *testing.M) {
 // freePort returns a loopback address free a moment ago, below the
 // ephemeral range (32768+ on Linux), so that an outgoing connection of
 // another test does not take it before the agent binds it.
-func freePort(t *testing.T) string {
-	t.Helper()
-	for range 1000 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		return addr
-	}
-	t.Fatal("no free port")
-	return ""
-}
+// freePort is a free loopback address outside the ephemeral port range.
+func freePort(t *testing.T) string { return clustertest.FreeAddr(t) }
 
 // agent is one gwelb process and its addresses.
 type agent struct {
