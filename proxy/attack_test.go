@@ -3,15 +3,18 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -722,4 +725,99 @@ func TestMalformedBodyAfterMemberAnswered(t *testing.T) {
 		t.Errorf("the Observer received %+v", got)
 	}
 	wantServer(t, h.get(t, "/backend/x", "ROUTEID=.1"), "1")
+}
+
+// panicLog records the messages of the proxy's logger that report a
+// handler panic (net/http recovers it, logs it through the listener's
+// error log, which is the proxy's logger, and closes the connection).
+type panicLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (l *panicLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *panicLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *panicLog) WithGroup(string) slog.Handler            { return l }
+func (l *panicLog) Handle(_ context.Context, r slog.Record) error {
+	if strings.Contains(r.Message, "panic") {
+		l.mu.Lock()
+		l.got = append(l.got, r.Message)
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func (l *panicLog) panics() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.got)
+}
+
+// A request answered before its body was all read: what the client sends
+// after is never read as a request, the connection closes after the
+// answer, and nothing waits for the rest of the body. (Found by
+// FuzzRequestHead: net/http's drain after the handler hit EOF, started its
+// background read and panicked on the next keep-alive read, golang/go#68560.)
+func TestAnsweredBeforeBodyRead(t *testing.T) {
+	back := startMembers(t, "/backend", "1")
+	// Member 2 answers at once, before reading the body (full duplex).
+	early := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		w.Header().Set(gwedemo.HeaderServer, "2")
+		io.WriteString(w, "2\n")
+	}))
+	t.Cleanup(early.Close)
+	spec := backendPool(back)
+	spec.Members = append(spec.Members, fsm.MemberSpec{Route: "2", URL: early.URL})
+	tbl := mustTable(t, spec)
+	const smuggled = "GET /backend/smuggled HTTP/1.1\r\nHost: gwe\r\nCookie: ROUTEID=.1\r\n\r\n"
+	tests := []struct {
+		name string
+		head string // sent first
+		// later is sent once the answer has arrived; "" sends nothing.
+		later string
+		want  int
+	}{
+		{"100-continue, body never sent, member does not read it", "POST /backend/x HTTP/1.1\r\nHost: gwe\r\nCookie: ROUTEID=.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", "", http.StatusOK},
+		{"odd method, 100-continue, no body", "0 /backend/ HTTP/1.1\r\nHost:\r\nCookie: ROUTEID=.1\r\nEXpeCt:100-Continue\r\nContent-Length:1\r\n\r\n", "", http.StatusOK},
+		{"member answers first, the body brings a request", fmt.Sprintf("POST /backend/x HTTP/1.1\r\nHost: gwe\r\nCookie: ROUTEID=.2\r\nContent-Length: %d\r\n\r\n", len(smuggled)), smuggled, http.StatusOK},
+		{"member answers first, 100-continue", "POST /backend/x HTTP/1.1\r\nHost: gwe\r\nCookie: ROUTEID=.2\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", "", http.StatusOK},
+		{"404 before the body, which never comes", "POST /nowhere HTTP/1.1\r\nHost: gwe\r\nContent-Length: 100000\r\n\r\n", "", http.StatusNotFound},
+		{"404 with a request in its body", fmt.Sprintf("POST /nowhere HTTP/1.1\r\nHost: gwe\r\nContent-Length: %d\r\n\r\n%s", len(smuggled), smuggled), "", http.StatusNotFound},
+		{"400 path with a request in its body", fmt.Sprintf("POST /backend/../x HTTP/1.1\r\nHost: gwe\r\nContent-Length: %d\r\n\r\n%s", len(smuggled), smuggled), "", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &panicLog{}
+			h := startProxy(t, tbl, Options{Logger: slog.New(logs)}, ListenerConfig{})
+			for range 10 { // the panic was a race: try it often
+				before := back[0].demo.Requests()
+				c := h.dialRaw(t)
+				io.WriteString(c, tt.head)
+				br := bufio.NewReader(c)
+				r := readAnswer(t, br, http.MethodPost)
+				if r.status != tt.want {
+					t.Fatalf("got %v, want %d", r, tt.want)
+				}
+				io.WriteString(c, tt.later) // may fail: the proxy may have closed already
+				wantClosed(t, br)
+				if n := back[0].demo.Requests() - before; n > 1 || (!strings.Contains(tt.head, ".1\r\n") && n != 0) {
+					t.Fatalf("the member served %d requests: the body was read as a request", n)
+				}
+			}
+			if p := logs.panics(); len(p) > 0 {
+				t.Fatalf("the proxy panicked: %s", p)
+			}
+		})
+	}
+	// Bodies read to their end keep the connection: GWE's POSTs reuse it.
+	h := startProxy(t, mustTable(t, backendPool(back)), Options{}, ListenerConfig{})
+	c := h.dialRaw(t)
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		io.WriteString(c, "POST /backend/echo HTTP/1.1\r\nHost: gwe\r\nContent-Length: 5\r\n\r\nhello")
+		if r := readAnswer(t, br, http.MethodPost); r.status != http.StatusOK || r.body != "hello" {
+			t.Fatalf("request %d on one connection: %v", i, r)
+		}
+	}
 }

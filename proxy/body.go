@@ -250,6 +250,13 @@ func (b *reqBody) finish() {
 	b.drop()
 }
 
+// complete reports whether the client's body was read to its end.
+func (b *reqBody) complete() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof
+}
+
 // clientFailure reports whether the body timeout fired and the error the
 // client's side of the body failed with; nil if the client is not to blame.
 func (b *reqBody) clientFailure() (timedOut bool, err error) {

@@ -56,7 +56,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusMethodNotAllowed {
 			lw.Header().Set("Allow", allowHeader)
 		}
-		plain(lw, code, reason)
+		answer(lw, r, code, reason)
 		return
 	}
 
@@ -64,12 +64,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for held := false; ; held = true {
 		v := s.view.Load()
 		if v == nil {
-			plain(lw, http.StatusServiceUnavailable, "gwelb: not ready: no routing table yet")
+			answer(lw, r, http.StatusServiceUnavailable, "gwelb: not ready: no routing table yet")
 			return
 		}
 		pv = v.match(r.URL.Path)
 		if pv == nil || (len(h.pools) > 0 && !slices.Contains(h.pools, pv.spec.Name)) {
-			plain(lw, http.StatusNotFound, "gwelb: no pool serves this path")
+			answer(lw, r, http.StatusNotFound, "gwelb: no pool serves this path")
 			return
 		}
 		st.pv = pv
@@ -86,17 +86,25 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if st.member < 0 {
-		plain(lw, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)
+		answer(lw, r, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)
 		return
 	}
 	restrictUpgrade(r)
 	if r.Body != nil && r.Body != http.NoBody {
-		// Every body goes through reqBody, so that whatever goes wrong
-		// on the client's side of it is known to be the client's. (Its
-		// ResponseController escapes: made here, GETs do not pay for it.)
+		// Every body goes to the member through reqBody (rewrite), so
+		// that whatever goes wrong on the client's side of it is known to
+		// be the client's. (Its ResponseController escapes: made here,
+		// GETs do not pay for it.) r.Body itself stays net/http's: it
+		// looks at it to decide whether the connection can be reused.
 		st.body = s.newBody(r.Body, http.NewResponseController(w))
-		r.Body = st.body
-		defer st.body.finish()
+		defer func() {
+			st.body.finish()
+			if !st.body.complete() {
+				// Answered before the client's body was all read: the
+				// rest of it must never be read as the next request.
+				guardOf(r.Context()).stopReading()
+			}
+		}()
 	}
 	pv.members[st.member].inflight.Add(1)
 	// A retry may move the request; release whichever member serves it last.
@@ -123,6 +131,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.RawQuery = pr.In.URL.RawQuery
 	if path, _, _ := strings.Cut(pr.In.RequestURI, "?"); strings.HasPrefix(path, "/") && !strings.HasPrefix(path, "//") {
 		out.URL.Opaque = path
+	}
+	if st.body != nil && out.Body != nil {
+		out.Body = st.body
 	}
 	if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
 		out.Header["X-Forwarded-For"] = prior
@@ -159,7 +170,7 @@ func (s *Server) errorHandler(w http.ResponseWriter, r *http.Request, err error)
 		// connection's byte stream cannot be trusted to hold the next
 		// request, and the client may still be sending.
 		g := guardOf(r.Context())
-		g.lingerOnClose()
+		g.stopReading()
 		w.Header().Set("Connection", "close")
 		switch {
 		case timedOut:
@@ -280,6 +291,18 @@ func isConnFailure(err error) bool {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// answer writes one of the balancer's own answers to a request it does
+// not forward. A body the request has is not read: the connection closes
+// after the answer (net/http would otherwise wait for the whole body, with
+// no deadline, to keep the connection).
+func answer(w *logWriter, r *http.Request, code int, msg string) {
+	if r.Body != nil && r.Body != http.NoBody {
+		w.Header().Set("Connection", "close")
+		guardOf(r.Context()).stopReading()
+	}
+	plain(w, code, msg)
 }
 
 // plain writes a short text answer.

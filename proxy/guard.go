@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,14 @@ var errBadFraming = errors.New("gwelb: ambiguous or malformed request framing")
 // pipelined behind a request still being served: net/http's one-byte
 // background read would get the error and cancel that request.
 var poison = []byte("\x00\r\n")
+
+// errStopped is what reads return once the handler has given up on the
+// rest of what the client sends (stopReading). It is a read timeout on
+// purpose: net/http then closes without answering, and it never takes it
+// for the end of a request body, which would start its background read of
+// the next request while the connection is about to be reused (the
+// "invalid concurrent Body.Read call" panic of golang/go#68560).
+var errStopped error = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 
 // Lingering after a refused request: the client may still be sending, and
 // closing a socket with unread bytes makes the kernel answer with a reset
@@ -107,6 +116,7 @@ type guardConn struct {
 	pending  []byte      // poison bytes still to hand out
 	poisoned atomic.Bool // err is errBadFraming: linger on Close
 	linger   atomic.Bool // the handler refused the request's body: linger on Close
+	stopped  atomic.Bool // the handler gave up on the client's bytes: reads fail (errStopped)
 	once     sync.Once
 }
 
@@ -132,15 +142,25 @@ func guardOf(ctx context.Context) *guardConn {
 // connection: whatever failed after that is the client's doing.
 func (c *guardConn) refused() bool { return c != nil && c.poisoned.Load() }
 
-// lingerOnClose makes Close half-close and drain first: the handler is
-// answering a request whose body it did not read to the end.
-func (c *guardConn) lingerOnClose() {
-	if c != nil {
-		c.linger.Store(true)
+// stopReading makes every later read of the connection fail with
+// errStopped, and Close linger: the handler answered without reading the
+// client's body to its end, so what follows on the wire is not a request
+// (it must not be parsed as one), and net/http must not wait for it with
+// no deadline. A read in progress is woken.
+func (c *guardConn) stopReading() {
+	if c == nil {
+		return
+	}
+	c.linger.Store(true)
+	if !c.stopped.Swap(true) {
+		_ = c.Conn.SetReadDeadline(time.Now())
 	}
 }
 
 func (c *guardConn) Read(b []byte) (int, error) {
+	if c.stopped.Load() {
+		return 0, errStopped
+	}
 	if c.err != nil {
 		if len(c.pending) > 0 {
 			n := copy(b, c.pending)
