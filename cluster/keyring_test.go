@@ -139,11 +139,15 @@ func TestKeyringRotation(t *testing.T) {
 		}
 	}
 
-	// An outsider with only the old key is refused; one with the new key
+	// An outsider with only the old key, or with no key at all, is
+	// refused; one with the new key
 	// (the control: the same join works) gets in.
 	addr := c.Nodes[0].Cfg.GossipAddr
 	if err := joinGossip(t, "outsider-old", oldKey, addr); err == nil {
 		t.Fatal("a gossip node with only the old key joined after the rotation")
+	}
+	if err := joinGossip(t, "outsider-keyless", nil, addr); err == nil {
+		t.Fatal("a gossip node without any key joined")
 	}
 	if err := joinGossip(t, "outsider-new", newKey, addr); err != nil {
 		t.Fatalf("a gossip node with the new key could not join: %v", err)
