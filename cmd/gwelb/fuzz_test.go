@@ -29,12 +29,12 @@ pools:
 	`
 node: n1
 data_dir: /var/lib/gwelb
-raft_addr: 10.0.0.1:7101
-gossip_addr: 10.0.0.1:7201
-grpc_addr: 10.0.0.1:7001
-advertise_addr: 10.0.0.1
+raft_addr: 127.0.0.1:7101
+gossip_addr: 127.0.0.1:7201
+grpc_addr: 127.0.0.1:7001
+advertise_addr: 127.0.0.1
 bootstrap_expect: 3
-retry_join: [10.0.0.2:7201, 10.0.0.3:7201]
+retry_join: [127.0.0.2:7201, 127.0.0.3:7201]
 token: t
 gossip_key: p7cwKLCrVPV+FK4L0hwqrjiEOwHBYR6d7QjvT1zrLYI=
 tls: {ca_file: ca.pem, cert_file: c.pem, key_file: k.pem}
