@@ -753,6 +753,16 @@ func (l *panicLog) panics() []string {
 	return slices.Clone(l.got)
 }
 
+// take returns the panics logged since the last take and forgets them
+// (one fuzz input at a time).
+func (l *panicLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.got
+	l.got = nil
+	return p
+}
+
 // A request answered before its body was all read: what the client sends
 // after is never read as a request, the connection closes after the
 // answer, and nothing waits for the rest of the body. (Found by

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -62,34 +60,6 @@ var headSeeds = []string{
 	"HEAD * HTTP/1.1\n\n0 * HTTP/0.0\n\n",
 }
 
-// headLog records what the server side logs: net/http reports a handler
-// panic (which it recovers from, closing the connection) through the
-// listener's error log, which gwelb sends to its slog logger.
-type headLog struct {
-	mu     sync.Mutex
-	panics []string
-}
-
-func (l *headLog) Enabled(context.Context, slog.Level) bool { return true }
-func (l *headLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *headLog) WithGroup(string) slog.Handler            { return l }
-func (l *headLog) Handle(_ context.Context, r slog.Record) error {
-	if strings.Contains(r.Message, "panic") {
-		l.mu.Lock()
-		l.panics = append(l.panics, r.Message)
-		l.mu.Unlock()
-	}
-	return nil
-}
-
-func (l *headLog) take() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	p := l.panics
-	l.panics = nil
-	return p
-}
-
 // FuzzRequestHead sends arbitrary bytes, as the request head (and maybe a
 // body and more pipelined requests), over a real TCP connection to a real
 // proxy in front of real demo GWE servers and one member that drops every
@@ -115,7 +85,7 @@ func FuzzRequestHead(f *testing.F) {
 	}))
 	f.Cleanup(drop.Close)
 	back = append(back, &member{route: "4", ts: drop})
-	logs := &headLog{}
+	logs := &panicLog{} // attack_test.go
 	h := startProxy(f, mustTable(f, frontendPool(front), backendPool(back)), Options{
 		ConnectTimeout:        time.Second,
 		ResponseHeaderTimeout: 500 * time.Millisecond, // /slow answers 504 quickly
