@@ -82,7 +82,7 @@ gossip_key: {{.GossipKey}}
 tls: {ca_file: "{{.TLS.CAFile}}", cert_file: "{{.TLS.CertFile}}", key_file: "{{.TLS.KeyFile}}"}
 listeners:
   - addr: {{.IP}}:{{.HTTP}}
-ops_addr: {{.IP}}:{{.Ops}}
+ops: {addr: "{{.IP}}:{{.Ops}}"}
 access_log: {{.AccessLog}}
 log_level: info
 timeouts: {connect: 2s}

@@ -168,7 +168,7 @@ token: %s
 raft: {gossip: local}
 listeners:
   - addr: %s
-ops_addr: %s
+ops: {addr: %s}
 log_level: debug
 pools:
   - name: backend

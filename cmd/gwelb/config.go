@@ -66,14 +66,30 @@ type Config struct {
 	ReadToken     string `yaml:"read_token"`
 	ReadTokenFile string `yaml:"read_token_file"`
 
+	// Ops is the ops listener: health, readiness, metrics and (opt-in)
+	// pprof, for monitoring and keepalived; off without ops.addr.
+	Ops Ops `yaml:"ops"`
+	// LegacyOpsAddr is the key ops.addr replaced; it is refused with a
+	// message saying so.
+	LegacyOpsAddr string `yaml:"ops_addr"`
+
 	Listeners   []ListenerConfig `yaml:"listeners"`
-	OpsAddr     string           `yaml:"ops_addr"`
 	AccessLog   string           `yaml:"access_log"`
 	LogLevel    string           `yaml:"log_level"`
 	Timeouts    Timeouts         `yaml:"timeouts"`
 	Limits      Limits           `yaml:"limits"`
 	UpstreamTLS UpstreamTLS      `yaml:"upstream_tls"`
 	Pools       []fsm.PoolSpec   `yaml:"pools"` // the replicated model itself (DESIGN.md §5.1)
+}
+
+// Ops configures the ops listener (DESIGN.md §4: no authentication, so
+// bind it to loopback or a monitoring network).
+type Ops struct {
+	// Addr is host:port of /healthz, /readyz and /metrics; "" turns the
+	// ops listener off.
+	Addr string `yaml:"addr"`
+	// Pprof serves Go's /debug/pprof/ profiles on the ops listener too.
+	Pprof bool `yaml:"pprof"`
 }
 
 // ClusterTLS names the node's PEM files: the cluster CA, this node's
@@ -221,10 +237,15 @@ func (c *Config) validate() error {
 			bad("listeners[%d].tls: both cert and key are required", i)
 		}
 	}
-	if c.OpsAddr != "" {
-		if err := checkAddr(c.OpsAddr); err != nil {
-			bad("ops_addr %q: %w", c.OpsAddr, err)
+	if c.LegacyOpsAddr != "" {
+		bad("ops_addr: replaced by ops.addr (ops: {addr: %q})", c.LegacyOpsAddr)
+	}
+	if c.Ops.Addr != "" {
+		if err := checkAddr(c.Ops.Addr); err != nil {
+			bad("ops.addr %q: %w", c.Ops.Addr, err)
 		}
+	} else if c.Ops.Pprof {
+		bad("ops.pprof: needs ops.addr (pprof is served on the ops listener)")
 	}
 	if _, err := c.gossipKey(); err != nil {
 		errs = append(errs, err)

@@ -43,7 +43,7 @@ leave_on_terminate: false
 listeners:
   - {addr: ":8443", pools: [frontend], tls: {cert: c.pem, key: k.pem}}
   - {addr: "[::1]:8080"}
-ops_addr: 127.0.0.1:8081
+ops: {addr: 127.0.0.1:8081, pprof: true}
 access_log: stdout
 log_level: debug
 timeouts: {connect: 2s, read_header: 5s, response_header: 30s, idle: 1m}

@@ -133,10 +133,10 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	listenerConfigs := cfg.ListenerConfigs()
 	errc := make(chan error, len(listenerConfigs)+1)
 	var ops *http.Server
-	if cfg.OpsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.OpsAddr)
+	if cfg.Ops.Addr != "" {
+		ln, err := net.Listen("tcp", cfg.Ops.Addr)
 		if err != nil {
-			return fmt.Errorf("ops_addr %s: %w", cfg.OpsAddr, err)
+			return fmt.Errorf("ops.addr %s: %w", cfg.Ops.Addr, err)
 		}
 		ready := func() error {
 			if err := node.Ready(); err != nil {
@@ -148,7 +148,7 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 		log.Info("ops listening", "addr", ln.Addr().String())
 		go func() {
 			if err := ops.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("ops %s: %w", cfg.OpsAddr, err)
+				errc <- fmt.Errorf("ops %s: %w", cfg.Ops.Addr, err)
 			}
 		}()
 	}
