@@ -456,10 +456,13 @@ func (x *PoolStatus) GetMembers() []*MemberStatus {
 }
 
 type MemberStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
-	InFlight      int64                  `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // requests and WebSockets in flight, summed over StatusResponse.in_flight_from
-	Observations  []*Observation         `protobuf:"bytes,3,rep,name=observations,proto3" json:"observations,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Member       *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	InFlight     int64                  `protobuf:"varint,2,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"` // requests and WebSockets in flight, summed over StatusResponse.in_flight_from
+	Observations []*Observation         `protobuf:"bytes,3,rep,name=observations,proto3" json:"observations,omitempty"`
+	// The nodes of StatusResponse.in_flight_from whose data plane has this
+	// member locally quarantined (routing contract rule 8), by node name.
+	Quarantined   []*LocalQuarantine `protobuf:"bytes,4,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +518,84 @@ func (x *MemberStatus) GetObservations() []*Observation {
 	return nil
 }
 
+func (x *MemberStatus) GetQuarantined() []*LocalQuarantine {
+	if x != nil {
+		return x.Quarantined
+	}
+	return nil
+}
+
+// LocalQuarantine is one node's local quarantine of one member: after a
+// connection failure that node's data plane skips the member until
+// until_unix_nanos, whatever the cluster's verdict (routing contract rule 8).
+type LocalQuarantine struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Node           string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Route          string                 `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
+	UntilUnixNanos int64                  `protobuf:"varint,3,opt,name=until_unix_nanos,json=untilUnixNanos,proto3" json:"until_unix_nanos,omitempty"` // the quarantining node's clock
+	RemainingMs    int64                  `protobuf:"varint,4,opt,name=remaining_ms,json=remainingMs,proto3" json:"remaining_ms,omitempty"`            // until then, as that node counted when it answered
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *LocalQuarantine) Reset() {
+	*x = LocalQuarantine{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalQuarantine) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalQuarantine) ProtoMessage() {}
+
+func (x *LocalQuarantine) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalQuarantine.ProtoReflect.Descriptor instead.
+func (*LocalQuarantine) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LocalQuarantine) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *LocalQuarantine) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *LocalQuarantine) GetUntilUnixNanos() int64 {
+	if x != nil {
+		return x.UntilUnixNanos
+	}
+	return 0
+}
+
+func (x *LocalQuarantine) GetRemainingMs() int64 {
+	if x != nil {
+		return x.RemainingMs
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Addrs         []string               `protobuf:"bytes,1,rep,name=addrs,proto3" json:"addrs,omitempty"`
@@ -524,7 +605,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +617,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +630,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinRequest) GetAddrs() []string {
@@ -568,7 +649,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +661,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +674,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinResponse) GetJoined() int32 {
@@ -612,7 +693,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +705,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +718,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LeaveRequest) GetNode() string {
@@ -655,7 +736,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +748,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +761,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type PutMemberRequest struct {
@@ -693,7 +774,7 @@ type PutMemberRequest struct {
 
 func (x *PutMemberRequest) Reset() {
 	*x = PutMemberRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +786,7 @@ func (x *PutMemberRequest) String() string {
 func (*PutMemberRequest) ProtoMessage() {}
 
 func (x *PutMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +799,7 @@ func (x *PutMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMemberRequest.ProtoReflect.Descriptor instead.
 func (*PutMemberRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutMemberRequest) GetMember() *Member {
@@ -746,7 +827,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +839,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +852,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMemberRequest) GetPool() string {
@@ -807,7 +888,7 @@ type SetMemberStateRequest struct {
 
 func (x *SetMemberStateRequest) Reset() {
 	*x = SetMemberStateRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +900,7 @@ func (x *SetMemberStateRequest) String() string {
 func (*SetMemberStateRequest) ProtoMessage() {}
 
 func (x *SetMemberStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +913,7 @@ func (x *SetMemberStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberStateRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberStateRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetMemberStateRequest) GetPool() string {
@@ -872,7 +953,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +965,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +978,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteResponse) GetIndex() uint64 {
@@ -917,7 +998,7 @@ type RouteRequest struct {
 
 func (x *RouteRequest) Reset() {
 	*x = RouteRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1010,7 @@ func (x *RouteRequest) String() string {
 func (*RouteRequest) ProtoMessage() {}
 
 func (x *RouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1023,7 @@ func (x *RouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRequest.ProtoReflect.Descriptor instead.
 func (*RouteRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RouteRequest) GetPool() string {
@@ -960,19 +1041,22 @@ func (x *RouteRequest) GetValue() string {
 }
 
 type RouteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	TableIndex    uint64                 `protobuf:"varint,2,opt,name=table_index,json=tableIndex,proto3" json:"table_index,omitempty"`
-	Route         string                 `protobuf:"bytes,3,opt,name=route,proto3" json:"route,omitempty"` // "" when no member is usable
-	Url           string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"` // sticky, fallback, round_robin, none
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Node       string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	TableIndex uint64                 `protobuf:"varint,2,opt,name=table_index,json=tableIndex,proto3" json:"table_index,omitempty"`
+	Route      string                 `protobuf:"bytes,3,opt,name=route,proto3" json:"route,omitempty"` // "" when no member is usable
+	Url        string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"`
+	Reason     string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"` // sticky, fallback, round_robin, none
+	// Members of the pool this node's data plane has locally quarantined
+	// (rule 8), by route: the choice above skips them, as a request would.
+	Quarantined   []*LocalQuarantine `protobuf:"bytes,6,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RouteResponse) Reset() {
 	*x = RouteResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1068,7 @@ func (x *RouteResponse) String() string {
 func (*RouteResponse) ProtoMessage() {}
 
 func (x *RouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1081,7 @@ func (x *RouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteResponse.ProtoReflect.Descriptor instead.
 func (*RouteResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RouteResponse) GetNode() string {
@@ -1035,6 +1119,13 @@ func (x *RouteResponse) GetReason() string {
 	return ""
 }
 
+func (x *RouteResponse) GetQuarantined() []*LocalQuarantine {
+	if x != nil {
+		return x.Quarantined
+	}
+	return nil
+}
+
 type WatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1043,7 +1134,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1146,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1159,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type WatchEvent struct {
@@ -1081,7 +1172,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1184,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1197,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchEvent) GetTableIndex() uint64 {
@@ -1132,7 +1223,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1235,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1248,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TransferLeadershipRequest) GetNode() string {
@@ -1176,7 +1267,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1279,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1292,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() string {
@@ -1219,7 +1310,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1322,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1335,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type SnapshotChunk struct {
@@ -1256,7 +1347,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1359,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1372,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1300,7 +1391,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1403,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1416,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1344,7 +1435,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1447,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1460,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1388,7 +1479,7 @@ type CatchUpRequest struct {
 
 func (x *CatchUpRequest) Reset() {
 	*x = CatchUpRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1491,7 @@ func (x *CatchUpRequest) String() string {
 func (*CatchUpRequest) ProtoMessage() {}
 
 func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1504,7 @@ func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUpRequest.ProtoReflect.Descriptor instead.
 func (*CatchUpRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CatchUpRequest) GetNode() string {
@@ -1438,7 +1529,7 @@ type CatchUpResponse struct {
 
 func (x *CatchUpResponse) Reset() {
 	*x = CatchUpResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1541,7 @@ func (x *CatchUpResponse) String() string {
 func (*CatchUpResponse) ProtoMessage() {}
 
 func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1554,7 @@ func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUpResponse.ProtoReflect.Descriptor instead.
 func (*CatchUpResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CatchUpResponse) GetAppliedIndex() uint64 {
@@ -1498,7 +1589,7 @@ type KeyringRequest struct {
 
 func (x *KeyringRequest) Reset() {
 	*x = KeyringRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1601,7 @@ func (x *KeyringRequest) String() string {
 func (*KeyringRequest) ProtoMessage() {}
 
 func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1614,7 @@ func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
 func (*KeyringRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeyringRequest) GetOp() KeyringOp {
@@ -1556,7 +1647,7 @@ type KeyringResponse struct {
 
 func (x *KeyringResponse) Reset() {
 	*x = KeyringResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1659,7 @@ func (x *KeyringResponse) String() string {
 func (*KeyringResponse) ProtoMessage() {}
 
 func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1672,7 @@ func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
 func (*KeyringResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeyringResponse) GetNodes() []*KeyringNodeResult {
@@ -1603,7 +1694,7 @@ type KeyringNodeResult struct {
 
 func (x *KeyringNodeResult) Reset() {
 	*x = KeyringNodeResult{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1706,7 @@ func (x *KeyringNodeResult) String() string {
 func (*KeyringNodeResult) ProtoMessage() {}
 
 func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1719,7 @@ func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringNodeResult.ProtoReflect.Descriptor instead.
 func (*KeyringNodeResult) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KeyringNodeResult) GetNode() string {
@@ -1696,11 +1787,17 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PoolStatus\x12\"\n" +
 	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\x120\n" +
-	"\amembers\x18\x02 \x03(\v2\x16.gwelb.v1.MemberStatusR\amembers\"\x90\x01\n" +
+	"\amembers\x18\x02 \x03(\v2\x16.gwelb.v1.MemberStatusR\amembers\"\xcd\x01\n" +
 	"\fMemberStatus\x12(\n" +
 	"\x06member\x18\x01 \x01(\v2\x10.gwelb.v1.MemberR\x06member\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x03R\binFlight\x129\n" +
-	"\fobservations\x18\x03 \x03(\v2\x15.gwelb.v1.ObservationR\fobservations\"#\n" +
+	"\fobservations\x18\x03 \x03(\v2\x15.gwelb.v1.ObservationR\fobservations\x12;\n" +
+	"\vquarantined\x18\x04 \x03(\v2\x19.gwelb.v1.LocalQuarantineR\vquarantined\"\x88\x01\n" +
+	"\x0fLocalQuarantine\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05route\x18\x02 \x01(\tR\x05route\x12(\n" +
+	"\x10until_unix_nanos\x18\x03 \x01(\x03R\x0euntilUnixNanos\x12!\n" +
+	"\fremaining_ms\x18\x04 \x01(\x03R\vremainingMs\"#\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05addrs\x18\x01 \x03(\tR\x05addrs\"&\n" +
 	"\fJoinResponse\x12\x16\n" +
@@ -1727,14 +1824,15 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"8\n" +
 	"\fRouteRequest\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x84\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xc1\x01\n" +
 	"\rRouteResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vtable_index\x18\x02 \x01(\x04R\n" +
 	"tableIndex\x12\x14\n" +
 	"\x05route\x18\x03 \x01(\tR\x05route\x12\x10\n" +
 	"\x03url\x18\x04 \x01(\tR\x03url\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x0e\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12;\n" +
+	"\vquarantined\x18\x06 \x03(\v2\x19.gwelb.v1.LocalQuarantineR\vquarantined\"\x0e\n" +
 	"\fWatchRequest\"Y\n" +
 	"\n" +
 	"WatchEvent\x12\x1f\n" +
@@ -1805,7 +1903,7 @@ func file_gwelb_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_gwelb_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_gwelb_v1_admin_proto_goTypes = []any{
 	(KeyringOp)(0),                     // 0: gwelb.v1.KeyringOp
 	(*StatusRequest)(nil),              // 1: gwelb.v1.StatusRequest
@@ -1814,80 +1912,83 @@ var file_gwelb_v1_admin_proto_goTypes = []any{
 	(*GossipMember)(nil),               // 4: gwelb.v1.GossipMember
 	(*PoolStatus)(nil),                 // 5: gwelb.v1.PoolStatus
 	(*MemberStatus)(nil),               // 6: gwelb.v1.MemberStatus
-	(*JoinRequest)(nil),                // 7: gwelb.v1.JoinRequest
-	(*JoinResponse)(nil),               // 8: gwelb.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 9: gwelb.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 10: gwelb.v1.LeaveResponse
-	(*PutMemberRequest)(nil),           // 11: gwelb.v1.PutMemberRequest
-	(*RemoveMemberRequest)(nil),        // 12: gwelb.v1.RemoveMemberRequest
-	(*SetMemberStateRequest)(nil),      // 13: gwelb.v1.SetMemberStateRequest
-	(*WriteResponse)(nil),              // 14: gwelb.v1.WriteResponse
-	(*RouteRequest)(nil),               // 15: gwelb.v1.RouteRequest
-	(*RouteResponse)(nil),              // 16: gwelb.v1.RouteResponse
-	(*WatchRequest)(nil),               // 17: gwelb.v1.WatchRequest
-	(*WatchEvent)(nil),                 // 18: gwelb.v1.WatchEvent
-	(*TransferLeadershipRequest)(nil),  // 19: gwelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 20: gwelb.v1.TransferLeadershipResponse
-	(*SnapshotSaveRequest)(nil),        // 21: gwelb.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 22: gwelb.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 23: gwelb.v1.SnapshotRestoreResponse
-	(*ApplyRequest)(nil),               // 24: gwelb.v1.ApplyRequest
-	(*CatchUpRequest)(nil),             // 25: gwelb.v1.CatchUpRequest
-	(*CatchUpResponse)(nil),            // 26: gwelb.v1.CatchUpResponse
-	(*KeyringRequest)(nil),             // 27: gwelb.v1.KeyringRequest
-	(*KeyringResponse)(nil),            // 28: gwelb.v1.KeyringResponse
-	(*KeyringNodeResult)(nil),          // 29: gwelb.v1.KeyringNodeResult
-	(*Pool)(nil),                       // 30: gwelb.v1.Pool
-	(*Member)(nil),                     // 31: gwelb.v1.Member
-	(*Observation)(nil),                // 32: gwelb.v1.Observation
-	(AdminState)(0),                    // 33: gwelb.v1.AdminState
+	(*LocalQuarantine)(nil),            // 7: gwelb.v1.LocalQuarantine
+	(*JoinRequest)(nil),                // 8: gwelb.v1.JoinRequest
+	(*JoinResponse)(nil),               // 9: gwelb.v1.JoinResponse
+	(*LeaveRequest)(nil),               // 10: gwelb.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 11: gwelb.v1.LeaveResponse
+	(*PutMemberRequest)(nil),           // 12: gwelb.v1.PutMemberRequest
+	(*RemoveMemberRequest)(nil),        // 13: gwelb.v1.RemoveMemberRequest
+	(*SetMemberStateRequest)(nil),      // 14: gwelb.v1.SetMemberStateRequest
+	(*WriteResponse)(nil),              // 15: gwelb.v1.WriteResponse
+	(*RouteRequest)(nil),               // 16: gwelb.v1.RouteRequest
+	(*RouteResponse)(nil),              // 17: gwelb.v1.RouteResponse
+	(*WatchRequest)(nil),               // 18: gwelb.v1.WatchRequest
+	(*WatchEvent)(nil),                 // 19: gwelb.v1.WatchEvent
+	(*TransferLeadershipRequest)(nil),  // 20: gwelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 21: gwelb.v1.TransferLeadershipResponse
+	(*SnapshotSaveRequest)(nil),        // 22: gwelb.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 23: gwelb.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 24: gwelb.v1.SnapshotRestoreResponse
+	(*ApplyRequest)(nil),               // 25: gwelb.v1.ApplyRequest
+	(*CatchUpRequest)(nil),             // 26: gwelb.v1.CatchUpRequest
+	(*CatchUpResponse)(nil),            // 27: gwelb.v1.CatchUpResponse
+	(*KeyringRequest)(nil),             // 28: gwelb.v1.KeyringRequest
+	(*KeyringResponse)(nil),            // 29: gwelb.v1.KeyringResponse
+	(*KeyringNodeResult)(nil),          // 30: gwelb.v1.KeyringNodeResult
+	(*Pool)(nil),                       // 31: gwelb.v1.Pool
+	(*Member)(nil),                     // 32: gwelb.v1.Member
+	(*Observation)(nil),                // 33: gwelb.v1.Observation
+	(AdminState)(0),                    // 34: gwelb.v1.AdminState
 }
 var file_gwelb_v1_admin_proto_depIdxs = []int32{
 	3,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
 	4,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
 	5,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
-	30, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
+	31, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
 	6,  // 4: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
-	31, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
-	32, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
-	31, // 7: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
-	33, // 8: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
-	5,  // 9: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
-	0,  // 10: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
-	29, // 11: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
-	1,  // 12: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
-	7,  // 13: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
-	9,  // 14: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
-	11, // 15: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
-	12, // 16: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
-	13, // 17: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
-	15, // 18: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
-	17, // 19: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
-	19, // 20: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
-	21, // 21: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
-	22, // 22: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
-	24, // 23: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
-	25, // 24: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
-	27, // 25: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
-	2,  // 26: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
-	8,  // 27: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
-	10, // 28: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
-	14, // 29: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
-	14, // 30: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
-	14, // 31: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
-	16, // 32: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
-	18, // 33: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
-	20, // 34: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
-	22, // 35: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
-	23, // 36: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
-	14, // 37: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
-	26, // 38: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
-	28, // 39: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
-	26, // [26:40] is the sub-list for method output_type
-	12, // [12:26] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	32, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
+	33, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
+	7,  // 7: gwelb.v1.MemberStatus.quarantined:type_name -> gwelb.v1.LocalQuarantine
+	32, // 8: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
+	34, // 9: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
+	7,  // 10: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
+	5,  // 11: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
+	0,  // 12: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
+	30, // 13: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
+	1,  // 14: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
+	8,  // 15: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
+	10, // 16: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
+	12, // 17: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
+	13, // 18: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
+	14, // 19: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
+	16, // 20: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
+	18, // 21: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
+	20, // 22: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
+	22, // 23: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
+	23, // 24: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
+	25, // 25: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
+	26, // 26: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
+	28, // 27: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
+	2,  // 28: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
+	9,  // 29: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
+	11, // 30: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
+	15, // 31: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
+	15, // 32: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
+	15, // 33: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
+	17, // 34: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
+	19, // 35: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
+	21, // 36: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
+	23, // 37: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
+	24, // 38: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
+	15, // 39: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
+	27, // 40: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
+	29, // 41: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
+	28, // [28:42] is the sub-list for method output_type
+	14, // [14:28] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_admin_proto_init() }
@@ -1902,7 +2003,7 @@ func file_gwelb_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_admin_proto_rawDesc), len(file_gwelb_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -56,7 +56,8 @@ type AdminClient interface {
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 	// SetMemberState sets a member's admin state (active, drain, disabled).
 	SetMemberState(ctx context.Context, in *SetMemberStateRequest, opts ...grpc.CallOption) (*WriteResponse, error)
-	// Route tells which member this node would pick for a sticky value.
+	// Route tells which member this node's data plane would pick for a sticky
+	// value, its local quarantine included.
 	Route(ctx context.Context, in *RouteRequest, opts ...grpc.CallOption) (*RouteResponse, error)
 	// Watch streams the pools and members after every change.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
@@ -269,7 +270,8 @@ type AdminServer interface {
 	RemoveMember(context.Context, *RemoveMemberRequest) (*WriteResponse, error)
 	// SetMemberState sets a member's admin state (active, drain, disabled).
 	SetMemberState(context.Context, *SetMemberStateRequest) (*WriteResponse, error)
-	// Route tells which member this node would pick for a sticky value.
+	// Route tells which member this node's data plane would pick for a sticky
+	// value, its local quarantine included.
 	Route(context.Context, *RouteRequest) (*RouteResponse, error)
 	// Watch streams the pools and members after every change.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
