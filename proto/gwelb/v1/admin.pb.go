@@ -765,9 +765,15 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 }
 
 type PutMemberRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
-	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Member    *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// mode: UPSERT (unset) adds or replaces the member, admin state included;
+	// CREATE refuses a route that exists (ALREADY_EXISTS); UPDATE changes the
+	// URL and weight of an existing member and keeps its admin state
+	// (NOT_FOUND when there is none). Decided by the FSM, so exact under
+	// concurrent writes.
+	Mode          PutMemberMode `protobuf:"varint,3,opt,name=mode,proto3,enum=gwelb.v1.PutMemberMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -816,6 +822,117 @@ func (x *PutMemberRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *PutMemberRequest) GetMode() PutMemberMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PutMemberMode_PUT_MEMBER_MODE_UPSERT
+}
+
+type PutPoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pool          *Pool                  `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"` // without members
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutPoolRequest) Reset() {
+	*x = PutPoolRequest{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutPoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutPoolRequest) ProtoMessage() {}
+
+func (x *PutPoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutPoolRequest.ProtoReflect.Descriptor instead.
+func (*PutPoolRequest) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *PutPoolRequest) GetPool() *Pool {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *PutPoolRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type RemovePoolRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePoolRequest) Reset() {
+	*x = RemovePoolRequest{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePoolRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePoolRequest) ProtoMessage() {}
+
+func (x *RemovePoolRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePoolRequest.ProtoReflect.Descriptor instead.
+func (*RemovePoolRequest) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RemovePoolRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemovePoolRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type RemoveMemberRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
@@ -827,7 +944,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +956,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +969,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveMemberRequest) GetPool() string {
@@ -888,7 +1005,7 @@ type SetMemberStateRequest struct {
 
 func (x *SetMemberStateRequest) Reset() {
 	*x = SetMemberStateRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1017,7 @@ func (x *SetMemberStateRequest) String() string {
 func (*SetMemberStateRequest) ProtoMessage() {}
 
 func (x *SetMemberStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1030,7 @@ func (x *SetMemberStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberStateRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberStateRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetMemberStateRequest) GetPool() string {
@@ -953,7 +1070,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1082,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1095,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WriteResponse) GetIndex() uint64 {
@@ -998,7 +1115,7 @@ type RouteRequest struct {
 
 func (x *RouteRequest) Reset() {
 	*x = RouteRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1127,7 @@ func (x *RouteRequest) String() string {
 func (*RouteRequest) ProtoMessage() {}
 
 func (x *RouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1140,7 @@ func (x *RouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRequest.ProtoReflect.Descriptor instead.
 func (*RouteRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RouteRequest) GetPool() string {
@@ -1056,7 +1173,7 @@ type RouteResponse struct {
 
 func (x *RouteResponse) Reset() {
 	*x = RouteResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1185,7 @@ func (x *RouteResponse) String() string {
 func (*RouteResponse) ProtoMessage() {}
 
 func (x *RouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1198,7 @@ func (x *RouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteResponse.ProtoReflect.Descriptor instead.
 func (*RouteResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RouteResponse) GetNode() string {
@@ -1134,7 +1251,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1263,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1276,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type WatchEvent struct {
@@ -1172,7 +1289,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1301,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1314,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WatchEvent) GetTableIndex() uint64 {
@@ -1223,7 +1340,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1352,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1365,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TransferLeadershipRequest) GetNode() string {
@@ -1267,7 +1384,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1396,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1409,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() string {
@@ -1310,7 +1427,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1439,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1452,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type SnapshotChunk struct {
@@ -1347,7 +1464,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1476,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1489,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1391,7 +1508,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1520,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1533,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1435,7 +1552,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1564,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1577,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1479,7 +1596,7 @@ type CatchUpRequest struct {
 
 func (x *CatchUpRequest) Reset() {
 	*x = CatchUpRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1608,7 @@ func (x *CatchUpRequest) String() string {
 func (*CatchUpRequest) ProtoMessage() {}
 
 func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1621,7 @@ func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUpRequest.ProtoReflect.Descriptor instead.
 func (*CatchUpRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CatchUpRequest) GetNode() string {
@@ -1529,7 +1646,7 @@ type CatchUpResponse struct {
 
 func (x *CatchUpResponse) Reset() {
 	*x = CatchUpResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1658,7 @@ func (x *CatchUpResponse) String() string {
 func (*CatchUpResponse) ProtoMessage() {}
 
 func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1671,7 @@ func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUpResponse.ProtoReflect.Descriptor instead.
 func (*CatchUpResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CatchUpResponse) GetAppliedIndex() uint64 {
@@ -1589,7 +1706,7 @@ type KeyringRequest struct {
 
 func (x *KeyringRequest) Reset() {
 	*x = KeyringRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1718,7 @@ func (x *KeyringRequest) String() string {
 func (*KeyringRequest) ProtoMessage() {}
 
 func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1731,7 @@ func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
 func (*KeyringRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KeyringRequest) GetOp() KeyringOp {
@@ -1647,7 +1764,7 @@ type KeyringResponse struct {
 
 func (x *KeyringResponse) Reset() {
 	*x = KeyringResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1776,7 @@ func (x *KeyringResponse) String() string {
 func (*KeyringResponse) ProtoMessage() {}
 
 func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1789,7 @@ func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
 func (*KeyringResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KeyringResponse) GetNodes() []*KeyringNodeResult {
@@ -1694,7 +1811,7 @@ type KeyringNodeResult struct {
 
 func (x *KeyringNodeResult) Reset() {
 	*x = KeyringNodeResult{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +1823,7 @@ func (x *KeyringNodeResult) String() string {
 func (*KeyringNodeResult) ProtoMessage() {}
 
 func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +1836,7 @@ func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringNodeResult.ProtoReflect.Descriptor instead.
 func (*KeyringNodeResult) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *KeyringNodeResult) GetNode() string {
@@ -1804,9 +1921,18 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x06joined\x18\x01 \x01(\x05R\x06joined\"\"\n" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\x0f\n" +
-	"\rLeaveResponse\"[\n" +
+	"\rLeaveResponse\"\x88\x01\n" +
 	"\x10PutMemberRequest\x12(\n" +
 	"\x06member\x18\x01 \x01(\v2\x10.gwelb.v1.MemberR\x06member\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12+\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x17.gwelb.v1.PutMemberModeR\x04mode\"S\n" +
+	"\x0ePutPoolRequest\x12\"\n" +
+	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"F\n" +
+	"\x11RemovePoolRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"^\n" +
 	"\x13RemoveMemberRequest\x12\x12\n" +
@@ -1873,14 +1999,17 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x0fKEYRING_OP_LIST\x10\x01\x12\x16\n" +
 	"\x12KEYRING_OP_INSTALL\x10\x02\x12\x12\n" +
 	"\x0eKEYRING_OP_USE\x10\x03\x12\x15\n" +
-	"\x11KEYRING_OP_REMOVE\x10\x042\xb4\a\n" +
+	"\x11KEYRING_OP_REMOVE\x10\x042\xb6\b\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.gwelb.v1.StatusRequest\x1a\x18.gwelb.v1.StatusResponse\x125\n" +
 	"\x04Join\x12\x15.gwelb.v1.JoinRequest\x1a\x16.gwelb.v1.JoinResponse\x128\n" +
 	"\x05Leave\x12\x16.gwelb.v1.LeaveRequest\x1a\x17.gwelb.v1.LeaveResponse\x12@\n" +
 	"\tPutMember\x12\x1a.gwelb.v1.PutMemberRequest\x1a\x17.gwelb.v1.WriteResponse\x12F\n" +
 	"\fRemoveMember\x12\x1d.gwelb.v1.RemoveMemberRequest\x1a\x17.gwelb.v1.WriteResponse\x12J\n" +
-	"\x0eSetMemberState\x12\x1f.gwelb.v1.SetMemberStateRequest\x1a\x17.gwelb.v1.WriteResponse\x128\n" +
+	"\x0eSetMemberState\x12\x1f.gwelb.v1.SetMemberStateRequest\x1a\x17.gwelb.v1.WriteResponse\x12<\n" +
+	"\aPutPool\x12\x18.gwelb.v1.PutPoolRequest\x1a\x17.gwelb.v1.WriteResponse\x12B\n" +
+	"\n" +
+	"RemovePool\x12\x1b.gwelb.v1.RemovePoolRequest\x1a\x17.gwelb.v1.WriteResponse\x128\n" +
 	"\x05Route\x12\x16.gwelb.v1.RouteRequest\x1a\x17.gwelb.v1.RouteResponse\x127\n" +
 	"\x05Watch\x12\x16.gwelb.v1.WatchRequest\x1a\x14.gwelb.v1.WatchEvent0\x01\x12_\n" +
 	"\x12TransferLeadership\x12#.gwelb.v1.TransferLeadershipRequest\x1a$.gwelb.v1.TransferLeadershipResponse\x12H\n" +
@@ -1903,7 +2032,7 @@ func file_gwelb_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_gwelb_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_gwelb_v1_admin_proto_goTypes = []any{
 	(KeyringOp)(0),                     // 0: gwelb.v1.KeyringOp
 	(*StatusRequest)(nil),              // 1: gwelb.v1.StatusRequest
@@ -1918,77 +2047,86 @@ var file_gwelb_v1_admin_proto_goTypes = []any{
 	(*LeaveRequest)(nil),               // 10: gwelb.v1.LeaveRequest
 	(*LeaveResponse)(nil),              // 11: gwelb.v1.LeaveResponse
 	(*PutMemberRequest)(nil),           // 12: gwelb.v1.PutMemberRequest
-	(*RemoveMemberRequest)(nil),        // 13: gwelb.v1.RemoveMemberRequest
-	(*SetMemberStateRequest)(nil),      // 14: gwelb.v1.SetMemberStateRequest
-	(*WriteResponse)(nil),              // 15: gwelb.v1.WriteResponse
-	(*RouteRequest)(nil),               // 16: gwelb.v1.RouteRequest
-	(*RouteResponse)(nil),              // 17: gwelb.v1.RouteResponse
-	(*WatchRequest)(nil),               // 18: gwelb.v1.WatchRequest
-	(*WatchEvent)(nil),                 // 19: gwelb.v1.WatchEvent
-	(*TransferLeadershipRequest)(nil),  // 20: gwelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 21: gwelb.v1.TransferLeadershipResponse
-	(*SnapshotSaveRequest)(nil),        // 22: gwelb.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 23: gwelb.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 24: gwelb.v1.SnapshotRestoreResponse
-	(*ApplyRequest)(nil),               // 25: gwelb.v1.ApplyRequest
-	(*CatchUpRequest)(nil),             // 26: gwelb.v1.CatchUpRequest
-	(*CatchUpResponse)(nil),            // 27: gwelb.v1.CatchUpResponse
-	(*KeyringRequest)(nil),             // 28: gwelb.v1.KeyringRequest
-	(*KeyringResponse)(nil),            // 29: gwelb.v1.KeyringResponse
-	(*KeyringNodeResult)(nil),          // 30: gwelb.v1.KeyringNodeResult
-	(*Pool)(nil),                       // 31: gwelb.v1.Pool
-	(*Member)(nil),                     // 32: gwelb.v1.Member
-	(*Observation)(nil),                // 33: gwelb.v1.Observation
-	(AdminState)(0),                    // 34: gwelb.v1.AdminState
+	(*PutPoolRequest)(nil),             // 13: gwelb.v1.PutPoolRequest
+	(*RemovePoolRequest)(nil),          // 14: gwelb.v1.RemovePoolRequest
+	(*RemoveMemberRequest)(nil),        // 15: gwelb.v1.RemoveMemberRequest
+	(*SetMemberStateRequest)(nil),      // 16: gwelb.v1.SetMemberStateRequest
+	(*WriteResponse)(nil),              // 17: gwelb.v1.WriteResponse
+	(*RouteRequest)(nil),               // 18: gwelb.v1.RouteRequest
+	(*RouteResponse)(nil),              // 19: gwelb.v1.RouteResponse
+	(*WatchRequest)(nil),               // 20: gwelb.v1.WatchRequest
+	(*WatchEvent)(nil),                 // 21: gwelb.v1.WatchEvent
+	(*TransferLeadershipRequest)(nil),  // 22: gwelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 23: gwelb.v1.TransferLeadershipResponse
+	(*SnapshotSaveRequest)(nil),        // 24: gwelb.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 25: gwelb.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 26: gwelb.v1.SnapshotRestoreResponse
+	(*ApplyRequest)(nil),               // 27: gwelb.v1.ApplyRequest
+	(*CatchUpRequest)(nil),             // 28: gwelb.v1.CatchUpRequest
+	(*CatchUpResponse)(nil),            // 29: gwelb.v1.CatchUpResponse
+	(*KeyringRequest)(nil),             // 30: gwelb.v1.KeyringRequest
+	(*KeyringResponse)(nil),            // 31: gwelb.v1.KeyringResponse
+	(*KeyringNodeResult)(nil),          // 32: gwelb.v1.KeyringNodeResult
+	(*Pool)(nil),                       // 33: gwelb.v1.Pool
+	(*Member)(nil),                     // 34: gwelb.v1.Member
+	(*Observation)(nil),                // 35: gwelb.v1.Observation
+	(PutMemberMode)(0),                 // 36: gwelb.v1.PutMemberMode
+	(AdminState)(0),                    // 37: gwelb.v1.AdminState
 }
 var file_gwelb_v1_admin_proto_depIdxs = []int32{
 	3,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
 	4,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
 	5,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
-	31, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
+	33, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
 	6,  // 4: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
-	32, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
-	33, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
+	34, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
+	35, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
 	7,  // 7: gwelb.v1.MemberStatus.quarantined:type_name -> gwelb.v1.LocalQuarantine
-	32, // 8: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
-	34, // 9: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
-	7,  // 10: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
-	5,  // 11: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
-	0,  // 12: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
-	30, // 13: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
-	1,  // 14: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
-	8,  // 15: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
-	10, // 16: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
-	12, // 17: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
-	13, // 18: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
-	14, // 19: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
-	16, // 20: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
-	18, // 21: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
-	20, // 22: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
-	22, // 23: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
-	23, // 24: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
-	25, // 25: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
-	26, // 26: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
-	28, // 27: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
-	2,  // 28: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
-	9,  // 29: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
-	11, // 30: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
-	15, // 31: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
-	15, // 32: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
-	15, // 33: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
-	17, // 34: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
-	19, // 35: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
-	21, // 36: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
-	23, // 37: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
-	24, // 38: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
-	15, // 39: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
-	27, // 40: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
-	29, // 41: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
-	28, // [28:42] is the sub-list for method output_type
-	14, // [14:28] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	34, // 8: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
+	36, // 9: gwelb.v1.PutMemberRequest.mode:type_name -> gwelb.v1.PutMemberMode
+	33, // 10: gwelb.v1.PutPoolRequest.pool:type_name -> gwelb.v1.Pool
+	37, // 11: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
+	7,  // 12: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
+	5,  // 13: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
+	0,  // 14: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
+	32, // 15: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
+	1,  // 16: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
+	8,  // 17: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
+	10, // 18: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
+	12, // 19: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
+	15, // 20: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
+	16, // 21: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
+	13, // 22: gwelb.v1.Admin.PutPool:input_type -> gwelb.v1.PutPoolRequest
+	14, // 23: gwelb.v1.Admin.RemovePool:input_type -> gwelb.v1.RemovePoolRequest
+	18, // 24: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
+	20, // 25: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
+	22, // 26: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
+	24, // 27: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
+	25, // 28: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
+	27, // 29: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
+	28, // 30: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
+	30, // 31: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
+	2,  // 32: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
+	9,  // 33: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
+	11, // 34: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
+	17, // 35: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
+	17, // 36: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
+	17, // 37: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
+	17, // 38: gwelb.v1.Admin.PutPool:output_type -> gwelb.v1.WriteResponse
+	17, // 39: gwelb.v1.Admin.RemovePool:output_type -> gwelb.v1.WriteResponse
+	19, // 40: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
+	21, // 41: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
+	23, // 42: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
+	25, // 43: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
+	26, // 44: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
+	17, // 45: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
+	29, // 46: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
+	31, // 47: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
+	32, // [32:48] is the sub-list for method output_type
+	16, // [16:32] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_admin_proto_init() }
@@ -2003,7 +2141,7 @@ func file_gwelb_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_admin_proto_rawDesc), len(file_gwelb_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	Admin_PutMember_FullMethodName          = "/gwelb.v1.Admin/PutMember"
 	Admin_RemoveMember_FullMethodName       = "/gwelb.v1.Admin/RemoveMember"
 	Admin_SetMemberState_FullMethodName     = "/gwelb.v1.Admin/SetMemberState"
+	Admin_PutPool_FullMethodName            = "/gwelb.v1.Admin/PutPool"
+	Admin_RemovePool_FullMethodName         = "/gwelb.v1.Admin/RemovePool"
 	Admin_Route_FullMethodName              = "/gwelb.v1.Admin/Route"
 	Admin_Watch_FullMethodName              = "/gwelb.v1.Admin/Watch"
 	Admin_TransferLeadership_FullMethodName = "/gwelb.v1.Admin/TransferLeadership"
@@ -56,6 +58,11 @@ type AdminClient interface {
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 	// SetMemberState sets a member's admin state (active, drain, disabled).
 	SetMemberState(ctx context.Context, in *SetMemberStateRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// PutPool adds a pool or replaces its settings (prefix, sticky, cookie,
+	// fail_timeout, health); its members are kept. Judged by fsm.ValidatePool.
+	PutPool(ctx context.Context, in *PutPoolRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// RemovePool removes a pool and its members.
+	RemovePool(ctx context.Context, in *RemovePoolRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 	// Route tells which member this node's data plane would pick for a sticky
 	// value, its local quarantine included.
 	Route(ctx context.Context, in *RouteRequest, opts ...grpc.CallOption) (*RouteResponse, error)
@@ -146,6 +153,26 @@ func (c *adminClient) SetMemberState(ctx context.Context, in *SetMemberStateRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(WriteResponse)
 	err := c.cc.Invoke(ctx, Admin_SetMemberState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PutPool(ctx context.Context, in *PutPoolRequest, opts ...grpc.CallOption) (*WriteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteResponse)
+	err := c.cc.Invoke(ctx, Admin_PutPool_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RemovePool(ctx context.Context, in *RemovePoolRequest, opts ...grpc.CallOption) (*WriteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WriteResponse)
+	err := c.cc.Invoke(ctx, Admin_RemovePool_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -270,6 +297,11 @@ type AdminServer interface {
 	RemoveMember(context.Context, *RemoveMemberRequest) (*WriteResponse, error)
 	// SetMemberState sets a member's admin state (active, drain, disabled).
 	SetMemberState(context.Context, *SetMemberStateRequest) (*WriteResponse, error)
+	// PutPool adds a pool or replaces its settings (prefix, sticky, cookie,
+	// fail_timeout, health); its members are kept. Judged by fsm.ValidatePool.
+	PutPool(context.Context, *PutPoolRequest) (*WriteResponse, error)
+	// RemovePool removes a pool and its members.
+	RemovePool(context.Context, *RemovePoolRequest) (*WriteResponse, error)
 	// Route tells which member this node's data plane would pick for a sticky
 	// value, its local quarantine included.
 	Route(context.Context, *RouteRequest) (*RouteResponse, error)
@@ -323,6 +355,12 @@ func (UnimplementedAdminServer) RemoveMember(context.Context, *RemoveMemberReque
 }
 func (UnimplementedAdminServer) SetMemberState(context.Context, *SetMemberStateRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetMemberState not implemented")
+}
+func (UnimplementedAdminServer) PutPool(context.Context, *PutPoolRequest) (*WriteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutPool not implemented")
+}
+func (UnimplementedAdminServer) RemovePool(context.Context, *RemovePoolRequest) (*WriteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePool not implemented")
 }
 func (UnimplementedAdminServer) Route(context.Context, *RouteRequest) (*RouteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Route not implemented")
@@ -477,6 +515,42 @@ func _Admin_SetMemberState_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_PutPool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutPoolRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PutPool(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PutPool_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PutPool(ctx, req.(*PutPoolRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RemovePool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePoolRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemovePool(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemovePool_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemovePool(ctx, req.(*RemovePoolRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_Route_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RouteRequest)
 	if err := dec(in); err != nil {
@@ -626,6 +700,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetMemberState",
 			Handler:    _Admin_SetMemberState_Handler,
+		},
+		{
+			MethodName: "PutPool",
+			Handler:    _Admin_PutPool_Handler,
+		},
+		{
+			MethodName: "RemovePool",
+			Handler:    _Admin_RemovePool_Handler,
 		},
 		{
 			MethodName: "Route",

@@ -122,6 +122,56 @@ func (Verdict) EnumDescriptor() ([]byte, []int) {
 	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{1}
 }
 
+// How PutMember treats a member that exists, or does not.
+type PutMemberMode int32
+
+const (
+	PutMemberMode_PUT_MEMBER_MODE_UPSERT PutMemberMode = 0 // add, or replace every operator field (admin state included)
+	PutMemberMode_PUT_MEMBER_MODE_CREATE PutMemberMode = 1 // add; an existing route is refused (OUTCOME_EXISTS)
+	PutMemberMode_PUT_MEMBER_MODE_UPDATE PutMemberMode = 2 // change URL and weight of an existing member, keep its admin state; none is NOT_FOUND
+)
+
+// Enum value maps for PutMemberMode.
+var (
+	PutMemberMode_name = map[int32]string{
+		0: "PUT_MEMBER_MODE_UPSERT",
+		1: "PUT_MEMBER_MODE_CREATE",
+		2: "PUT_MEMBER_MODE_UPDATE",
+	}
+	PutMemberMode_value = map[string]int32{
+		"PUT_MEMBER_MODE_UPSERT": 0,
+		"PUT_MEMBER_MODE_CREATE": 1,
+		"PUT_MEMBER_MODE_UPDATE": 2,
+	}
+)
+
+func (x PutMemberMode) Enum() *PutMemberMode {
+	p := new(PutMemberMode)
+	*p = x
+	return p
+}
+
+func (x PutMemberMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PutMemberMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_gwelb_v1_fsm_proto_enumTypes[2].Descriptor()
+}
+
+func (PutMemberMode) Type() protoreflect.EnumType {
+	return &file_gwelb_v1_fsm_proto_enumTypes[2]
+}
+
+func (x PutMemberMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PutMemberMode.Descriptor instead.
+func (PutMemberMode) EnumDescriptor() ([]byte, []int) {
+	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{2}
+}
+
 // OutcomeCode classifies an outcome as the FSM's errors do.
 type OutcomeCode int32
 
@@ -130,6 +180,7 @@ const (
 	OutcomeCode_OUTCOME_NOT_FOUND OutcomeCode = 1
 	OutcomeCode_OUTCOME_INVALID   OutcomeCode = 2
 	OutcomeCode_OUTCOME_VERSION   OutcomeCode = 3
+	OutcomeCode_OUTCOME_EXISTS    OutcomeCode = 4 // PutMember CREATE of a route that exists
 )
 
 // Enum value maps for OutcomeCode.
@@ -139,12 +190,14 @@ var (
 		1: "OUTCOME_NOT_FOUND",
 		2: "OUTCOME_INVALID",
 		3: "OUTCOME_VERSION",
+		4: "OUTCOME_EXISTS",
 	}
 	OutcomeCode_value = map[string]int32{
 		"OUTCOME_APPLIED":   0,
 		"OUTCOME_NOT_FOUND": 1,
 		"OUTCOME_INVALID":   2,
 		"OUTCOME_VERSION":   3,
+		"OUTCOME_EXISTS":    4,
 	}
 )
 
@@ -159,11 +212,11 @@ func (x OutcomeCode) String() string {
 }
 
 func (OutcomeCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_gwelb_v1_fsm_proto_enumTypes[2].Descriptor()
+	return file_gwelb_v1_fsm_proto_enumTypes[3].Descriptor()
 }
 
 func (OutcomeCode) Type() protoreflect.EnumType {
-	return &file_gwelb_v1_fsm_proto_enumTypes[2]
+	return &file_gwelb_v1_fsm_proto_enumTypes[3]
 }
 
 func (x OutcomeCode) Number() protoreflect.EnumNumber {
@@ -172,7 +225,7 @@ func (x OutcomeCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OutcomeCode.Descriptor instead.
 func (OutcomeCode) EnumDescriptor() ([]byte, []int) {
-	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{2}
+	return file_gwelb_v1_fsm_proto_rawDescGZIP(), []int{3}
 }
 
 // CookieAttrs are the attributes of a pool's inserted sticky cookie.
@@ -679,7 +732,7 @@ func (x *Observation) GetCause() string {
 // and the state, so every node builds the same state.
 type Command struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                      // 1
+	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                      // 1; 2 for a PutMember with a mode (fsm.EncodeCommand sets the lowest that applies it right)
 	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`  // idempotency key chosen by the client
 	UnixNanos int64                  `protobuf:"varint,3,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"` // the proposing node's clock; the FSM never reads its own
 	// Types that are valid to be assigned to Op:
@@ -1024,6 +1077,7 @@ func (x *RemovePool) GetName() string {
 type PutMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Mode          PutMemberMode          `protobuf:"varint,2,opt,name=mode,proto3,enum=gwelb.v1.PutMemberMode" json:"mode,omitempty"` // needs Command.version 2 when not UPSERT
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1063,6 +1117,13 @@ func (x *PutMember) GetMember() *Member {
 		return x.Member
 	}
 	return nil
+}
+
+func (x *PutMember) GetMode() PutMemberMode {
+	if x != nil {
+		return x.Mode
+	}
+	return PutMemberMode_PUT_MEMBER_MODE_UPSERT
 }
 
 type RemoveMember struct {
@@ -1512,9 +1573,10 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\" \n" +
 	"\n" +
 	"RemovePool\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"5\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"b\n" +
 	"\tPutMember\x12(\n" +
-	"\x06member\x18\x01 \x01(\v2\x10.gwelb.v1.MemberR\x06member\"8\n" +
+	"\x06member\x18\x01 \x01(\v2\x10.gwelb.v1.MemberR\x06member\x12+\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x17.gwelb.v1.PutMemberModeR\x04mode\"8\n" +
 	"\fRemoveMember\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\"f\n" +
@@ -1549,11 +1611,16 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"VERDICT_UP\x10\x00\x12\x10\n" +
 	"\fVERDICT_DOWN\x10\x01*c\n" +
+	"\rPutMemberMode\x12\x1a\n" +
+	"\x16PUT_MEMBER_MODE_UPSERT\x10\x00\x12\x1a\n" +
+	"\x16PUT_MEMBER_MODE_CREATE\x10\x01\x12\x1a\n" +
+	"\x16PUT_MEMBER_MODE_UPDATE\x10\x02*w\n" +
 	"\vOutcomeCode\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_NOT_FOUND\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_INVALID\x10\x02\x12\x13\n" +
-	"\x0fOUTCOME_VERSION\x10\x03B/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
+	"\x0fOUTCOME_VERSION\x10\x03\x12\x12\n" +
+	"\x0eOUTCOME_EXISTS\x10\x04B/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
 
 var (
 	file_gwelb_v1_fsm_proto_rawDescOnce sync.Once
@@ -1567,58 +1634,60 @@ func file_gwelb_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_gwelb_v1_fsm_proto_rawDescData
 }
 
-var file_gwelb_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_gwelb_v1_fsm_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_gwelb_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_gwelb_v1_fsm_proto_goTypes = []any{
 	(AdminState)(0),        // 0: gwelb.v1.AdminState
 	(Verdict)(0),           // 1: gwelb.v1.Verdict
-	(OutcomeCode)(0),       // 2: gwelb.v1.OutcomeCode
-	(*CookieAttrs)(nil),    // 3: gwelb.v1.CookieAttrs
-	(*HealthCheck)(nil),    // 4: gwelb.v1.HealthCheck
-	(*Pool)(nil),           // 5: gwelb.v1.Pool
-	(*Member)(nil),         // 6: gwelb.v1.Member
-	(*Observation)(nil),    // 7: gwelb.v1.Observation
-	(*Command)(nil),        // 8: gwelb.v1.Command
-	(*Seed)(nil),           // 9: gwelb.v1.Seed
-	(*PutPool)(nil),        // 10: gwelb.v1.PutPool
-	(*RemovePool)(nil),     // 11: gwelb.v1.RemovePool
-	(*PutMember)(nil),      // 12: gwelb.v1.PutMember
-	(*RemoveMember)(nil),   // 13: gwelb.v1.RemoveMember
-	(*SetMemberState)(nil), // 14: gwelb.v1.SetMemberState
-	(*SetBalancers)(nil),   // 15: gwelb.v1.SetBalancers
-	(*Observe)(nil),        // 16: gwelb.v1.Observe
-	(*State)(nil),          // 17: gwelb.v1.State
-	(*Outcome)(nil),        // 18: gwelb.v1.Outcome
+	(PutMemberMode)(0),     // 2: gwelb.v1.PutMemberMode
+	(OutcomeCode)(0),       // 3: gwelb.v1.OutcomeCode
+	(*CookieAttrs)(nil),    // 4: gwelb.v1.CookieAttrs
+	(*HealthCheck)(nil),    // 5: gwelb.v1.HealthCheck
+	(*Pool)(nil),           // 6: gwelb.v1.Pool
+	(*Member)(nil),         // 7: gwelb.v1.Member
+	(*Observation)(nil),    // 8: gwelb.v1.Observation
+	(*Command)(nil),        // 9: gwelb.v1.Command
+	(*Seed)(nil),           // 10: gwelb.v1.Seed
+	(*PutPool)(nil),        // 11: gwelb.v1.PutPool
+	(*RemovePool)(nil),     // 12: gwelb.v1.RemovePool
+	(*PutMember)(nil),      // 13: gwelb.v1.PutMember
+	(*RemoveMember)(nil),   // 14: gwelb.v1.RemoveMember
+	(*SetMemberState)(nil), // 15: gwelb.v1.SetMemberState
+	(*SetBalancers)(nil),   // 16: gwelb.v1.SetBalancers
+	(*Observe)(nil),        // 17: gwelb.v1.Observe
+	(*State)(nil),          // 18: gwelb.v1.State
+	(*Outcome)(nil),        // 19: gwelb.v1.Outcome
 }
 var file_gwelb_v1_fsm_proto_depIdxs = []int32{
-	3,  // 0: gwelb.v1.Pool.cookie_attrs:type_name -> gwelb.v1.CookieAttrs
-	4,  // 1: gwelb.v1.Pool.health:type_name -> gwelb.v1.HealthCheck
+	4,  // 0: gwelb.v1.Pool.cookie_attrs:type_name -> gwelb.v1.CookieAttrs
+	5,  // 1: gwelb.v1.Pool.health:type_name -> gwelb.v1.HealthCheck
 	0,  // 2: gwelb.v1.Member.state:type_name -> gwelb.v1.AdminState
 	1,  // 3: gwelb.v1.Member.verdict:type_name -> gwelb.v1.Verdict
-	9,  // 4: gwelb.v1.Command.seed:type_name -> gwelb.v1.Seed
-	10, // 5: gwelb.v1.Command.put_pool:type_name -> gwelb.v1.PutPool
-	11, // 6: gwelb.v1.Command.remove_pool:type_name -> gwelb.v1.RemovePool
-	12, // 7: gwelb.v1.Command.put_member:type_name -> gwelb.v1.PutMember
-	13, // 8: gwelb.v1.Command.remove_member:type_name -> gwelb.v1.RemoveMember
-	14, // 9: gwelb.v1.Command.set_member_state:type_name -> gwelb.v1.SetMemberState
-	15, // 10: gwelb.v1.Command.set_balancers:type_name -> gwelb.v1.SetBalancers
-	16, // 11: gwelb.v1.Command.observe:type_name -> gwelb.v1.Observe
-	5,  // 12: gwelb.v1.Seed.pools:type_name -> gwelb.v1.Pool
-	6,  // 13: gwelb.v1.Seed.members:type_name -> gwelb.v1.Member
-	5,  // 14: gwelb.v1.PutPool.pool:type_name -> gwelb.v1.Pool
-	6,  // 15: gwelb.v1.PutMember.member:type_name -> gwelb.v1.Member
-	0,  // 16: gwelb.v1.SetMemberState.state:type_name -> gwelb.v1.AdminState
-	7,  // 17: gwelb.v1.Observe.observation:type_name -> gwelb.v1.Observation
-	5,  // 18: gwelb.v1.State.pools:type_name -> gwelb.v1.Pool
-	6,  // 19: gwelb.v1.State.members:type_name -> gwelb.v1.Member
-	7,  // 20: gwelb.v1.State.observations:type_name -> gwelb.v1.Observation
-	18, // 21: gwelb.v1.State.outcomes:type_name -> gwelb.v1.Outcome
-	2,  // 22: gwelb.v1.Outcome.code:type_name -> gwelb.v1.OutcomeCode
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	10, // 4: gwelb.v1.Command.seed:type_name -> gwelb.v1.Seed
+	11, // 5: gwelb.v1.Command.put_pool:type_name -> gwelb.v1.PutPool
+	12, // 6: gwelb.v1.Command.remove_pool:type_name -> gwelb.v1.RemovePool
+	13, // 7: gwelb.v1.Command.put_member:type_name -> gwelb.v1.PutMember
+	14, // 8: gwelb.v1.Command.remove_member:type_name -> gwelb.v1.RemoveMember
+	15, // 9: gwelb.v1.Command.set_member_state:type_name -> gwelb.v1.SetMemberState
+	16, // 10: gwelb.v1.Command.set_balancers:type_name -> gwelb.v1.SetBalancers
+	17, // 11: gwelb.v1.Command.observe:type_name -> gwelb.v1.Observe
+	6,  // 12: gwelb.v1.Seed.pools:type_name -> gwelb.v1.Pool
+	7,  // 13: gwelb.v1.Seed.members:type_name -> gwelb.v1.Member
+	6,  // 14: gwelb.v1.PutPool.pool:type_name -> gwelb.v1.Pool
+	7,  // 15: gwelb.v1.PutMember.member:type_name -> gwelb.v1.Member
+	2,  // 16: gwelb.v1.PutMember.mode:type_name -> gwelb.v1.PutMemberMode
+	0,  // 17: gwelb.v1.SetMemberState.state:type_name -> gwelb.v1.AdminState
+	8,  // 18: gwelb.v1.Observe.observation:type_name -> gwelb.v1.Observation
+	6,  // 19: gwelb.v1.State.pools:type_name -> gwelb.v1.Pool
+	7,  // 20: gwelb.v1.State.members:type_name -> gwelb.v1.Member
+	8,  // 21: gwelb.v1.State.observations:type_name -> gwelb.v1.Observation
+	19, // 22: gwelb.v1.State.outcomes:type_name -> gwelb.v1.Outcome
+	3,  // 23: gwelb.v1.Outcome.code:type_name -> gwelb.v1.OutcomeCode
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_fsm_proto_init() }
@@ -1642,7 +1711,7 @@ func file_gwelb_v1_fsm_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_fsm_proto_rawDesc), len(file_gwelb_v1_fsm_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
