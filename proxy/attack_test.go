@@ -623,7 +623,7 @@ func TestAttackAccessLogOneLinePerRequest(t *testing.T) {
 		s.raw(t, "GET "+h[0]+" HTTP/1.1\r\nHost: gwe\r\nConnection: close\r\n"+strings.Join(h[1:], "\r\n")+"\r\n\r\n")
 	}
 	waitFor(t, 5*time.Second, "the access log lines", func() bool { return len(s.log.lines()) >= before+len(hostile) })
-	shape := regexp.MustCompile(`^[0-9.:]+ - - \[[^\]]+\] "(?:[^"\\]|\\.)*" \d{3} \d+ "(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*"( pool=[!#-\[\]-~]+)? alias="(?:[^"\\]|\\.)*" cookie="(?:[^"\\]|\\.)*" route=[!#-\[\]-~]+ upstream=[!#-\[\]-~]+ upstream_time=[0-9.]+ time=[0-9.]+$`)
+	shape := regexp.MustCompile(`^[0-9.:]+ - - \[[^\]]+\] "(?:[^"\\]|\\.)*" \d{3} \d+ "(?:[^"\\]|\\.)*" "(?:[^"\\]|\\.)*"( pool=[!#-\[\]-~]+)? alias="(?:[^"\\]|\\.)*" cookie="(?:[^"\\]|\\.)*" route=[!#-\[\]-~]+ retried_from=[!#-\[\]-~]+ upstream=[!#-\[\]-~]+ upstream_time=[0-9.]+ time=[0-9.]+ node=[!#-\[\]-~]+$`)
 	lines := s.log.lines()[before:]
 	for _, l := range lines {
 		if !shape.MatchString(l) {
@@ -637,15 +637,15 @@ func TestAttackAccessLogOneLinePerRequest(t *testing.T) {
 	// Fields from the configuration: the validator refuses such names,
 	// but the log escapes them anyway.
 	var buf syncBuffer
-	l := &accessLogger{w: &buf}
+	l := newAccessLogger(&buf, AccessLogCombined, "n1\n127.0.0.1 - -")
 	pv := &poolView{spec: fsm.PoolSpec{Name: "pool\n127.0.0.1 - - [forged]"}, members: []*memberState{{route: "r\" x=\"1", host: "h\r\nx"}}}
 	req := httptest.NewRequest(http.MethodGet, "/backend/x", nil)
-	l.log(req, &logWriter{status: 200}, &reqState{pv: pv, member: 0}, time.Now())
+	l.log(req, &logWriter{status: 200}, &reqState{pv: pv, member: 0, retriedFrom: "f\n"}, time.Now())
 	got := buf.String()
 	if strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
 		t.Fatalf("one request wrote %q", got)
 	}
-	for _, want := range []string{` pool="pool\n127.0.0.1 - - [forged]" `, ` route="r\" x=\"1" `, ` upstream="h\r\nx" `} {
+	for _, want := range []string{` pool="pool\n127.0.0.1 - - [forged]" `, ` route="r\" x=\"1" `, ` retried_from="f\n" `, ` upstream="h\r\nx" `, ` node="n1\n127.0.0.1 - -"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("log line %q lacks %q", got, want)
 		}

@@ -39,6 +39,9 @@ type reqState struct {
 	upstreamStart time.Time
 	upstreamTime  time.Duration
 	status        int // status the member answered, for upgrades the handler never sees
+	// retriedFrom is the route of the member whose connection failed
+	// when the one retry (rule 8) moved the request; "" when none did.
+	retriedFrom string
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -243,6 +246,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	failed.inflight.Add(-1)
 	st.pv.members[next].inflight.Add(1)
 	st.member = next
+	st.retriedFrom = failed.route
 	retry := req.Clone(req.Context())
 	retry.Body = body
 	target := st.pv.pool.Member(next).Target

@@ -705,7 +705,7 @@ func TestAccessLog(t *testing.T) {
 	// Balancer answers are logged too.
 	s.get(t, "/nowhere?marker=three")
 	line = s.logLine(t, "marker=three")
-	for _, want := range []string{`"GET /nowhere?marker=three HTTP/1.1" 404 `, " route=- upstream=- "} {
+	for _, want := range []string{`"GET /nowhere?marker=three HTTP/1.1" 404 `, " route=- retried_from=- upstream=- "} {
 		if !strings.Contains(line, want) {
 			t.Errorf("access log line %q lacks %q", line, want)
 		}

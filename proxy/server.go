@@ -61,6 +61,11 @@ type Options struct {
 	AccessLog             io.Writer     // one line per request; nil disables
 	Observer              Observer      // passive health sink; nil discards
 	Logger                *slog.Logger  // error log; nil uses slog.Default()
+	// AccessLogFormat is the access log's line format: combined (the
+	// default) or JSON lines (config access_log_format).
+	AccessLogFormat AccessLogFormat
+	// NodeName is this node's name, on every access log line.
+	NodeName string
 }
 
 // Server routes requests to pool members by the current Table.
@@ -125,9 +130,7 @@ func New(opts Options) *Server {
 		retryBudget: &retryBudget{limit: opts.RetryBufferTotal},
 	}
 	s.SetObserver(opts.Observer)
-	if opts.AccessLog != nil {
-		s.accessLog = &accessLogger{w: opts.AccessLog}
-	}
+	s.accessLog = newAccessLogger(opts.AccessLog, opts.AccessLogFormat, opts.NodeName)
 	s.transport = &http.Transport{
 		DialContext:            (&net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:        opts.UpstreamTLS,

@@ -73,6 +73,11 @@ type Config struct {
 	// message saying so.
 	LegacyOpsAddr string `yaml:"ops_addr"`
 
+	// AccessLogFormat is the access log's line format: combined (the
+	// default: Apache's combined plus routing fields) or json (one object
+	// per line); README.md documents both.
+	AccessLogFormat string `yaml:"access_log_format"`
+
 	Listeners   []ListenerConfig `yaml:"listeners"`
 	AccessLog   string           `yaml:"access_log"`
 	LogLevel    string           `yaml:"log_level"`
@@ -264,6 +269,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("log_level: %w", err)
+	}
+	if _, err := proxy.ParseAccessLogFormat(c.AccessLogFormat); err != nil {
+		bad("access_log_format: %w", err)
 	}
 	for _, t := range []struct {
 		name string
@@ -464,6 +472,9 @@ func (c *Config) ProxyOptions() (proxy.Options, error) {
 		BodyReadTimeout:       c.Timeouts.BodyRead,
 		BodyMinRate:           c.Limits.BodyMinRate,
 	}
+	// validate has judged the format; -dev has set the node's name by now.
+	opts.AccessLogFormat, _ = proxy.ParseAccessLogFormat(c.AccessLogFormat)
+	opts.NodeName = c.Node
 	if c.UpstreamTLS.CAFile != "" || c.UpstreamTLS.InsecureSkipVerify {
 		tc := &tls.Config{InsecureSkipVerify: c.UpstreamTLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 		if c.UpstreamTLS.CAFile != "" {
