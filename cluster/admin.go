@@ -30,6 +30,9 @@ func (n *Node) startGRPC() error {
 	if n.cfg.Token != "" || n.cfg.ReadToken != "" || n.tls != nil {
 		opts = append(opts, grpc.ChainUnaryInterceptor(n.authUnary), grpc.ChainStreamInterceptor(n.authStream))
 	}
+	// After authorization: the audit log of the writes no leader decides
+	// (audit.go).
+	opts = append(opts, grpc.ChainUnaryInterceptor(n.auditUnary))
 	ln, err := net.Listen("tcp", n.cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("grpc_addr %s: %w", n.cfg.GRPCAddr, err)
@@ -110,6 +113,7 @@ func tokenEqual(got, want string) bool {
 
 func (n *Node) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if err := n.authorize(ctx, info.FullMethod); err != nil {
+		n.auditRefused(ctx, info.FullMethod, err)
 		return nil, err
 	}
 	return h(ctx, req)
@@ -117,6 +121,7 @@ func (n *Node) authUnary(ctx context.Context, req any, info *grpc.UnaryServerInf
 
 func (n *Node) authStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := n.authorize(ss.Context(), info.FullMethod); err != nil {
+		n.auditRefused(ss.Context(), info.FullMethod, err)
 		return err
 	}
 	return h(srv, ss)
@@ -177,7 +182,9 @@ func (s *adminServer) Leave(ctx context.Context, req *gwelbv1.LeaveRequest) (*gw
 		return &gwelbv1.LeaveResponse{}, nil
 	}
 	if _, known := n.raftServer(req.GetNode()); !known {
-		return nil, status.Errorf(codes.NotFound, "no node %q in the raft configuration", req.GetNode())
+		err := status.Errorf(codes.NotFound, "no node %q in the raft configuration", req.GetNode())
+		n.audit(ctx, "Leave", []any{"node", req.GetNode(), "action", "remove raft peer"}, 0, err)
+		return nil, err
 	}
 	if err := n.removePeer(ctx, req.GetNode()); err != nil {
 		if _, ok := status.FromError(err); ok {
@@ -204,10 +211,17 @@ func (n *Node) raftServer(name string) (raft.Server, bool) {
 
 func (s *adminServer) PutMember(ctx context.Context, req *gwelbv1.PutMemberRequest) (*gwelbv1.WriteResponse, error) {
 	m := req.GetMember()
-	if err := checkMember(m); err != nil {
-		return nil, err
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_PutMember{PutMember: &gwelbv1.PutMember{Member: m, Mode: req.GetMode()}}}
+	err := checkMember(m)
+	if err == nil {
+		if _, known := gwelbv1.PutMemberMode_name[int32(req.GetMode())]; !known {
+			err = status.Errorf(codes.InvalidArgument, "put member %s/%s: mode %d: want upsert, create or update", m.GetPool(), m.GetRoute(), req.GetMode())
+		}
 	}
-	return s.write(ctx, req.GetRequestId(), &gwelbv1.Command{Op: &gwelbv1.Command_PutMember{PutMember: &gwelbv1.PutMember{Member: m}}})
+	if err != nil {
+		return nil, s.refuse(ctx, req.GetRequestId(), cmd, err)
+	}
+	return s.write(ctx, req.GetRequestId(), cmd)
 }
 
 func (s *adminServer) RemoveMember(ctx context.Context, req *gwelbv1.RemoveMemberRequest) (*gwelbv1.WriteResponse, error) {
@@ -215,10 +229,11 @@ func (s *adminServer) RemoveMember(ctx context.Context, req *gwelbv1.RemoveMembe
 }
 
 func (s *adminServer) SetMemberState(ctx context.Context, req *gwelbv1.SetMemberStateRequest) (*gwelbv1.WriteResponse, error) {
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetMemberState{SetMemberState: &gwelbv1.SetMemberState{Pool: req.GetPool(), Route: req.GetRoute(), State: req.GetState()}}}
 	if st := req.GetState(); fsm.AdminStateFromProto(st).Proto() != st {
-		return nil, status.Errorf(codes.InvalidArgument, "set member state %s/%s: state %d: want active, drain or disabled", req.GetPool(), req.GetRoute(), st)
+		return nil, s.refuse(ctx, req.GetRequestId(), cmd, status.Errorf(codes.InvalidArgument, "set member state %s/%s: state %d: want active, drain or disabled", req.GetPool(), req.GetRoute(), st))
 	}
-	return s.write(ctx, req.GetRequestId(), &gwelbv1.Command{Op: &gwelbv1.Command_SetMemberState{SetMemberState: &gwelbv1.SetMemberState{Pool: req.GetPool(), Route: req.GetRoute(), State: req.GetState()}}})
+	return s.write(ctx, req.GetRequestId(), cmd)
 }
 
 // checkMember judges a member before it is proposed, with the validator
@@ -232,6 +247,16 @@ func checkMember(m *gwelbv1.Member) error {
 		return status.Errorf(codes.InvalidArgument, "put member %s/%s: %v", m.GetPool(), m.GetRoute(), err)
 	}
 	return nil
+}
+
+// refuse answers err for a write this node refuses before proposing it,
+// and logs it: no leader sees it (DESIGN.md §4.3).
+func (s *adminServer) refuse(ctx context.Context, requestID string, cmd *gwelbv1.Command, err error) error {
+	cmd.RequestId = requestID
+	if rpc, args, ok := commandAudit(cmd); ok {
+		s.n.audit(ctx, rpc, args, 0, err)
+	}
+	return err
 }
 
 func (s *adminServer) write(ctx context.Context, requestID string, cmd *gwelbv1.Command) (*gwelbv1.WriteResponse, error) {
@@ -303,10 +328,20 @@ func (s *adminServer) TransferLeadership(ctx context.Context, req *gwelbv1.Trans
 	if !n.IsLeader() {
 		c, err := n.leaderClient(ctx)
 		if err != nil {
+			n.audit(ctx, "TransferLeadership", []any{"node", req.GetNode()}, 0, err)
 			return nil, err
 		}
-		return c.TransferLeadership(n.peers.outgoing(ctx), req)
+		return c.TransferLeadership(n.relayContext(ctx), req)
 	}
+	resp, err := s.transferLeadership(ctx, req)
+	// The leader decided: it logs the transfer (DESIGN.md §4.3).
+	n.audit(ctx, "TransferLeadership", []any{"node", req.GetNode(), "new_leader", resp.GetLeader()}, 0, err)
+	return resp, err
+}
+
+// transferLeadership hands leadership over, on the leader.
+func (s *adminServer) transferLeadership(ctx context.Context, req *gwelbv1.TransferLeadershipRequest) (*gwelbv1.TransferLeadershipResponse, error) {
+	n := s.n
 	var f raft.Future
 	if req.GetNode() != "" {
 		srv, ok := n.raftServer(req.GetNode())

@@ -81,7 +81,10 @@ func (n *Node) applyBytes(ctx context.Context, data []byte, forwarded bool) (uin
 			if forwarded {
 				return 0, errNotLeader()
 			}
-			return 0, errNoLeader(n.cfg.WriteTimeout)
+			// No leader decided this write: this node logs it (DESIGN.md §4.3).
+			err := errNoLeader(n.cfg.WriteTimeout)
+			n.auditCommand(ctx, data, 0, err)
+			return 0, err
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -104,26 +107,13 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) {
 // yet, leadership changed) worth another attempt.
 func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index uint64, retry bool, err error) {
 	if n.IsLeader() {
-		deadline, _ := ctx.Deadline()
-		f := n.raft.Apply(data, time.Until(deadline))
-		if err := f.Error(); err != nil {
-			if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-				// Trying again after an indeterminate ErrLeadershipLost is
-				// exact: the FSM answers a request id it applied before with
-				// its first outcome instead of applying it twice.
-				return 0, true, nil
-			}
-			return 0, false, raftUnavailable("raft apply", err)
+		index, retry, err = n.applyAsLeader(ctx, data)
+		if !retry {
+			// The leader decided: it alone logs an admin write, with the
+			// caller a follower relayed it for (DESIGN.md §4.3).
+			n.auditCommand(ctx, data, index, err)
 		}
-		switch resp := f.Response().(type) {
-		case error:
-			return 0, false, fsmError(resp)
-		case fsm.AppliedEarlier:
-			// A retry of a request applied before: answer what it answered
-			// (DESIGN.md §5.3).
-			return uint64(resp), false, nil
-		}
-		return f.Index(), false, nil
+		return index, retry, err
 	}
 	if forwarded {
 		return 0, true, nil
@@ -136,7 +126,11 @@ func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index
 	if addr == "" {
 		return 0, true, nil // gossip has not told us where the leader listens yet
 	}
-	resp, err := n.peers.apply(ctx, addr, data)
+	c, err := n.peers.client(addr)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := c.Apply(n.relayContext(ctx), &gwelbv1.ApplyRequest{Command: data})
 	if err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.Unavailable {
 			return 0, true, nil
@@ -144,6 +138,30 @@ func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index
 		return 0, false, err
 	}
 	return resp.GetIndex(), false, nil
+}
+
+// applyAsLeader proposes data to Raft on this node, the leader.
+func (n *Node) applyAsLeader(ctx context.Context, data []byte) (index uint64, retry bool, err error) {
+	deadline, _ := ctx.Deadline()
+	f := n.raft.Apply(data, time.Until(deadline))
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			// Trying again after an indeterminate ErrLeadershipLost is
+			// exact: the FSM answers a request id it applied before with
+			// its first outcome instead of applying it twice.
+			return 0, true, nil
+		}
+		return 0, false, raftUnavailable("raft apply", err)
+	}
+	switch resp := f.Response().(type) {
+	case error:
+		return 0, false, fsmError(resp)
+	case fsm.AppliedEarlier:
+		// A retry of a request applied before: answer what it answered
+		// (DESIGN.md §5.3).
+		return uint64(resp), false, nil
+	}
+	return f.Index(), false, nil
 }
 
 // fsmError maps an FSM rejection onto a gRPC status.
@@ -155,6 +173,8 @@ func fsmError(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, fsm.ErrVersion):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, fsm.ErrExists):
+		return status.Error(codes.AlreadyExists, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }
@@ -165,24 +185,35 @@ func (n *Node) removePeer(ctx context.Context, name string) error {
 	defer cancel()
 	for {
 		if n.IsLeader() {
-			err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout).Error()
+			f := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout)
+			err := f.Error()
 			if err == nil {
 				n.log.Info("removed node from the raft configuration", "peer", name)
+				n.audit(ctx, "Leave", []any{"node", name, "action", "remove raft peer"}, f.Index(), nil)
 				return nil
 			}
-			if !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-				return fmt.Errorf("remove %s: %w", name, err)
+			if !lostLeadership(err) {
+				err = fmt.Errorf("remove %s: %w", name, err)
+				n.audit(ctx, "Leave", []any{"node", name, "action", "remove raft peer"}, 0, err)
+				return err
 			}
 			// Leadership moved on: try again on, or through, the new leader
 			// (removing a server twice is harmless).
 		} else if leader := n.Leader(); leader != "" && leader != n.cfg.Name {
 			if addr := n.grpcAddrOf(leader); addr != "" {
-				return n.peers.leave(ctx, addr, name)
+				c, err := n.peers.client(addr)
+				if err != nil {
+					return err
+				}
+				_, err = c.Leave(n.relayContext(ctx), &gwelbv1.LeaveRequest{Node: name})
+				return err
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return errNoLeader(n.cfg.WriteTimeout)
+			err := errNoLeader(n.cfg.WriteTimeout)
+			n.audit(ctx, "Leave", []any{"node", name, "action", "remove raft peer"}, 0, err)
+			return err
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

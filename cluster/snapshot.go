@@ -72,14 +72,18 @@ func (s *adminServer) SnapshotRestore(stream grpc.ClientStreamingServer[gwelbv1.
 	// The one validator judges the snapshot before anything is proposed.
 	st, _, err := fsm.DecodeState(raw)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "snapshot refused, nothing restored: %v", err)
+		err = status.Errorf(codes.InvalidArgument, "snapshot refused, nothing restored: %v", err)
+		n.auditRestore(ctx, raw, nil, 0, err)
+		return err
 	}
 	if !n.IsLeader() {
 		c, err := n.leaderClient(ctx)
 		if err != nil {
+			n.auditRestore(ctx, raw, st, 0, err)
 			return err
 		}
-		up, err := c.SnapshotRestore(n.peers.outgoing(ctx))
+		// The leader logs the restore, naming the caller (audit.go).
+		up, err := c.SnapshotRestore(n.relayContext(ctx))
 		if err != nil {
 			return err
 		}
@@ -104,7 +108,11 @@ func (s *adminServer) SnapshotRestore(stream grpc.ClientStreamingServer[gwelbv1.
 	}
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: st.Index - 1, Size: int64(len(data))}
 	if err := n.raft.Restore(meta, bytes.NewReader(data), n.cfg.WriteTimeout); err != nil {
-		return raftUnavailable("restore", err)
+		err = raftUnavailable("restore", err)
+		n.auditRestore(ctx, raw, st, 0, err)
+		return err
 	}
-	return stream.SendAndClose(&gwelbv1.SnapshotRestoreResponse{Index: n.raft.AppliedIndex()})
+	index := n.raft.AppliedIndex()
+	n.auditRestore(ctx, raw, st, index, nil)
+	return stream.SendAndClose(&gwelbv1.SnapshotRestoreResponse{Index: index})
 }
