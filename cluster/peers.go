@@ -63,23 +63,6 @@ func (p *peerClients) outgoing(ctx context.Context) context.Context {
 	return metadata.NewOutgoingContext(ctx, md)
 }
 
-func (p *peerClients) apply(ctx context.Context, addr string, data []byte) (*gwelbv1.WriteResponse, error) {
-	c, err := p.client(addr)
-	if err != nil {
-		return nil, err
-	}
-	return c.Apply(p.outgoing(ctx), &gwelbv1.ApplyRequest{Command: data})
-}
-
-func (p *peerClients) leave(ctx context.Context, addr, node string) error {
-	c, err := p.client(addr)
-	if err != nil {
-		return err
-	}
-	_, err = c.Leave(p.outgoing(ctx), &gwelbv1.LeaveRequest{Node: node})
-	return err
-}
-
 func (p *peerClients) status(ctx context.Context, addr string) (*gwelbv1.StatusResponse, error) {
 	c, err := p.client(addr)
 	if err != nil {
