@@ -299,6 +299,7 @@ Environment:
 		a.snapshotCmd(),
 		a.watchCmd(),
 		a.keyringCmd(),
+		a.importCmd(),
 		a.versionCmd(),
 	)
 	addExitCodes(root)
