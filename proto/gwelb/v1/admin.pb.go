@@ -770,9 +770,9 @@ type PutMemberRequest struct {
 	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// mode: UPSERT (unset) adds or replaces the member, admin state included;
 	// CREATE refuses a route that exists (ALREADY_EXISTS); UPDATE changes the
-	// URL and weight of an existing member and keeps its admin state
-	// (NOT_FOUND when there is none). Decided by the FSM, so exact under
-	// concurrent writes.
+	// URL and weight of an existing member (an empty url or weight 0 keeps
+	// the one it has) and keeps its admin state (NOT_FOUND when there is
+	// none). Decided by the FSM, so exact under concurrent writes.
 	Mode          PutMemberMode `protobuf:"varint,3,opt,name=mode,proto3,enum=gwelb.v1.PutMemberMode" json:"mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -128,7 +128,7 @@ type PutMemberMode int32
 const (
 	PutMemberMode_PUT_MEMBER_MODE_UPSERT PutMemberMode = 0 // add, or replace every operator field (admin state included)
 	PutMemberMode_PUT_MEMBER_MODE_CREATE PutMemberMode = 1 // add; an existing route is refused (OUTCOME_EXISTS)
-	PutMemberMode_PUT_MEMBER_MODE_UPDATE PutMemberMode = 2 // change URL and weight of an existing member, keep its admin state; none is NOT_FOUND
+	PutMemberMode_PUT_MEMBER_MODE_UPDATE PutMemberMode = 2 // change URL and weight of an existing member (empty url, weight 0: keep), keep its admin state; none is NOT_FOUND
 )
 
 // Enum value maps for PutMemberMode.
