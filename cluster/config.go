@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/metrics"
 	"github.com/gwelb/gwelb/internal/pki"
 )
 
@@ -66,6 +67,11 @@ type Config struct {
 	OnTable  func(*fsm.Table)               // receives every new routing table, in index order
 	InFlight func(pool, route string) int64 // requests in flight per member, for Status; may be nil
 	Logger   *slog.Logger
+
+	// Metrics receives the control plane's series
+	// (metrics.Registry.Cluster); nil records into instruments no
+	// registry serves.
+	Metrics *metrics.Cluster
 }
 
 // Timing holds the timeouts that decide how fast failures are noticed.

@@ -31,6 +31,7 @@ type probe struct {
 	spec             fsm.HealthSpec
 	passive          chan error // failures the proxy saw, counted as failed probes
 	cancel           context.CancelFunc
+	metrics          probeMetrics // gwelb_probe_duration_seconds, gwelb_probe_failures_total (metrics.go)
 }
 
 func newProber(n *Node) *prober {
@@ -72,7 +73,8 @@ func (p *prober) sync(ctx context.Context, t *fsm.Table) {
 				old.cancel()
 			}
 			pctx, cancel := context.WithCancel(ctx)
-			pr := &probe{pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, passive: make(chan error, 8), cancel: cancel}
+			pr := &probe{pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, passive: make(chan error, 8), cancel: cancel,
+				metrics: p.n.probeMetricsFor(pool.Name(), m.Route)}
 			p.probes[key] = pr
 			go p.run(pctx, pr)
 		}
@@ -81,6 +83,7 @@ func (p *prober) sync(ctx context.Context, t *fsm.Table) {
 		if !seen[key] {
 			pr.cancel()
 			delete(p.probes, key)
+			p.n.deleteProbeMetrics(pr.pool, pr.route)
 		}
 	}
 }
@@ -130,11 +133,18 @@ func (p *prober) run(ctx context.Context, pr *probe) {
 		case err = <-pr.passive:
 			err = fmt.Errorf("proxy: %w", err)
 		case <-timer.C:
+			start := time.Now()
 			err = p.check(ctx, pr)
+			if ctx.Err() == nil {
+				pr.metrics.duration.Observe(time.Since(start).Seconds())
+			}
 			timer.Reset(pr.spec.Interval)
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if err != nil {
+			pr.metrics.failures.Inc()
 		}
 		if err == nil {
 			ok, failed = ok+1, 0

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/metrics"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -53,6 +54,8 @@ type Node struct {
 	// (keyring.go); nil for plain gossip.
 	gossipKeys *gossipKeyring
 
+	metrics *metrics.Cluster // the control plane's series (metrics.go)
+
 	ctx      context.Context // ends when the node stops
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -84,6 +87,7 @@ func Start(cfg Config) (*Node, error) {
 		cancel:     cancel,
 		left:       make(chan struct{}),
 	}
+	n.initMetrics(cfg.Metrics)
 	n.tables = newTablePublisher(filepath.Join(cfg.DataDir, "table.cache"), cfg.OnTable, func() *gwelbv1.State { return n.fsm.State() }, n.log)
 	n.prober = newProber(n)
 	n.fsm = fsm.NewFSM(func(t *fsm.Table) {
@@ -130,6 +134,7 @@ func (n *Node) start() error {
 	n.goRun(n.bootstrapLoop)
 	n.goRun(func(ctx context.Context) { n.runCatchUp(ctx, n.startup) })
 	n.goRun(n.watchFreshness)
+	n.exposeMetrics()
 	n.log.Info("node started; catching up with the cluster before routing", "raft", n.cfg.RaftAddr, "gossip", n.cfg.GossipAddr, "grpc", n.GRPCAddr(), "existing_state", existing)
 	return nil
 }

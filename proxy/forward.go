@@ -42,6 +42,8 @@ type reqState struct {
 	// retriedFrom is the route of the member whose connection failed
 	// when the one retry (rule 8) moved the request; "" when none did.
 	retriedFrom string
+
+	websocket bool // the member accepted a WebSocket: counted in gwelb_websockets until the request ends
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +51,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
 	lw := &logWriter{ResponseWriter: w}
 	st := &reqState{member: -1}
-	defer func() { s.accessLog.log(r, lw, st, start) }()
+	defer func() {
+		s.record(st, lw)
+		s.accessLog.log(r, lw, st, start)
+	}()
 
 	// The connection guard stops reading request heads after a GET that
 	// asks to upgrade, since what follows may be a WebSocket: unless the
@@ -153,6 +158,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if st.pv.spec.Sticky.Insert && st.pv.pool.Member(st.member).Route != st.carried {
 		resp.Header.Add("Set-Cookie", st.pv.cookies[st.member])
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		s.websocketOpened(st) // gwelb_websockets, until the tunnel closes
+	}
 	return nil
 }
 
@@ -243,6 +251,7 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	t.s.log.Info("retrying on fallback member", "pool", st.pv.spec.Name, "failed", failed.route, "fallback", st.pv.members[next].route, "err", err)
+	failed.metrics.retries.Inc()
 	failed.inflight.Add(-1)
 	st.pv.members[next].inflight.Add(1)
 	st.member = next

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/metrics"
 )
 
 // Observer receives the proxy's passive health signals. The health prober
@@ -66,6 +67,9 @@ type Options struct {
 	AccessLogFormat AccessLogFormat
 	// NodeName is this node's name, on every access log line.
 	NodeName string
+	// Metrics receives the data plane's series (metrics.Registry.Proxy);
+	// nil records into instruments no registry serves.
+	Metrics *metrics.Proxy
 }
 
 // Server routes requests to pool members by the current Table.
@@ -85,6 +89,12 @@ type Server struct {
 	mu      sync.Mutex              // guards members and rr across Updates
 	members map[string]*memberState // by pool, route and URL
 	rr      map[string]*atomic.Uint64
+
+	// The series requests record into, resolved per member and pool by
+	// Update (metrics.go); guarded by mu.
+	metrics       *metrics.Proxy
+	memberMetrics map[string]*memberMetrics // by pool and route
+	poolMetrics   map[string]*poolMetrics   // by pool
 }
 
 // New returns a Server that answers 503 until the first Update.
@@ -130,6 +140,7 @@ func New(opts Options) *Server {
 		retryBudget: &retryBudget{limit: opts.RetryBufferTotal},
 	}
 	s.SetObserver(opts.Observer)
+	s.initMetrics(opts.Metrics)
 	s.accessLog = newAccessLogger(opts.AccessLog, opts.AccessLogFormat, opts.NodeName)
 	s.transport = &http.Transport{
 		DialContext:            (&net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
@@ -188,13 +199,13 @@ func (s *Server) Update(t *fsm.Table) {
 			rr = new(atomic.Uint64)
 			s.rr[spec.Name] = rr
 		}
-		pv := &poolView{pool: p, spec: spec, rr: rr}
+		pv := &poolView{pool: p, spec: spec, rr: rr, metrics: s.poolMetricsFor(spec.Name)}
 		for i := range p.Members() {
 			m := p.Member(i)
 			key := spec.Name + "\x00" + m.Route + "\x00" + m.URL
 			ms := s.members[key]
 			if ms == nil {
-				ms = &memberState{route: m.Route, host: m.Target.Host}
+				ms = &memberState{route: m.Route, host: m.Target.Host, metrics: s.memberMetricsFor(spec.Name, m.Route)}
 				s.members[key] = ms
 			}
 			seen[key] = true
@@ -208,6 +219,7 @@ func (s *Server) Update(t *fsm.Table) {
 			delete(s.members, key)
 		}
 	}
+	s.pruneMetrics(t)
 	s.view.Store(v)
 }
 
@@ -266,6 +278,7 @@ type poolView struct {
 	rr      *atomic.Uint64
 	members []*memberState // parallel to pool.Members()
 	cookies []string       // Set-Cookie value per member, built once per Update
+	metrics *poolMetrics   // the pool's series (metrics.go)
 }
 
 // pick chooses a member index for a request, honouring local quarantine.
@@ -289,6 +302,8 @@ type memberState struct {
 	host             string
 	quarantinedUntil atomic.Int64 // unix nanoseconds
 	inflight         atomic.Int64
+	websockets       atomic.Int64   // open WebSocket tunnels, for gwelb_websockets
+	metrics          *memberMetrics // the member's series, shared by its states of every URL
 }
 
 func (m *memberState) quarantined(now int64) bool { return m.quarantinedUntil.Load() > now }

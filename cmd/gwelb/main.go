@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gwelb/gwelb/cluster"
+	"github.com/gwelb/gwelb/internal/metrics"
 	"github.com/gwelb/gwelb/proxy"
 )
 
@@ -115,11 +116,15 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	defer closeLog()
 	opts.AccessLog = accessLog
 
+	// One registry for the node: what the ops listener serves at /metrics.
+	reg := metrics.New()
+	opts.Metrics = reg.Proxy
 	srv := proxy.New(opts)
 	defer srv.Close()
 	cc.Logger = log
 	cc.OnTable = srv.Update
 	cc.InFlight = srv.InFlight
+	cc.Metrics = reg.Cluster
 	node, err := cluster.Start(cc)
 	if err != nil {
 		return err
@@ -144,7 +149,11 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 			}
 			return srv.Ready()
 		}
-		ops = &http.Server{Handler: proxy.OpsHandler(ready, node.LastContact), ReadHeaderTimeout: 5 * time.Second}
+		opsOpts := []proxy.OpsOption{proxy.WithMetrics(reg.Handler(log))}
+		if cfg.Ops.Pprof {
+			opsOpts = append(opsOpts, proxy.WithPprof())
+		}
+		ops = &http.Server{Handler: proxy.OpsHandler(ready, node.LastContact, opsOpts...), ReadHeaderTimeout: 5 * time.Second}
 		log.Info("ops listening", "addr", ln.Addr().String())
 		go func() {
 			if err := ops.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
