@@ -294,6 +294,8 @@ Environment:
 		a.joinCmd(),
 		a.leaveCmd(),
 		a.memberCmd(),
+		a.poolCmd(),
+		a.applyCmd(),
 		a.routeCmd(),
 		a.raftCmd(),
 		a.snapshotCmd(),

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
@@ -23,6 +26,7 @@ func (a *app) memberCmd() *cobra.Command {
 	cmd.AddCommand(
 		a.memberListCmd(),
 		a.memberAddCmd(),
+		a.memberSetWeightCmd(),
 		a.memberRemoveCmd(),
 		a.memberStateCmd("drain", gwelbv1.AdminState_ADMIN_STATE_DRAIN,
 			"Drain a member: it keeps its sticky sessions but gets no new ones"),
@@ -84,44 +88,131 @@ func (a *app) memberAddCmd() *cobra.Command {
 	var (
 		weight int32
 		state  string
+		update bool
 	)
 	cmd := &cobra.Command{
 		Use:   "add POOL ROUTE URL",
-		Short: "Add a member to a pool, or replace it",
-		Long: `Add a member to a pool, or replace the member of that route. ROUTE is the
-name a sticky value carries after its first "." (e.g. GWE_Frontend_103 for
-".GWE_Frontend_103"); URL is the GWE server's base URL (http or https).`,
-		Example: "  gwelbctl member add frontend GWE_Frontend_103 http://GWE_HOST:9081 --weight 2",
-		Args:    args("POOL", "ROUTE", "URL"),
+		Short: "Add a member to a pool (--update: change its URL or weight)",
+		Long: `Add a member to a pool. ROUTE is the name a sticky value carries after its
+first "." (e.g. GWE_Frontend_103 for ".GWE_Frontend_103"); URL is the GWE
+server's base URL (http or https).
+
+A route the pool already has is refused, and the member is left as it is:
+with --update, add changes the URL and weight of that member instead. The
+admin state of an existing member is never changed by add: drain, disable
+and enable do that. --state sets the admin state of a new member.`,
+		Example: `  gwelbctl member add frontend GWE_Frontend_103 http://GWE_HOST:9081 --weight 2
+  gwelbctl member add frontend GWE_Frontend_103 http://GWE_HOST2:9081 --update`,
+		Args: args("POOL", "ROUTE", "URL"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			pool, route, rawURL := argv[0], argv[1], argv[2]
+			f := cmd.Flags()
 			st, err := fsm.ParseAdminState(state)
 			if err != nil {
 				return usagef("invalid --state %q: want active, drain or disabled", state)
 			}
+			if update && f.Changed("state") {
+				return usagef("--state with --update: add never changes the admin state of a member; use member drain, disable or enable")
+			}
+			mode := gwelbv1.PutMemberMode_PUT_MEMBER_MODE_CREATE
+			if update {
+				mode = gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE
+				if !f.Changed("weight") {
+					weight = 0 // the member keeps its weight
+				}
+			}
 			// The cluster's own validator, so a bad member fails here, before
 			// anything is sent, with the message the cluster would give.
-			spec := fsm.MemberSpec{Route: route, URL: rawURL, Weight: int(weight), State: st}.WithDefaults()
-			if err := fsm.ValidateMember(spec); err != nil {
-				msg := fmt.Sprintf("put member %s/%s: %s", pool, route, strings.ReplaceAll(err.Error(), "\n", "; "))
-				return &cliError{code: exitError, msg: msg, err: err}
+			spec := fsm.MemberSpec{Route: route, URL: rawURL, Weight: int(weight), State: st}
+			if err := checkMemberSpec(pool, spec, !update); err != nil {
+				return err
 			}
 			req := &gwelbv1.PutMemberRequest{
-				Member:    &gwelbv1.Member{Pool: pool, Route: route, Url: rawURL, Weight: int32(spec.Weight), State: st.Proto()},
+				Member:    &gwelbv1.Member{Pool: pool, Route: route, Url: rawURL, Weight: weight, State: st.Proto()},
 				RequestId: requestID(),
+				Mode:      mode,
 			}
 			resp, err := unary(a, cmd, "member add", func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error) {
+				return c.PutMember(ctx, req)
+			})
+			if status.Code(errors.Unwrap(err)) == codes.AlreadyExists {
+				return &cliError{code: exitError, err: err, msg: fmt.Sprintf(
+					"member %s already exists; it was not changed: use --update to change its URL or weight (drain, disable and enable change its admin state)", memberName(pool, route))}
+			}
+			if err != nil {
+				return err
+			}
+			if update {
+				if weight == 0 {
+					return a.printWrite(resp, "member %s updated (%s; weight and admin state kept)", memberName(pool, route), rawURL)
+				}
+				return a.printWrite(resp, "member %s updated (%s, weight %d; admin state kept)", memberName(pool, route), rawURL, weight)
+			}
+			return a.printWrite(resp, "member %s added (%s, weight %d, %s)", memberName(pool, route), rawURL, weight, st)
+		},
+	}
+	cmd.Flags().Int32Var(&weight, "weight", 1, "relative share of new sessions, 1..1000 (with --update: kept unless given)")
+	cmd.Flags().StringVar(&state, "state", "active", "admin state of the new member: active, drain or disabled")
+	cmd.Flags().BoolVar(&update, "update", false, "change the URL and weight of an existing member (its admin state is kept)")
+	return cmd
+}
+
+func (a *app) memberSetWeightCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-weight POOL ROUTE WEIGHT",
+		Short: "Change a member's weight (its share of new sessions)",
+		Long: `Change a member's weight, 1..1000: its share of new sessions (sticky sessions
+stay where they are). URL and admin state are kept. To give a member no new
+sessions, drain it. An unknown member exits with code 6.`,
+		Example: "  gwelbctl member set-weight backend 2 3",
+		Args:    args("POOL", "ROUTE", "WEIGHT"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			pool, route := argv[0], argv[1]
+			w, err := strconv.ParseInt(argv[2], 10, 32)
+			if err != nil {
+				return usagef("invalid WEIGHT %q: want a whole number 1..1000", argv[2])
+			}
+			if err := checkMemberSpec(pool, fsm.MemberSpec{Route: route, Weight: int(w)}, true); err != nil {
+				return err
+			}
+			req := &gwelbv1.PutMemberRequest{
+				Member:    &gwelbv1.Member{Pool: pool, Route: route, Weight: int32(w)},
+				RequestId: requestID(),
+				Mode:      gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE,
+			}
+			resp, err := unary(a, cmd, "member set-weight", func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error) {
 				return c.PutMember(ctx, req)
 			})
 			if err != nil {
 				return err
 			}
-			return a.printWrite(resp, "member %s added (%s, weight %d, %s)", memberName(pool, route), rawURL, spec.Weight, st)
+			return a.printWrite(resp, "member %s weight is now %d", memberName(pool, route), w)
 		},
 	}
-	cmd.Flags().Int32Var(&weight, "weight", 1, "relative share of new sessions")
-	cmd.Flags().StringVar(&state, "state", "active", "admin state: active, drain or disabled")
-	return cmd
+}
+
+// checkMemberSpec judges a member with the cluster's validator before
+// anything is sent, in the cluster's words (exit 1). A weight of 0 is
+// refused where it is given (wantWeight): the API would read it as unset,
+// and store 1. A spec without URL (set-weight) is judged without one: the
+// member keeps its own.
+func checkMemberSpec(pool string, m fsm.MemberSpec, wantWeight bool) error {
+	var msgs []string
+	if wantWeight && m.Weight == 0 {
+		msgs = append(msgs, fmt.Sprintf("weight 0: want 1..%d (to give a member no new sessions, drain it: gwelbctl member drain)", fsm.MaxWeight))
+	}
+	var probs fsm.Problems
+	if err := fsm.ValidateMember(m); errors.As(err, &probs) {
+		for _, p := range probs {
+			if p.Path != "url" || m.URL != "" {
+				msgs = append(msgs, p.Error())
+			}
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return &cliError{code: exitError, msg: fmt.Sprintf("put member %s/%s: %s", pool, m.Route, strings.Join(msgs, "; "))}
 }
 
 func (a *app) memberRemoveCmd() *cobra.Command {
