@@ -301,6 +301,14 @@ func TestImportGolden(t *testing.T) {
 	if !bytes.Equal(out, want) {
 		t.Errorf("output differs from %s (go test -run TestImportGolden -update rewrites it):\n%s", golden, out)
 	}
+	// The README's worked import shows this output; keep it true.
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(readme, []byte("```yaml\n"+string(out)+"```\n")) {
+		t.Errorf("README.md does not show the output of the worked import (section \"From the guide's Apache and nginx configs\"); it is:\n%s", out)
+	}
 }
 
 // TestImportDirectives pins how single directives map, beyond the guide's
