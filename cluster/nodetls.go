@@ -38,6 +38,9 @@ type nodeTLS struct {
 	raftServer *tls.Config // Raft server: node certificates only
 	client     *tls.Config // node-to-node client: any node of the CA
 	allowed    map[string]bool
+	// keys is the node certificate every configuration presents, read
+	// again on SIGHUP and when its files change (DESIGN.md §6.4).
+	keys *pki.KeyPair
 
 	mu     sync.Mutex
 	warned map[string]string // peer name or address -> last refusal logged
@@ -78,7 +81,28 @@ func newNodeTLS(cfg Config) (*nodeTLS, error) {
 	if t.client, err = cfg.TLS.NodeClientConfig(); err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
+	// A reloaded certificate must still be this node's, of the same CA.
+	check, err := pki.NodeCheck(cfg.TLS.CAFile, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if t.keys, err = pki.LoadKeyPair("tls.cert_file", cfg.TLS.CertFile, cfg.TLS.KeyFile, check); err != nil {
+		return nil, err
+	}
+	for _, c := range []*tls.Config{t.admin, t.raftServer, t.client} {
+		t.keys.Serve(c)
+	}
 	return t, nil
+}
+
+// TLSKeyPair is the node certificate the Raft and admin ports and the
+// node-to-node clients present; the daemon reloads it on SIGHUP and when
+// its files change (DESIGN.md §6.4). nil without TLS (-dev, insecure).
+func (n *Node) TLSKeyPair() *pki.KeyPair {
+	if n.tls == nil {
+		return nil
+	}
+	return n.tls.keys
 }
 
 // allow checks a verified node name against server_names.
@@ -148,6 +172,7 @@ func (t *nodeTLS) probe(ctx context.Context, name, what, addr string) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", what, addr, err)
 	}
+	t.keys.Serve(cfg)
 	if what == "grpc" {
 		cfg.NextProtos = []string{"h2"}
 	}

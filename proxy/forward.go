@@ -97,7 +97,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(lw, r, http.StatusServiceUnavailable, "gwelb: no usable member in pool "+pv.spec.Name)
 		return
 	}
-	restrictUpgrade(r)
+	upgrade := restrictUpgrade(r)
 	if r.Body != nil && r.Body != http.NoBody {
 		// Every body goes to the member through reqBody (rewrite), so
 		// that whatever goes wrong on the client's side of it is known to
@@ -122,7 +122,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// HTTP/1 server would cut the rest of the body off once the response
 	// headers go out. HTTP/2 is always full duplex and says so with an error.
 	_ = http.NewResponseController(w).EnableFullDuplex()
-	s.rp.ServeHTTP(lw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	ctx := context.WithValue(r.Context(), stateKey{}, st)
+	if upgrade {
+		ctx = traceUpgrade(ctx) // a tunnel must be able to wake a read on the member (websocket.go)
+	}
+	s.rp.ServeHTTP(lw, r.WithContext(ctx))
 }
 
 // rewrite points the outbound request at the chosen member, keeping the
@@ -160,6 +164,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		s.websocketOpened(st) // gwelb_websockets, until the tunnel closes
+		s.tunnel(resp)        // followed frame by frame, to close it cleanly on shutdown
 	}
 	return nil
 }

@@ -9,13 +9,18 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/gwelb/gwelb/internal/pki"
 )
 
 // ListenerConfig describes one data-plane listener.
 type ListenerConfig struct {
-	Addr              string        // host:port
-	Pools             []string      // pools served; empty serves all
-	CertFile, KeyFile string        // both set: serve TLS
+	Addr              string   // host:port
+	Pools             []string // pools served; empty serves all
+	CertFile, KeyFile string   // both set: serve TLS; read again by Listener.KeyPair().Reload
+	// Field names the listener in errors about its files ("listeners[0]");
+	// default "listener <addr>".
+	Field             string
 	ReadHeaderTimeout time.Duration // default 10 s
 	IdleTimeout       time.Duration // keep-alive idle time; default 120 s
 	MaxHeaderBytes    int           // larger request headers get 431; default 64 KiB
@@ -27,8 +32,9 @@ type ListenerConfig struct {
 
 // Listener is a bound data-plane listener.
 type Listener struct {
-	srv *http.Server
-	ln  net.Listener
+	srv  *http.Server
+	ln   net.Listener
+	keys *pki.KeyPair // nil for plain HTTP
 }
 
 // Listen binds lc.Addr and prepares to serve s on it. Every connection
@@ -61,13 +67,21 @@ func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 		return nil, fmt.Errorf("listener %s: tls needs both cert and key", lc.Addr)
 	}
 	var tc *tls.Config
+	var keys *pki.KeyPair
 	if lc.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(lc.CertFile, lc.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("listener %s: load tls key pair: %w", lc.Addr, err)
+		field := lc.Field
+		if field == "" {
+			field = "listener " + lc.Addr
+		}
+		var err error
+		if keys, err = pki.LoadKeyPair(field+".tls.cert", lc.CertFile, lc.KeyFile, nil); err != nil {
+			return nil, fmt.Errorf("load tls key pair: %w", err)
 		}
 		// HTTP/1.1 only: WebSocket upgrades need it, and GWE speaks nothing else.
-		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		// The certificate is the key pair's current one, so a reload reaches
+		// every new handshake and leaves open connections alone (DESIGN.md §6.4).
+		tc = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
+		keys.Serve(tc)
 	}
 	ln, err := net.Listen("tcp", lc.Addr)
 	if err != nil {
@@ -78,8 +92,12 @@ func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 	// oversized heads still get net/http's 431.
 	maxHead := lc.MaxHeaderBytes + 16<<10
 	gl := newGuardListener(ln, tc, lc.MaxConns, maxHead, lc.ReadHeaderTimeout, s.log)
-	return &Listener{srv: srv, ln: gl}, nil
+	return &Listener{srv: srv, ln: gl, keys: keys}, nil
 }
+
+// KeyPair is the listener's TLS certificate, to reload on SIGHUP or when
+// its files change; nil for a plain HTTP listener.
+func (l *Listener) KeyPair() *pki.KeyPair { return l.keys }
 
 // Addr is the bound address (useful when the config asked for port 0).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
@@ -92,8 +110,10 @@ func (l *Listener) Serve() error {
 	return nil
 }
 
-// Shutdown stops accepting, waits for requests in flight until ctx ends,
-// then closes what remains (hijacked WebSockets are closed by their peers).
+// Shutdown stops accepting, closes idle keep-alive connections, waits for
+// requests in flight until ctx ends, then closes what remains. WebSocket
+// tunnels are not its business: Server.CloseWebSockets ends them
+// (DESIGN.md §6.3).
 func (l *Listener) Shutdown(ctx context.Context) error {
 	err := l.srv.Shutdown(ctx)
 	if err != nil {

@@ -85,6 +85,7 @@ type Server struct {
 	view      atomic.Pointer[view]
 	observer  atomic.Pointer[Observer]
 	freshness atomic.Pointer[Freshness] // nil: the table is always trusted
+	tunnels   tunnelSet                 // open WebSocket tunnels, closed with 1001 on shutdown (websocket.go)
 
 	mu      sync.Mutex              // guards members and rr across Updates
 	members map[string]*memberState // by pool, route and URL

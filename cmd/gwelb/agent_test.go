@@ -122,7 +122,23 @@ func adminCtx(ctx context.Context) context.Context {
 // one answers /readyz with 200.
 func startAgents(t *testing.T, n int, gwe map[string]string) []*agent {
 	t.Helper()
-	dir := t.TempDir()
+	return startAgentsWith(t, n, gwe, agentOptions{})
+}
+
+// agentOptions add to the configs startAgentsWith writes.
+type agentOptions struct {
+	dir         string                            // where configs, logs and certificates go; default a new temp dir
+	extra       func(a *agent) string             // top-level YAML lines for a's config
+	listenerTLS func(a *agent) (cert, key string) // serve a's data plane over TLS with these files
+}
+
+// startAgentsWith is startAgents with options.
+func startAgentsWith(t *testing.T, n int, gwe map[string]string, opt agentOptions) []*agent {
+	t.Helper()
+	dir := opt.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	// The daemons run the secure posture of DESIGN.md §4: a CA, a node
 	// certificate each and a gossip key, as gwelb tls and gwelb keygen make.
 	caDir := filepath.Join(dir, "ca")
@@ -168,7 +184,7 @@ token: %s
 raft: {gossip: local}
 listeners:
   - addr: %s
-ops: {addr: %s}
+%sops: {addr: %s}
 log_level: debug
 pools:
   - name: backend
@@ -176,7 +192,10 @@ pools:
     sticky: {cookie: ROUTEID, insert: true}
     members:
 %s`, a.name, gossipKey, filepath.Join(caDir, pki.CACertFile), filepath.Join(dir, "certs", a.name+".pem"), filepath.Join(dir, "certs", a.name+"-key.pem"),
-			filepath.Join(dir, a.name), a.raft, a.gossip, a.grpc, n, strings.Join(join, ", "), agentToken, a.data, a.ops, members.String())
+			filepath.Join(dir, a.name), a.raft, a.gossip, a.grpc, n, strings.Join(join, ", "), agentToken, a.data, listenerTLS(a, opt), a.ops, members.String())
+		if opt.extra != nil {
+			cfg += opt.extra(a)
+		}
 		if err := os.WriteFile(a.config, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -207,6 +226,15 @@ pools:
 		})
 	}
 	return as
+}
+
+// listenerTLS is the tls line of a's listener, if any.
+func listenerTLS(a *agent, opt agentOptions) string {
+	if opt.listenerTLS == nil {
+		return ""
+	}
+	cert, key := opt.listenerTLS(a)
+	return fmt.Sprintf("    tls: {cert: %s, key: %s}\n", cert, key)
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {

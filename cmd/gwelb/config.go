@@ -73,6 +73,9 @@ type Config struct {
 	// message saying so.
 	LegacyOpsAddr string `yaml:"ops_addr"`
 
+	// Shutdown times the stop sequence of SIGTERM and SIGINT (DESIGN.md §6.3).
+	Shutdown Shutdown `yaml:"shutdown"`
+
 	// AccessLogFormat is the access log's line format: combined (the
 	// default: Apache's combined plus routing fields) or json (one object
 	// per line); README.md documents both.
@@ -96,6 +99,39 @@ type Ops struct {
 	// Pprof serves Go's /debug/pprof/ profiles on the ops listener too.
 	Pprof bool `yaml:"pprof"`
 }
+
+// Shutdown times a graceful stop (DESIGN.md §6.3): /readyz fails at once,
+// the listeners keep serving for Delay so that whatever balances in front
+// of the node (keepalived, DNS health checks, a cloud load balancer) moves
+// traffic away, then they stop accepting and requests in flight get up to
+// Timeout to finish.
+type Shutdown struct {
+	// Delay (default 5s; 0s: none) is how long the node keeps serving
+	// after /readyz started failing.
+	Delay *time.Duration `yaml:"delay"`
+	// Timeout (default 30s) bounds the wait for requests in flight and for
+	// the closing handshakes of WebSockets.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Shutdown defaults and bounds.
+const (
+	DefaultShutdownDelay   = 5 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	maxShutdownDelay       = 10 * time.Minute
+	maxShutdownTimeout     = time.Hour
+)
+
+// DelayOrDefault is shutdown.delay with its default applied.
+func (s Shutdown) DelayOrDefault() time.Duration {
+	if s.Delay == nil {
+		return DefaultShutdownDelay
+	}
+	return *s.Delay
+}
+
+// TimeoutOrDefault is shutdown.timeout with its default applied.
+func (s Shutdown) TimeoutOrDefault() time.Duration { return cmp.Or(s.Timeout, DefaultShutdownTimeout) }
 
 // ClusterTLS names the node's PEM files: the cluster CA, this node's
 // certificate (from gwelb tls cert create -node) and its key.
@@ -286,6 +322,12 @@ func (c *Config) validate() error {
 	}
 	if c.StartupCatchupTimeout < 0 {
 		bad("startup_catchup_timeout %v: must not be negative", c.StartupCatchupTimeout)
+	}
+	if d := c.Shutdown.Delay; d != nil && (*d < 0 || *d > maxShutdownDelay) {
+		bad("shutdown.delay %v: want 0s to %v", *d, maxShutdownDelay)
+	}
+	if d := c.Shutdown.Timeout; d < 0 || d > maxShutdownTimeout {
+		bad("shutdown.timeout %v: want above 0s and at most %v (unset: %v)", d, maxShutdownTimeout, DefaultShutdownTimeout)
 	}
 	if c.Limits.RetryBodyBytes < 0 {
 		bad("limits.retry_body_bytes %d: must not be negative", c.Limits.RetryBodyBytes)
@@ -504,6 +546,7 @@ func (c *Config) ListenerConfigs() []proxy.ListenerConfig {
 		if l.TLS != nil {
 			lc.CertFile, lc.KeyFile = l.TLS.Cert, l.TLS.Key
 		}
+		lc.Field = fmt.Sprintf("listeners[%d]", len(out))
 		out = append(out, lc)
 	}
 	return out

@@ -3,6 +3,7 @@
 //
 //	gwelb agent -config FILE
 //	gwelb validate -config FILE
+//	gwelb health [-addr OPS_ADDR]
 package main
 
 import (
@@ -10,14 +11,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gwelb/gwelb/cluster"
@@ -33,6 +31,7 @@ const usage = `usage: gwelb <command> [flags]
 commands:
   agent -config FILE [-dev]     run a balancer node (-dev: a lone node, data in a temp dir)
   validate -config FILE [-dev]  check a config file without starting anything; every problem, one per line
+  health [-addr HOST:PORT]      exit 0 if the node's /readyz (ops.addr, default 127.0.0.1:8081) answers 200, else 1
   tls ca create -dir DIR        make the cluster CA (DESIGN.md §4)
   tls cert create -ca-dir DIR (-node NAME [-ip IP]... [-dns NAME]... | -client NAME) -out DIR
                                 a node or operator certificate of the CA
@@ -50,6 +49,8 @@ func main() {
 		os.Exit(agentMain(os.Args[2:]))
 	case "validate":
 		os.Exit(validateMain(os.Args[2:], os.Stdout, os.Stderr))
+	case "health":
+		os.Exit(healthMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "tls":
 		os.Exit(tlsMain(os.Args[2:], os.Stdout, os.Stderr))
 	case "keygen":
@@ -75,6 +76,10 @@ func agentMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "gwelb agent: usage: gwelb agent -config FILE [-dev]")
 		return 2
 	}
+	// From now on SIGHUP reloads and SIGTERM stops gracefully, even while
+	// the node starts (SIGHUP's default action would kill it).
+	lc := newLifecycle()
+	defer lc.close()
 	cfg, err := LoadConfig(*configPath)
 	if err == nil && *dev {
 		err = cfg.applyDev()
@@ -87,9 +92,7 @@ func agentMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "gwelb:", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := runAgent(ctx, cfg, cc); err != nil {
+	if err := runAgent(lc, *configPath, *dev, cfg, cc); err != nil {
 		fmt.Fprintln(os.Stderr, "gwelb:", err)
 		return 1
 	}
@@ -97,10 +100,13 @@ func agentMain(args []string) int {
 }
 
 // runAgent runs the control plane, the data plane and the ops endpoints
-// until ctx ends (SIGTERM: leave the cluster gracefully) or an operator
-// makes the node leave.
-func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
-	level, _ := parseLevel(cfg.LogLevel)
+// until a SIGTERM or SIGINT (the stop sequence of DESIGN.md §6.3, then
+// leave the cluster as leave_on_terminate says) or until an operator makes
+// the node leave; SIGHUP reloads (reload.go).
+func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluster.Config) error {
+	level := new(slog.LevelVar) // log_level, changed by SIGHUP
+	l, _ := parseLevel(cfg.LogLevel)
+	level.Set(l)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 
@@ -109,12 +115,14 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 		return err
 	}
 	opts.Logger = log
-	accessLog, closeLog, err := openAccessLog(cfg.AccessLog)
+	accessLog, err := openAccessLog(cfg.AccessLog)
 	if err != nil {
 		return err
 	}
-	defer closeLog()
-	opts.AccessLog = accessLog
+	if accessLog != nil {
+		defer accessLog.Close()
+		opts.AccessLog = accessLog
+	}
 
 	// One registry for the node: what the ops listener serves at /metrics.
 	reg := metrics.New()
@@ -144,10 +152,16 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 			return fmt.Errorf("ops.addr %s: %w", cfg.Ops.Addr, err)
 		}
 		ready := func() error {
+			if lc.stopping.Load() {
+				return errShuttingDown // traffic must move away at once (DESIGN.md §6.2)
+			}
 			if err := node.Ready(); err != nil {
 				return err
 			}
-			return srv.Ready()
+			if err := srv.Ready(); err != nil {
+				return err
+			}
+			return lc.ready()
 		}
 		opsOpts := []proxy.OpsOption{proxy.WithMetrics(reg.Handler(log))}
 		if cfg.Ops.Pprof {
@@ -167,9 +181,13 @@ func runAgent(ctx context.Context, cfg *Config, cc cluster.Config) error {
 	// members added or enabled while it was down: open the data plane only
 	// once it has applied what the cluster had when it rejoined, or once
 	// startup_catchup_timeout has passed (then it serves the table it has).
+	waitCtx, cancelWait := context.WithCancel(context.Background())
+	defer cancelWait()
 	caught := make(chan error, 1)
-	go func() { caught <- node.WaitCaughtUp(ctx) }()
-	var listeners []*proxy.Listener
+	go func() { caught <- node.WaitCaughtUp(waitCtx) }()
+	rl := &reloader{path: configPath, dev: dev, log: log, level: level, access: accessLog, node: node, cfg: cfg}
+	poll := time.NewTicker(certPollInterval)
+	defer poll.Stop()
 	var runErr error
 	leave := true
 run:
@@ -179,39 +197,53 @@ run:
 			caught = nil
 			switch {
 			case err == nil:
+				// Caught up: the table is the cluster's. Say once if the
+				// file no longer matches it (DESIGN.md §5.4).
+				go rl.warnPoolDiffAtStart(lc.stop, 30*time.Second)
 			case errors.Is(err, cluster.ErrNotCaughtUp):
 				log.Warn("opening the listeners on the table this node has: it could not catch up with the cluster in time; sessions of members changed meanwhile may move until it does",
 					"startup_catchup_timeout", cc.StartupCatchupTimeout, "err", err)
 			default:
 				continue // shutting down: the next round says why
 			}
-			for _, lc := range listenerConfigs {
-				l, err := srv.Listen(lc)
+			for _, lcfg := range listenerConfigs {
+				l, err := srv.Listen(lcfg)
 				if err != nil {
 					runErr = err
 					break run
 				}
-				listeners = append(listeners, l)
+				rl.listeners = append(rl.listeners, l)
 				log.Info("listening", "addr", l.Addr().String())
 				go func() { errc <- l.Serve() }()
 			}
-		case <-ctx.Done():
-			log.Info("shutting down")
+			lc.listening.Store(true)
+		case <-lc.hup:
+			rl.reload()
+		case <-poll.C:
+			rl.pollCerts()
+		case <-lc.stop:
 			break run
 		case <-node.Left():
 			log.Info("left the cluster on request; shutting down")
 			leave = false
+			lc.beginStop()
 			break run
 		case runErr = <-errc:
 			break run
 		}
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cancelWait()
+	if runErr == nil {
+		// /readyz fails from now on; the data plane drains before the node
+		// leaves, so requests in flight are routed on the cluster's table.
+		drain(log, srv, rl.listeners, rl.cfg.Shutdown)
+	}
+	leaveCtx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	switch {
 	case !leave || runErr != nil:
 	case cfg.LeaveOnTerminate == nil || *cfg.LeaveOnTerminate:
-		if err := node.Shutdown(shutdownCtx); err != nil {
+		if err := node.Shutdown(leaveCtx); err != nil {
 			log.Warn("leave", "err", err)
 		}
 	default:
@@ -220,33 +252,19 @@ run:
 			log.Warn("stop", "err", err)
 		}
 	}
-	for _, l := range listeners {
-		if err := l.Shutdown(shutdownCtx); err != nil {
-			log.Warn("listener shutdown", "err", err)
-		}
+	for _, l := range rl.listeners {
+		l.Shutdown(leaveCtx) // after an error: drain did not run
 	}
 	if ops != nil {
-		ops.Shutdown(shutdownCtx)
+		ops.Shutdown(leaveCtx)
 	}
+	log.Info("stopped")
 	return runErr
 }
 
-// openAccessLog maps the access_log setting onto a writer.
-func openAccessLog(dest string) (io.Writer, func(), error) {
-	switch dest {
-	case "", "off":
-		return nil, func() {}, nil
-	case "stdout":
-		return os.Stdout, func() {}, nil
-	case "stderr":
-		return os.Stderr, func() {}, nil
-	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
-		return nil, nil, fmt.Errorf("access_log: %w", err)
-	}
-	return f, func() { f.Close() }, nil
-}
+// leaveTimeout bounds leaving the cluster (or handing leadership over)
+// once the data plane has drained.
+const leaveTimeout = 10 * time.Second
 
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
