@@ -42,13 +42,15 @@ const maxOutcomes = 1024
 var marshalOpts = proto.MarshalOptions{Deterministic: true}
 
 // FSM is gwelb's replicated state machine: it applies Commands from the Raft
-// log to a State and publishes the routing Table built from it.
+// log to a State and publishes the routing Table built from it. A command
+// costs what it changes (DESIGN.md §5.2): the state is indexed and changed
+// in place with an undo log (store.go), and each Table shares with the one
+// before it every pool and member block the command did not touch.
 type FSM struct {
 	publish func(*Table)
 
-	mu       sync.Mutex
-	st       *gwelbv1.State              // guarded by mu; kept in the sort order State documents
-	outcomes map[string]*gwelbv1.Outcome // guarded by mu; st.Outcomes by request id
+	mu sync.Mutex
+	s  *store // guarded by mu
 
 	table atomic.Pointer[Table] // read lock-free by the data plane
 }
@@ -60,7 +62,7 @@ var _ raft.FSM = (*FSM)(nil)
 // the goroutine that applied the command and without FSM locks held (so it
 // may call State or Table).
 func NewFSM(publish func(*Table)) *FSM {
-	f := &FSM{publish: publish, st: &gwelbv1.State{}, outcomes: map[string]*gwelbv1.Outcome{}}
+	f := &FSM{publish: publish, s: newStore()}
 	empty, err := NewTable(0, nil)
 	if err != nil {
 		panic(fmt.Sprintf("fsm: empty table: %v", err)) // cannot happen: no pools, nothing to reject
@@ -76,14 +78,62 @@ func (f *FSM) Table() *Table { return f.table.Load() }
 func (f *FSM) AppliedIndex() uint64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.st.GetIndex()
+	return f.s.index
 }
 
-// State returns a deep copy of the whole replicated state.
+// State returns a deep copy of the whole replicated state. It copies every
+// member and observation: callers that need one member or one field use
+// Member, Seeded, Balancers or NextHoldDownEnd, which cost what they return.
 func (f *FSM) State() *gwelbv1.State {
 	f.mu.Lock()
+	st := f.s.state() // shares immutable messages: copied outside the lock
+	f.mu.Unlock()
+	return proto.Clone(st).(*gwelbv1.State)
+}
+
+// Member returns a copy of one member and of its observations (by node),
+// or false when there is no such member.
+func (f *FSM) Member(pool, route string) (*gwelbv1.Member, []*gwelbv1.Observation, bool) {
+	f.mu.Lock()
+	rec := f.s.member(pool, route)
+	f.mu.Unlock()
+	if rec == nil {
+		return nil, nil, false
+	}
+	obs := make([]*gwelbv1.Observation, len(rec.obs))
+	for i, o := range rec.obs {
+		obs[i] = proto.Clone(o).(*gwelbv1.Observation)
+	}
+	return proto.Clone(rec.msg).(*gwelbv1.Member), obs, true
+}
+
+// Seeded reports whether the config file's seed was applied (DESIGN.md §5.4).
+func (f *FSM) Seeded() bool {
+	f.mu.Lock()
 	defer f.mu.Unlock()
-	return proto.Clone(f.st).(*gwelbv1.State)
+	return f.s.seeded
+}
+
+// Balancers returns the nodes whose majority decides verdicts, sorted.
+func (f *FSM) Balancers() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.s.balancers)
+}
+
+// NextHoldDownEnd returns the earliest end of a flap hold-down (unix
+// nanoseconds, by the proposer's clock) of any member, or false when no
+// member is held down.
+func (f *FSM) NextHoldDownEnd() (int64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var next int64
+	for _, until := range f.s.held {
+		if next == 0 || until < next {
+			next = until
+		}
+	}
+	return next, next != 0
 }
 
 // AppliedEarlier is Apply's answer to a retried request whose first attempt
@@ -103,14 +153,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 	decodeErr := proto.Unmarshal(l.Data, &cmd)
 
 	f.mu.Lock()
-	if o, ok := f.outcomes[cmd.GetRequestId()]; ok && decodeErr == nil {
-		f.st.Index = l.Index
+	if o, ok := f.s.byRequest[cmd.GetRequestId()]; ok && decodeErr == nil {
+		f.s.index = l.Index
 		f.mu.Unlock()
 		return answerOf(o)
 	}
 	tbl, err := f.applyLocked(l.Index, &cmd, decodeErr)
 	if id := cmd.GetRequestId(); id != "" && decodeErr == nil {
-		f.remember(newOutcome(id, l.Index, err))
+		f.s.remember(newOutcome(id, l.Index, err))
 	}
 	f.mu.Unlock()
 
@@ -121,18 +171,6 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return err
 	}
 	return nil // an untyped nil, so Response() == nil holds
-}
-
-// remember adds an outcome to the window, dropping the oldest past maxOutcomes.
-func (f *FSM) remember(o *gwelbv1.Outcome) {
-	f.st.Outcomes = append(f.st.Outcomes, o)
-	f.outcomes[o.GetRequestId()] = o
-	if n := len(f.st.Outcomes) - maxOutcomes; n > 0 {
-		for _, old := range f.st.Outcomes[:n] {
-			delete(f.outcomes, old.GetRequestId())
-		}
-		f.st.Outcomes = slices.Clone(f.st.Outcomes[n:])
-	}
 }
 
 // newOutcome records what applying request id at index answered.
@@ -177,7 +215,7 @@ func answerOf(o *gwelbv1.Outcome) any {
 // applyLocked applies cmd and returns the new Table when the state changed.
 func (f *FSM) applyLocked(index uint64, cmd *gwelbv1.Command, decodeErr error) (*Table, error) {
 	// Raft applied the entry whatever its fate; the index says so.
-	f.st.Index = index
+	f.s.index = index
 	if decodeErr != nil {
 		return nil, fmt.Errorf("decode command at index %d: %w: %w", index, ErrInvalid, decodeErr)
 	}
@@ -185,34 +223,39 @@ func (f *FSM) applyLocked(index uint64, cmd *gwelbv1.Command, decodeErr error) (
 	if v := cmd.GetVersion(); v > CommandVersion {
 		return nil, fmt.Errorf("%s: version %d, this node applies up to %d: %w", what, v, CommandVersion, ErrVersion)
 	}
-	// Work on a copy so that a rejected command leaves no trace.
-	next := proto.Clone(f.st).(*gwelbv1.State)
-	if err := applyCommand(next, cmd); err != nil {
+	// Change the state in place; a rejected command is undone without trace.
+	if err := applyToStore(f.s, cmd); err != nil {
+		f.s.rollback()
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if proto.Equal(next, f.st) {
+	d := f.s.delta()
+	if d.empty() {
+		f.s.rollback()  // equal values stored again: keep the old messages
 		return nil, nil // a no-op publishes nothing
 	}
-	// Building the table is the validation of pools and members: what the
-	// data plane cannot route never enters the replicated state.
-	tbl, err := TableFromState(next)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", what, ErrInvalid, err)
+	// The whole state must still build a Table: what the data plane cannot
+	// route never enters the replicated state. Members were judged on their
+	// way in, so only new pool settings can clash (two pools, one prefix).
+	if len(d.pools) > 0 {
+		if err := f.s.checkPools(); err != nil {
+			f.s.rollback()
+			return nil, fmt.Errorf("%s: %w: %w", what, ErrInvalid, err)
+		}
 	}
-	f.st = next
+	tbl := f.s.table(f.table.Load(), d)
+	f.s.commit()
 	f.table.Store(tbl)
 	return tbl, nil
 }
 
-// Snapshot captures the state as deterministic bytes; Persist only writes them.
+// Snapshot captures the state; Persist encodes it as deterministic bytes.
+// Taking it costs one pass over the members under the lock (the messages
+// are shared, not copied: stored messages are immutable), so Apply never
+// waits for an encoding.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	data, err := marshalOpts.Marshal(f.st)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot at index %d: %w", f.st.GetIndex(), err)
-	}
-	return &snapshot{data: data}, nil
+	return &snapshot{st: f.s.state()}, nil
 }
 
 // Restore replaces the state with a snapshot's and publishes its table. A
@@ -230,14 +273,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	outcomes := make(map[string]*gwelbv1.Outcome, len(st.GetOutcomes()))
-	for _, o := range st.GetOutcomes() {
-		outcomes[o.GetRequestId()] = o
-	}
+	s := storeOf(st)
 
 	f.mu.Lock()
-	f.st = st
-	f.outcomes = outcomes
+	f.s = s
 	f.table.Store(tbl)
 	f.mu.Unlock()
 
@@ -265,15 +304,20 @@ func DecodeState(data []byte) (*gwelbv1.State, *Table, error) {
 	return st, tbl, nil
 }
 
-// snapshot is an immutable encoding of the state at one index.
-type snapshot struct{ data []byte }
+// snapshot is the state at one index; its messages are immutable.
+type snapshot struct{ st *gwelbv1.State }
 
-// Persist writes the snapshot to sink, cancelling the sink on error.
+// Persist encodes the snapshot and writes it to sink, cancelling the sink
+// on error.
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s.data); err != nil {
-		// The write error is the one worth reporting; Cancel only cleans up.
+	data, err := marshalOpts.Marshal(s.st)
+	if err == nil {
+		_, err = sink.Write(data)
+	}
+	if err != nil {
+		// The encode or write error is the one worth reporting; Cancel only cleans up.
 		_ = sink.Cancel()
-		return fmt.Errorf("persist snapshot %s: %w", sink.ID(), err)
+		return fmt.Errorf("persist snapshot %s at index %d: %w", sink.ID(), s.st.GetIndex(), err)
 	}
 	if err := sink.Close(); err != nil {
 		return fmt.Errorf("persist snapshot %s: close: %w", sink.ID(), err)
@@ -281,7 +325,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	return nil
 }
 
-// Release does nothing: the snapshot holds no resources.
+// Release does nothing: the snapshot holds no resources but memory.
 func (s *snapshot) Release() {}
 
 // EncodeCommand marshals c deterministically, with Version = CommandVersion
@@ -326,28 +370,28 @@ func describe(cmd *gwelbv1.Command) string {
 	return "command"
 }
 
-// applyCommand applies cmd to st in place. On error st may be half changed:
-// the caller works on a copy.
-func applyCommand(st *gwelbv1.State, cmd *gwelbv1.Command) error {
+// applyToStore applies cmd to s in place, logging how to undo each step.
+// On error s may be half changed: the caller rolls it back.
+func applyToStore(s *store, cmd *gwelbv1.Command) error {
 	now := cmd.GetUnixNanos()
 	var err error
 	switch op := cmd.GetOp().(type) {
 	case *gwelbv1.Command_Seed:
-		err = applySeed(st, op.Seed, now)
+		err = applySeed(s, op.Seed, now)
 	case *gwelbv1.Command_PutPool:
-		err = putPool(st, op.PutPool.GetPool())
+		err = putPool(s, op.PutPool.GetPool())
 	case *gwelbv1.Command_RemovePool:
-		err = removePool(st, op.RemovePool.GetName())
+		err = removePool(s, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
-		err = putMember(st, op.PutMember.GetMember(), now)
+		err = putMember(s, op.PutMember.GetMember(), now)
 	case *gwelbv1.Command_RemoveMember:
-		err = removeMember(st, op.RemoveMember.GetPool(), op.RemoveMember.GetRoute())
+		err = removeMember(s, op.RemoveMember.GetPool(), op.RemoveMember.GetRoute())
 	case *gwelbv1.Command_SetMemberState:
-		err = setMemberState(st, op.SetMemberState.GetPool(), op.SetMemberState.GetRoute(), op.SetMemberState.GetState())
+		err = setMemberState(s, op.SetMemberState.GetPool(), op.SetMemberState.GetRoute(), op.SetMemberState.GetState())
 	case *gwelbv1.Command_SetBalancers:
-		err = setBalancers(st, op.SetBalancers.GetNodes(), now)
+		err = setBalancers(s, op.SetBalancers.GetNodes(), now)
 	case *gwelbv1.Command_Observe:
-		err = observe(st, op.Observe.GetObservation(), now)
+		err = observe(s, op.Observe.GetObservation(), now)
 	case nil:
 		// An operation this version does not know decodes as none at all.
 		err = fmt.Errorf("no operation: %w", ErrInvalid)
@@ -359,18 +403,18 @@ func applyCommand(st *gwelbv1.State, cmd *gwelbv1.Command) error {
 	}
 	// Probers report only changes, so a member whose hold-down ended may
 	// never be observed again: any command past the end releases it.
-	releaseHolds(st, now)
+	releaseHolds(s, now)
 	return nil
 }
 
 // applySeed installs the config file's pools and members once. A pool or
 // member that already exists (an operator was quicker than the seed) is
 // kept as it is.
-func applySeed(st *gwelbv1.State, seed *gwelbv1.Seed, now int64) error {
-	if st.GetSeeded() {
+func applySeed(s *store, seed *gwelbv1.Seed, now int64) error {
+	if s.seeded {
 		return nil // seeded before: never overwrite what operators changed since
 	}
-	st.Seeded = true
+	s.setSeeded()
 	pools := map[string]bool{}
 	for _, p := range seed.GetPools() {
 		if err := validatePool(p); err != nil {
@@ -380,26 +424,25 @@ func applySeed(st *gwelbv1.State, seed *gwelbv1.Seed, now int64) error {
 			return fmt.Errorf("pool %s listed twice: %w", p.GetName(), ErrInvalid)
 		}
 		pools[p.GetName()] = true
-		if i, ok := findPool(st, p.GetName()); !ok {
-			st.Pools = slices.Insert(st.Pools, i, proto.Clone(p).(*gwelbv1.Pool))
+		if s.pools[p.GetName()] == nil {
+			s.setPoolMsg(p.GetName(), proto.Clone(p).(*gwelbv1.Pool))
 		}
 	}
-	type key struct{ pool, route string }
-	members := map[key]bool{}
+	members := map[memberKey]bool{}
 	for _, m := range seed.GetMembers() {
 		if err := validateMember(m); err != nil {
 			return fmt.Errorf("member %s/%s: %w", m.GetPool(), m.GetRoute(), err)
 		}
-		k := key{m.GetPool(), m.GetRoute()}
+		k := memberKey{m.GetPool(), m.GetRoute()}
 		if members[k] {
 			return fmt.Errorf("member %s/%s listed twice: %w", k.pool, k.route, ErrInvalid)
 		}
 		members[k] = true
-		if _, ok := findPool(st, k.pool); !ok {
+		if s.pools[k.pool] == nil {
 			return fmt.Errorf("member %s/%s: pool %s %w", k.pool, k.route, k.pool, ErrNotFound)
 		}
-		if i, ok := findMember(st, k.pool, k.route); !ok {
-			st.Members = slices.Insert(st.Members, i, storedMember(m, now))
+		if s.member(k.pool, k.route) == nil {
+			s.setMember(k, &memberRec{msg: storedMember(m, now)})
 		}
 	}
 	return nil
@@ -439,162 +482,180 @@ func operatorFields(m *gwelbv1.Member) *gwelbv1.Member {
 	return c
 }
 
-func putPool(st *gwelbv1.State, p *gwelbv1.Pool) error {
+func putPool(s *store, p *gwelbv1.Pool) error {
 	if err := validatePool(p); err != nil {
 		return err
 	}
-	c := proto.Clone(p).(*gwelbv1.Pool)
-	if i, ok := findPool(st, p.GetName()); ok {
-		st.Pools[i] = c
-	} else {
-		st.Pools = slices.Insert(st.Pools, i, c)
-	}
+	s.setPoolMsg(p.GetName(), proto.Clone(p).(*gwelbv1.Pool))
 	return nil
 }
 
-func removePool(st *gwelbv1.State, name string) error {
-	i, ok := findPool(st, name)
-	if !ok {
+func removePool(s *store, name string) error {
+	if s.pools[name] == nil {
 		return fmt.Errorf("pool %w", ErrNotFound)
 	}
-	st.Pools = slices.Delete(st.Pools, i, i+1)
-	lo, hi := memberRange(st, name)
-	st.Members = slices.Delete(st.Members, lo, hi)
-	st.Observations = slices.DeleteFunc(st.Observations, func(o *gwelbv1.Observation) bool { return o.GetPool() == name })
+	s.removePool(name)
 	return nil
 }
 
-func putMember(st *gwelbv1.State, m *gwelbv1.Member, now int64) error {
+func putMember(s *store, m *gwelbv1.Member, now int64) error {
 	if err := validateMember(m); err != nil {
 		return err
 	}
-	if _, ok := findPool(st, m.GetPool()); !ok {
+	if s.pools[m.GetPool()] == nil {
 		return fmt.Errorf("pool %s %w", m.GetPool(), ErrNotFound)
 	}
-	i, ok := findMember(st, m.GetPool(), m.GetRoute())
-	if !ok {
-		st.Members = slices.Insert(st.Members, i, storedMember(m, now))
-		return nil
-	}
-	old := st.Members[i]
-	if old.GetUrl() == m.GetUrl() {
+	k := memberKey{m.GetPool(), m.GetRoute()}
+	old := s.member(k.pool, k.route)
+	switch {
+	case old == nil:
+		s.setMember(k, &memberRec{msg: storedMember(m, now)})
+	case old.msg.GetUrl() == m.GetUrl():
 		// The verdict is the cluster's, not the operator's: keep it.
 		c := operatorFields(m)
-		verdictOf(old).applyTo(c)
-		st.Members[i] = c
-		return nil
+		verdictOf(old.msg).applyTo(c)
+		s.setMember(k, &memberRec{msg: c, obs: old.obs})
+	default:
+		// A new URL is a different server: what was observed of the old
+		// one says nothing about it.
+		c := storedMember(m, now)
+		c.VerdictCause = "url changed"
+		s.setMember(k, &memberRec{msg: c})
 	}
-	// A new URL is a different server: what was observed of the old one
-	// says nothing about it.
-	c := storedMember(m, now)
-	c.VerdictCause = "url changed"
-	st.Members[i] = c
-	dropObservations(st, m.GetPool(), m.GetRoute())
 	return nil
 }
 
-func removeMember(st *gwelbv1.State, pool, route string) error {
-	i, ok := findMember(st, pool, route)
-	if !ok {
+func removeMember(s *store, pool, route string) error {
+	if s.member(pool, route) == nil {
 		return fmt.Errorf("member %w", ErrNotFound)
 	}
-	st.Members = slices.Delete(st.Members, i, i+1)
-	dropObservations(st, pool, route)
+	s.setMember(memberKey{pool, route}, nil)
 	return nil
 }
 
-func setMemberState(st *gwelbv1.State, pool, route string, state gwelbv1.AdminState) error {
+func setMemberState(s *store, pool, route string, state gwelbv1.AdminState) error {
 	if AdminStateFromProto(state).Proto() != state {
 		return fmt.Errorf("admin state %d: want active, drain or disabled: %w", state, ErrInvalid)
 	}
-	i, ok := findMember(st, pool, route)
-	if !ok {
+	old := s.member(pool, route)
+	if old == nil {
 		return fmt.Errorf("member %w", ErrNotFound)
 	}
-	st.Members[i].State = state
+	c := proto.Clone(old.msg).(*gwelbv1.Member)
+	c.State = state
+	s.setMember(memberKey{pool, route}, &memberRec{msg: c, obs: old.obs})
 	return nil
 }
 
 // setBalancers records the nodes whose majority decides verdicts, forgets
 // what other nodes observed and re-derives every verdict, since the
-// majority itself may have moved.
-func setBalancers(st *gwelbv1.State, nodes []string, now int64) error {
+// majority itself may have moved. It is the one command that visits every
+// member; a member whose verdict stands costs a count of its observations.
+func setBalancers(s *store, nodes []string, now int64) error {
 	if slices.Contains(nodes, "") {
 		return fmt.Errorf("empty node name: %w", ErrInvalid)
 	}
 	set := slices.Clone(nodes)
 	slices.Sort(set)
 	set = slices.Compact(set)
-	st.Balancers = set
-	if len(set) > 0 {
-		st.Observations = slices.DeleteFunc(st.Observations, func(o *gwelbv1.Observation) bool {
-			_, ok := slices.BinarySearch(set, o.GetNode())
-			return !ok
-		})
+	if !slices.Equal(set, s.balancers) {
+		s.setBalancers(set)
 	}
-	for i := range st.Members {
-		rederive(st, i, now)
+	for _, name := range s.names() {
+		p := s.pools[name]
+		for _, route := range p.routes {
+			rec := p.members[route]
+			next := rec
+			if len(set) > 0 && slices.ContainsFunc(rec.obs, func(o *gwelbv1.Observation) bool { return !slices.Contains(set, o.GetNode()) }) {
+				next = &memberRec{msg: rec.msg, obs: slices.DeleteFunc(slices.Clone(rec.obs), func(o *gwelbv1.Observation) bool {
+					_, ok := slices.BinarySearch(set, o.GetNode())
+					return !ok
+				})}
+			}
+			next = rederive(s, p, next, now)
+			if next != rec {
+				s.setMember(memberKey{name, route}, next)
+			}
+		}
 	}
 	return nil
 }
 
 // observe records a node's latest view of a member and re-derives its verdict.
-func observe(st *gwelbv1.State, o *gwelbv1.Observation, now int64) error {
+func observe(s *store, o *gwelbv1.Observation, now int64) error {
 	if o == nil {
 		return fmt.Errorf("no observation: %w", ErrInvalid)
 	}
 	if o.GetNode() == "" {
 		return fmt.Errorf("observation without node: %w", ErrInvalid)
 	}
-	mi, ok := findMember(st, o.GetPool(), o.GetRoute())
-	if !ok {
+	rec := s.member(o.GetPool(), o.GetRoute())
+	if rec == nil {
 		return fmt.Errorf("member %w", ErrNotFound)
 	}
-	if len(st.Balancers) > 0 {
-		if _, ok := slices.BinarySearch(st.Balancers, o.GetNode()); !ok {
+	if len(s.balancers) > 0 {
+		if _, ok := slices.BinarySearch(s.balancers, o.GetNode()); !ok {
 			return nil // not (or no longer) a balancer: it has no say
 		}
 	}
 	c := proto.Clone(o).(*gwelbv1.Observation)
-	j, ok := findObservation(st, o.GetPool(), o.GetRoute(), o.GetNode())
+	j, ok := slices.BinarySearchFunc(rec.obs, o.GetNode(), func(x *gwelbv1.Observation, node string) int { return cmp.Compare(x.GetNode(), node) })
+	var obs []*gwelbv1.Observation
 	switch {
 	case !ok:
-		st.Observations = slices.Insert(st.Observations, j, c)
-	case o.GetUnixNanos() < st.Observations[j].GetUnixNanos():
+		obs = slices.Insert(slices.Clone(rec.obs), j, c)
+	case o.GetUnixNanos() < rec.obs[j].GetUnixNanos():
 		return nil // reordered or replayed: the node has a newer view on record
 	default:
-		st.Observations[j] = c
+		obs = slices.Clone(rec.obs)
+		obs[j] = c
 	}
-	rederive(st, mi, now)
+	p := s.pools[o.GetPool()]
+	s.setMember(memberKey{o.GetPool(), o.GetRoute()}, rederive(s, p, &memberRec{msg: rec.msg, obs: obs}, now))
 	return nil
 }
 
-// releaseHolds re-derives every member whose hold-down has ended by now.
-func releaseHolds(st *gwelbv1.State, now int64) {
-	for i, m := range st.Members {
-		if m.GetHoldDownUntilUnixNanos() != 0 && now >= m.GetHoldDownUntilUnixNanos() {
-			rederive(st, i, now)
+// releaseHolds re-derives every member whose hold-down has ended by now:
+// the members under a hold-down are indexed, so this costs nothing when
+// none is due.
+func releaseHolds(s *store, now int64) {
+	var due []memberKey
+	for k, until := range s.held {
+		if now >= until {
+			due = append(due, k)
+		}
+	}
+	for _, k := range due {
+		p := s.pools[k.pool]
+		rec := p.members[k.route]
+		if next := rederive(s, p, rec, now); next != rec {
+			s.setMember(k, next)
 		}
 	}
 }
 
-// rederive recomputes the verdict of member i at command time now.
-func rederive(st *gwelbv1.State, i int, now int64) {
-	m := st.Members[i]
-	var hc *gwelbv1.HealthCheck
-	if pi, ok := findPool(st, m.GetPool()); ok {
-		hc = st.Pools[pi].GetHealth()
+// rederive returns rec with its verdict recomputed at command time now,
+// or rec itself when the verdict stands.
+func rederive(s *store, p *poolRec, rec *memberRec, now int64) *memberRec {
+	m := rec.msg
+	// deriveVerdict changes nothing for a member held down until after
+	// now, or not held and already judged as its observations say: tell
+	// these apart without copying anything (SetBalancers asks for all).
+	if until := m.GetHoldDownUntilUnixNanos(); until != 0 {
+		if now < until {
+			return rec
+		}
+	} else if countObservations(rec.obs, s.balancers).verdict() == m.GetVerdict() {
+		return rec
 	}
-	lo, hi := observationRange(st, m.GetPool(), m.GetRoute())
 	cur := verdictOf(m)
-	if next := deriveVerdict(cur, st.Observations[lo:hi], st.Balancers, hc, now); !next.equal(cur) {
-		next.applyTo(m)
+	next := deriveVerdict(cur, rec.obs, s.balancers, p.msg.GetHealth(), now)
+	if next.equal(cur) {
+		return rec
 	}
-}
-
-func dropObservations(st *gwelbv1.State, pool, route string) {
-	lo, hi := observationRange(st, pool, route)
-	st.Observations = slices.Delete(st.Observations, lo, hi)
+	c := proto.Clone(m).(*gwelbv1.Member)
+	next.applyTo(c)
+	return &memberRec{msg: c, obs: rec.obs}
 }
 
 // The state's slices are kept sorted so that lookups are binary searches
@@ -610,40 +671,9 @@ func compareObservations(a, b *gwelbv1.Observation) int {
 	return cmp.Or(cmp.Compare(a.GetPool(), b.GetPool()), cmp.Compare(a.GetRoute(), b.GetRoute()), cmp.Compare(a.GetNode(), b.GetNode()))
 }
 
-func findPool(st *gwelbv1.State, name string) (int, bool) {
-	return slices.BinarySearchFunc(st.Pools, name, func(p *gwelbv1.Pool, name string) int { return cmp.Compare(p.GetName(), name) })
-}
-
-func findMember(st *gwelbv1.State, pool, route string) (int, bool) {
-	return slices.BinarySearchFunc(st.Members, &gwelbv1.Member{Pool: pool, Route: route}, compareMembers)
-}
-
-func findObservation(st *gwelbv1.State, pool, route, node string) (int, bool) {
-	return slices.BinarySearchFunc(st.Observations, &gwelbv1.Observation{Pool: pool, Route: route, Node: node}, compareObservations)
-}
-
-// memberRange returns the bounds of pool's members in st.Members.
-func memberRange(st *gwelbv1.State, pool string) (lo, hi int) {
-	lo, _ = slices.BinarySearchFunc(st.Members, pool, func(m *gwelbv1.Member, pool string) int { return cmp.Compare(m.GetPool(), pool) })
-	hi = lo
-	for hi < len(st.Members) && st.Members[hi].GetPool() == pool {
-		hi++
-	}
-	return lo, hi
-}
-
-// observationRange returns the bounds of one member's observations in st.Observations.
-func observationRange(st *gwelbv1.State, pool, route string) (lo, hi int) {
-	lo, _ = findObservation(st, pool, route, "")
-	hi = lo
-	for hi < len(st.Observations) && st.Observations[hi].GetPool() == pool && st.Observations[hi].GetRoute() == route {
-		hi++
-	}
-	return lo, hi
-}
-
 // normalize sorts a restored state as Apply keeps it and rejects duplicate
-// keys, which no sequence of commands can produce.
+// keys and observations of members that do not exist, which no sequence of
+// commands can produce.
 func normalize(st *gwelbv1.State) error {
 	slices.SortFunc(st.Pools, comparePools)
 	slices.SortFunc(st.Members, compareMembers)
@@ -663,6 +693,16 @@ func normalize(st *gwelbv1.State) error {
 	for i := 1; i < len(st.Observations); i++ {
 		if o := st.Observations[i]; compareObservations(st.Observations[i-1], o) == 0 {
 			return fmt.Errorf("observation %s/%s by %s twice: %w", o.GetPool(), o.GetRoute(), o.GetNode(), ErrInvalid)
+		}
+	}
+	// Both lists are sorted: walk them together.
+	mi := 0
+	for _, o := range st.Observations {
+		for mi < len(st.Members) && cmp.Or(cmp.Compare(st.Members[mi].GetPool(), o.GetPool()), cmp.Compare(st.Members[mi].GetRoute(), o.GetRoute())) < 0 {
+			mi++
+		}
+		if mi == len(st.Members) || st.Members[mi].GetPool() != o.GetPool() || st.Members[mi].GetRoute() != o.GetRoute() {
+			return fmt.Errorf("observation %s/%s by %s: no such member: %w", o.GetPool(), o.GetRoute(), o.GetNode(), ErrInvalid)
 		}
 	}
 	if len(st.Outcomes) > maxOutcomes {

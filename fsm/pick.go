@@ -10,7 +10,7 @@ import "math"
 // members this node cannot use right now (local quarantine). Pick returns -1
 // when no member is usable.
 func (p *Pool) Pick(value, route string, n uint64, skip func(int) bool) int {
-	if i, ok := p.byRoute[route]; ok && p.members[i].Usable() && (skip == nil || !skip(i)) {
+	if i, ok := p.lay.byRoute[route]; ok && p.Member(i).Usable() && (skip == nil || !skip(i)) {
 		return i
 	}
 	if value != "" {
@@ -24,17 +24,20 @@ func (p *Pool) Pick(value, route string, n uint64, skip func(int) bool) int {
 // sessions, so they never win.
 func (p *Pool) Rendezvous(value string, skip func(int) bool) int {
 	best, bestScore := -1, math.Inf(-1)
-	for i := range p.members {
-		m := &p.members[i]
-		if m.State != Active || m.Verdict != Up || (skip != nil && skip(i)) {
-			continue
-		}
-		// Weighted HRW (Schindelhauer & Schomaker): score = -w / ln(u), u in (0,1).
-		h := hrwHash(value, m.Route)
-		u := (float64(h>>11) + 0.5) / (1 << 53)
-		score := -float64(m.Weight) / math.Log(u)
-		if score > bestScore {
-			best, bestScore = i, score
+	for bi, b := range p.blocks {
+		for j := range b {
+			m := &b[j]
+			i := bi<<blockShift + j
+			if m.State != Active || m.Verdict != Up || (skip != nil && skip(i)) {
+				continue
+			}
+			// Weighted HRW (Schindelhauer & Schomaker): score = -w / ln(u), u in (0,1).
+			h := hrwHash(value, m.Route)
+			u := (float64(h>>11) + 0.5) / (1 << 53)
+			score := -float64(m.Weight) / math.Log(u)
+			if score > bestScore {
+				best, bestScore = i, score
+			}
 		}
 	}
 	return best
@@ -43,10 +46,11 @@ func (p *Pool) Rendezvous(value string, skip func(int) bool) int {
 // RoundRobin returns the first usable active member at or after position n
 // of the smooth weighted round-robin schedule, or -1.
 func (p *Pool) RoundRobin(n uint64, skip func(int) bool) int {
-	l := uint64(len(p.wrr))
+	wrr := p.lay.wrr
+	l := uint64(len(wrr))
 	for k := range l {
-		i := p.wrr[(n+k)%l]
-		m := &p.members[i]
+		i := wrr[(n+k)%l]
+		m := p.Member(i)
 		if m.State == Active && m.Verdict == Up && (skip == nil || !skip(i)) {
 			return i
 		}

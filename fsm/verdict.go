@@ -91,9 +91,14 @@ func countObservations(obs []*gwelbv1.Observation, balancers []string) tally {
 		t.nodes = len(balancers)
 	}
 	// Walk in node order so "first cause" is the same on every node whatever
-	// order the caller keeps observations in.
-	sorted := slices.Clone(obs)
-	slices.SortFunc(sorted, func(a, b *gwelbv1.Observation) int { return strings.Compare(a.GetNode(), b.GetNode()) })
+	// order the caller keeps observations in (the FSM keeps them in node
+	// order: then there is nothing to copy).
+	byNode := func(a, b *gwelbv1.Observation) int { return strings.Compare(a.GetNode(), b.GetNode()) }
+	sorted := obs
+	if !slices.IsSortedFunc(obs, byNode) {
+		sorted = slices.Clone(obs)
+		slices.SortFunc(sorted, byNode)
+	}
 	prev := ""
 	for i, o := range sorted {
 		if i > 0 && o.GetNode() == prev {
