@@ -282,13 +282,15 @@ func (s *adminServer) Route(ctx context.Context, req *gwelbv1.RouteRequest) (*gw
 	if p == nil {
 		return nil, status.Errorf(codes.NotFound, "no pool %q", req.GetPool())
 	}
-	resp := &gwelbv1.RouteResponse{Node: s.n.cfg.Name, TableIndex: t.Index(), Reason: "none"}
+	// The choice the data plane would make here, local quarantine included.
+	skip, quarantined := s.n.localQuarantine(p)
+	resp := &gwelbv1.RouteResponse{Node: s.n.cfg.Name, TableIndex: t.Index(), Reason: "none", Quarantined: quarantined}
 	value := req.GetValue()
 	if !fsm.ValidSticky(value) {
 		value = ""
 	}
 	route := fsm.RouteOf(value)
-	i := p.Pick(value, route, 0, nil)
+	i := p.Pick(value, route, 0, skip)
 	if i < 0 {
 		return resp, nil
 	}

@@ -68,6 +68,11 @@ type Config struct {
 	InFlight func(pool, route string) int64 // requests in flight per member, for Status; may be nil
 	Logger   *slog.Logger
 
+	// Quarantine tells until when this node's data plane skips member
+	// route of pool after a connection failure (routing contract rule 8;
+	// zero or past: it does not), for Route and Status; may be nil.
+	Quarantine func(pool, route string) time.Time
+
 	// Metrics receives the control plane's series
 	// (metrics.Registry.Cluster); nil records into instruments no
 	// registry serves.

@@ -8,23 +8,27 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // Status answers this node's view; asked by a client (not relayed), it
-// sums the requests in flight per member over every live node, so an
-// operator sees when a drained member is empty cluster-wide.
+// gathers what only each node's data plane knows from every live node: the
+// requests in flight per member are summed, so an operator sees when a
+// drained member is empty cluster-wide, and every node's local quarantine
+// of a member (routing contract rule 8) is listed with the member.
 func (s *adminServer) Status(ctx context.Context, _ *gwelbv1.StatusRequest) (*gwelbv1.StatusResponse, error) {
 	resp := s.n.Status()
 	if !isForwarded(ctx) {
-		s.n.sumInFlight(ctx, resp)
+		s.n.gatherDataPlanes(ctx, resp)
 	}
 	return resp, nil
 }
 
-// sumInFlight adds the in-flight counts of every other alive node that
-// answers within a second.
-func (n *Node) sumInFlight(ctx context.Context, resp *gwelbv1.StatusResponse) {
+// gatherDataPlanes adds the in-flight counts and the local quarantines of
+// every other alive node that answers within a second; in_flight_from
+// names the nodes counted.
+func (n *Node) gatherDataPlanes(ctx context.Context, resp *gwelbv1.StatusResponse) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -53,6 +57,7 @@ func (n *Node) sumInFlight(ctx context.Context, resp *gwelbv1.StatusResponse) {
 				for _, ms := range ps.GetMembers() {
 					if mine := byMember[ms.GetMember().GetPool()+"\x00"+ms.GetMember().GetRoute()]; mine != nil {
 						mine.InFlight += ms.GetInFlight()
+						mine.Quarantined = append(mine.Quarantined, ms.GetQuarantined()...)
 					}
 				}
 			}
@@ -61,6 +66,43 @@ func (n *Node) sumInFlight(ctx context.Context, resp *gwelbv1.StatusResponse) {
 	wg.Wait()
 	resp.InFlightFrom = append(resp.InFlightFrom, n.cfg.Name)
 	sort.Strings(resp.InFlightFrom)
+	for _, ms := range byMember {
+		sort.Slice(ms.Quarantined, func(i, j int) bool { return ms.Quarantined[i].GetNode() < ms.Quarantined[j].GetNode() })
+	}
+}
+
+// localQuarantine reads this node's data-plane quarantine of pool p's
+// members (routing contract rule 8): skip tells Pick which member indexes a
+// request here would skip now, and list names them with the quarantine's
+// end, by route. Route answers with them, so it shows the choice the data
+// plane would really make.
+func (n *Node) localQuarantine(p *fsm.Pool) (skip func(int) bool, list []*gwelbv1.LocalQuarantine) {
+	if n.cfg.Quarantine == nil {
+		return nil, nil
+	}
+	now := time.Now()
+	skipped := map[int]bool{}
+	for i := range p.Members() {
+		if q := n.quarantineOf(p.Name(), p.Member(i).Route, now); q != nil {
+			skipped[i] = true
+			list = append(list, q)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].GetRoute() < list[j].GetRoute() })
+	return func(i int) bool { return skipped[i] }, list
+}
+
+// quarantineOf is this node's quarantine of member route of pool, or nil
+// when its data plane does not skip it at now.
+func (n *Node) quarantineOf(pool, route string, now time.Time) *gwelbv1.LocalQuarantine {
+	if n.cfg.Quarantine == nil {
+		return nil
+	}
+	until := n.cfg.Quarantine(pool, route)
+	if !until.After(now) {
+		return nil
+	}
+	return &gwelbv1.LocalQuarantine{Node: n.cfg.Name, Route: route, UntilUnixNanos: until.UnixNano(), RemainingMs: until.Sub(now).Milliseconds()}
 }
 
 // Status describes this node's view of the cluster.
@@ -105,9 +147,10 @@ func (n *Node) Status() *gwelbv1.StatusResponse {
 	return resp
 }
 
-// poolStatus lists pools and members with verdicts, observations and this
-// node's requests in flight.
+// poolStatus lists pools and members with verdicts, observations, this
+// node's requests in flight and its local quarantine.
 func (n *Node) poolStatus() []*gwelbv1.PoolStatus {
+	now := time.Now()
 	st := n.fsm.State()
 	var out []*gwelbv1.PoolStatus
 	byPool := map[string]*gwelbv1.PoolStatus{}
@@ -125,6 +168,9 @@ func (n *Node) poolStatus() []*gwelbv1.PoolStatus {
 		ms := &gwelbv1.MemberStatus{Member: m}
 		if n.cfg.InFlight != nil {
 			ms.InFlight = n.cfg.InFlight(m.GetPool(), m.GetRoute())
+		}
+		if q := n.quarantineOf(m.GetPool(), m.GetRoute(), now); q != nil {
+			ms.Quarantined = []*gwelbv1.LocalQuarantine{q}
 		}
 		byMember[m.GetPool()+"\x00"+m.GetRoute()] = ms
 		ps.Members = append(ps.Members, ms)

@@ -304,6 +304,7 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 	tn := &Node{Cfg: cfg, Proxy: proxy.New(proxy.Options{Logger: cfg.Logger}), Serving: make(chan struct{}), waitDone: make(chan struct{})}
 	cfg.OnTable = tn.Proxy.Update
 	cfg.InFlight = tn.Proxy.InFlight
+	cfg.Quarantine = tn.Proxy.QuarantinedUntil
 	node, err := cluster.Start(cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", cfg.Name, err)

@@ -132,6 +132,7 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 	cc.Logger = log
 	cc.OnTable = srv.Update
 	cc.InFlight = srv.InFlight
+	cc.Quarantine = srv.QuarantinedUntil
 	cc.Metrics = reg.Cluster
 	node, err := cluster.Start(cc)
 	if err != nil {

@@ -257,15 +257,15 @@ func TestCLIAgainstCluster(t *testing.T) {
 		leader, fs := roles()
 		r := ctl(t, fs[0], "route", "backend", ".2")
 		wantOK(t, r)
-		wantLine(t, r.stdout, `^NODE\s+INDEX\s+ROUTE\s+URL\s+REASON$`)
-		wantLine(t, r.stdout, `^`+fs[0].Cfg.Name+`\s+\d+\s+2\s+`+regexp.QuoteMeta(c.GWE["2"].URL)+`\s+sticky$`)
+		wantLine(t, r.stdout, `^NODE\s+INDEX\s+ROUTE\s+URL\s+REASON\s+QUARANTINED$`)
+		wantLine(t, r.stdout, `^`+fs[0].Cfg.Name+`\s+\d+\s+2\s+`+regexp.QuoteMeta(c.GWE["2"].URL)+`\s+sticky\s+-$`)
 
 		// Nodes agree once they have applied the same log.
 		c.WaitAll("every node at the leader's table index", func(tn *clustertest.Node) bool {
 			return tn.Node.Table().Index() == leader.Node.Table().Index()
 		})
 		for _, value := range []string{".2", "abc.nope", "plain"} {
-			rows := []nodeRoute{}
+			rows := []routeRow{}
 			r := ctl(t, fs[1], "-o", "json", "route", "backend", value, "--all-nodes")
 			wantOK(t, r)
 			if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
@@ -289,7 +289,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 			t.Errorf("nodes disagree:\n%s", r.stdout)
 		}
 		for _, tn := range c.Live() {
-			wantLine(t, r.stdout, `^`+tn.Cfg.Name+`\s+`+regexp.QuoteMeta(tn.Node.GRPCAddr())+`\s+\d+\s+\S+\s+http://\S+\s+fallback\s+-$`)
+			wantLine(t, r.stdout, `^`+tn.Cfg.Name+`\s+`+regexp.QuoteMeta(tn.Node.GRPCAddr())+`\s+\d+\s+\S+\s+http://\S+\s+fallback\s+-\s+-$`)
 		}
 	})
 

@@ -344,6 +344,9 @@ func cannedStatus() *gwelbv1.StatusResponse {
 						Member: &gwelbv1.Member{Pool: "frontend", Route: "1", Url: "http://127.0.0.1:9081", Weight: 1,
 							VerdictSinceUnixNanos: ago(192 * time.Second)},
 						InFlight: 4,
+						Quarantined: []*gwelbv1.LocalQuarantine{
+							{Node: "n2", Route: "1", UntilUnixNanos: testNow.Add(7 * time.Second).UnixNano(), RemainingMs: 7000},
+						},
 						Observations: []*gwelbv1.Observation{
 							{Pool: "frontend", Route: "1", Node: "n1", UnixNanos: ago(3 * time.Minute)},
 							{Pool: "frontend", Route: "1", Node: "n2", Down: true, UnixNanos: ago(12 * time.Second), Cause: "connection refused"},
@@ -385,10 +388,10 @@ func TestStatus(t *testing.T) {
 		`^n2\s+127\.0\.0\.1:7010\s+Voter\s+-$`,
 		`^n2\s+127\.0\.0\.1:7956\s+suspect\s+127\.0\.0\.1:7011\s+127\.0\.0\.1:7010$`,
 		`^Pool frontend \(prefix /frontend\):$`,
-		`^ROUTE\s+URL\s+WEIGHT\s+STATE\s+VERDICT\s+SINCE\s+CAUSE\s+IN-FLIGHT\s+OBSERVATIONS$`,
-		`^1\s+http://127\.0\.0\.1:9081\s+1\s+active\s+up\s+3m12s\s+-\s+4\s+n1=up 3m0s, n2=down 12s \(connection refused\)$`,
-		`^2\s+http://127\.0\.0\.1:9082\s+2\s+drain\s+down\s+2h0m\s+majority observes down\s+0\s+-$`,
-		`^b1\s+http://127\.0\.0\.1:9091\s+1\s+disabled\s+up\s+-\s+-\s+0\s+-$`,
+		`^ROUTE\s+URL\s+WEIGHT\s+STATE\s+VERDICT\s+SINCE\s+CAUSE\s+IN-FLIGHT\s+QUARANTINED\s+OBSERVATIONS$`,
+		`^1\s+http://127\.0\.0\.1:9081\s+1\s+active\s+up\s+3m12s\s+-\s+4\s+n2 until 10:00:07Z \(7s left\)\s+n1=up 3m0s, n2=down 12s \(connection refused\)$`,
+		`^2\s+http://127\.0\.0\.1:9082\s+2\s+drain\s+down\s+2h0m\s+majority observes down\s+0\s+-\s+-$`,
+		`^b1\s+http://127\.0\.0\.1:9091\s+1\s+disabled\s+up\s+-\s+-\s+0\s+-\s+-$`,
 	} {
 		wantLine(t, r.stdout, p)
 	}
@@ -559,8 +562,8 @@ func TestRoute(t *testing.T) {
 
 	r := cli(t, addr, "route", "frontend", ".2")
 	wantOK(t, r)
-	wantLine(t, r.stdout, `^NODE\s+INDEX\s+ROUTE\s+URL\s+REASON$`)
-	wantLine(t, r.stdout, `^n1\s+41\s+2\s+http://127\.0\.0\.1:9082\s+sticky$`)
+	wantLine(t, r.stdout, `^NODE\s+INDEX\s+ROUTE\s+URL\s+REASON\s+QUARANTINED$`)
+	wantLine(t, r.stdout, `^n1\s+41\s+2\s+http://127\.0\.0\.1:9082\s+sticky\s+-$`)
 	if req := f.lastReq(t).(*gwelbv1.RouteRequest); req.GetPool() != "frontend" || req.GetValue() != ".2" {
 		t.Errorf("sent %v", req)
 	}
@@ -601,9 +604,9 @@ func TestRouteAllNodesDisagree(t *testing.T) {
 
 	r := cli(t, addr, "route", "frontend", "abc", "--all-nodes")
 	wantFail(t, r, exitDisagreement, `nodes disagree on the route of "abc" in pool frontend`)
-	wantLine(t, r.stdout, `^NODE\s+ADDR\s+INDEX\s+ROUTE\s+URL\s+REASON\s+ERROR$`)
-	wantLine(t, r.stdout, `^n0\s+`+regexp.QuoteMeta(addrs[0])+`\s+40\s+1\s+http://127\.0\.0\.1:9081\s+fallback\s+-$`)
-	wantLine(t, r.stdout, `^n1\s+`+regexp.QuoteMeta(addrs[1])+`\s+41\s+2\s+http://127\.0\.0\.1:9082\s+fallback\s+-$`)
+	wantLine(t, r.stdout, `^NODE\s+ADDR\s+INDEX\s+ROUTE\s+URL\s+REASON\s+QUARANTINED\s+ERROR$`)
+	wantLine(t, r.stdout, `^n0\s+`+regexp.QuoteMeta(addrs[0])+`\s+40\s+1\s+http://127\.0\.0\.1:9081\s+fallback\s+-\s+-$`)
+	wantLine(t, r.stdout, `^n1\s+`+regexp.QuoteMeta(addrs[1])+`\s+41\s+2\s+http://127\.0\.0\.1:9082\s+fallback\s+-\s+-$`)
 	wantLine(t, r.stdout, `^DISAGREEMENT: n0 -> 1 at index 40; n1 -> 2 at index 41 \(table indexes differ`)
 	if strings.Contains(r.stdout, "dead") || strings.Contains(r.stdout, "nogrpc") {
 		t.Errorf("asked a node that is not alive or has no gRPC address:\n%s", r.stdout)
@@ -640,7 +643,7 @@ func TestRouteAllNodesUnreachable(t *testing.T) {
 	}}}
 	r := cli(t, startServer(t, f), "route", "frontend", "abc", "--all-nodes")
 	wantFail(t, r, exitError, `1 of 2 nodes did not answer`)
-	wantLine(t, r.stdout, `^gone\s+\S+\s+-\s+-\s+-\s+-\s+cannot reach gwelb node at \S+: connection refused$`)
+	wantLine(t, r.stdout, `^gone\s+\S+\s+-\s+-\s+-\s+-\s+-\s+cannot reach gwelb node at \S+: connection refused$`)
 }
 
 func TestRaft(t *testing.T) {

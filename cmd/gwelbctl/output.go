@@ -2,41 +2,204 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
+	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
-// protoJSON is the JSON form of messages: proto field names (as in the
-// .proto and the --all-nodes array), unpopulated fields left out.
-var protoJSON = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false}
+// The JSON of -o json. Every command prints the messages of
+// proto/gwelb/v1 the node answered, in one form (README.md, "JSON
+// output"), so a script can rely on it:
+//
+//   - field names as in the .proto (snake_case), in the .proto's order;
+//   - every field present: zero values too (0, "", false, [], {}), an unset
+//     message or unset optional field as null;
+//   - enums as their value names ("ADMIN_STATE_DRAIN"), numbers only for a
+//     value this gwelbctl does not know;
+//   - 64-bit integers as JSON numbers, like every other number (protojson
+//     writes them as strings);
+//   - bytes as standard base64.
+//
+// This is protojson's own form with those choices, so protojson (or any
+// protobuf library) reads it back into the messages. Commands that add
+// what no message holds (route --all-nodes: addr, error) add keys to the
+// message's object; a few print small objects of their own (version,
+// snapshot save, README lists them).
 
-// compactProto returns m as compact JSON. protojson randomises its
-// whitespace on purpose, so the result is normalised.
-func compactProto(m proto.Message) ([]byte, error) {
-	raw, err := protoJSON.Marshal(m)
+// compactProto returns m as compact JSON in gwelbctl's form.
+func compactProto(m proto.Message, extra ...jsonField) ([]byte, error) {
+	b, err := appendProtoJSON(nil, m.ProtoReflect(), extra)
 	if err != nil {
 		return nil, fmt.Errorf("marshal %s: %w", m.ProtoReflect().Descriptor().Name(), err)
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return nil, fmt.Errorf("compact JSON: %w", err)
-	}
-	return buf.Bytes(), nil
+	return b, nil
 }
 
-// printProto prints m as JSON indented by two spaces.
-func (a *app) printProto(m proto.Message) error {
-	raw, err := compactProto(m)
+// jsonField is a key gwelbctl adds to a message's object, and its value
+// (encoded with encoding/json).
+type jsonField struct {
+	key   string
+	value any
+}
+
+// appendProtoJSON appends message m as a JSON object, then extra.
+func appendProtoJSON(b []byte, m protoreflect.Message, extra []jsonField) ([]byte, error) {
+	if m.Descriptor().FullName().Parent() == "google.protobuf" {
+		// A well-known type has a JSON form of its own (a Duration is
+		// "1.5s"): protojson's.
+		raw, err := protojson.Marshal(m.Interface())
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			return nil, err
+		}
+		return append(b, buf.Bytes()...), nil
+	}
+	b = append(b, '{')
+	first := true
+	key := func(name string) {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendJSONString(b, name)
+		b = append(b, ':')
+	}
+	fields := m.Descriptor().Fields()
+	var err error
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() && m.WhichOneof(od) != fd {
+			continue // an unset member of a real oneof is no field of this message
+		}
+		key(string(fd.Name()))
+		switch {
+		case fd.IsList():
+			b = append(b, '[')
+			l := m.Get(fd).List()
+			for j := range l.Len() {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				if b, err = appendProtoValue(b, fd, l.Get(j)); err != nil {
+					return nil, err
+				}
+			}
+			b = append(b, ']')
+		case fd.IsMap():
+			b, err = appendProtoMap(b, fd, m.Get(fd).Map())
+		case fd.HasPresence() && !m.Has(fd):
+			b = append(b, "null"...) // unset: a message, or an optional field ("default")
+		default:
+			b, err = appendProtoValue(b, fd, m.Get(fd))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range extra {
+		key(f.key)
+		raw, err := json.Marshal(f.value)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, raw...)
+	}
+	return append(b, '}'), nil
+}
+
+// appendProtoMap appends a map field as an object, keys sorted.
+func appendProtoMap(b []byte, fd protoreflect.FieldDescriptor, m protoreflect.Map) ([]byte, error) {
+	keys := make([]protoreflect.MapKey, 0, m.Len())
+	m.Range(func(k protoreflect.MapKey, _ protoreflect.Value) bool {
+		keys = append(keys, k)
+		return true
+	})
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k.String())
+		b = append(b, ':')
+		var err error
+		if b, err = appendProtoValue(b, fd.MapValue(), m.Get(k)); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
+}
+
+// appendProtoValue appends one value of field fd.
+func appendProtoValue(b []byte, fd protoreflect.FieldDescriptor, v protoreflect.Value) ([]byte, error) {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return strconv.AppendBool(b, v.Bool()), nil
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return strconv.AppendInt(b, v.Int(), 10), nil
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return strconv.AppendUint(b, v.Uint(), 10), nil
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		f := v.Float()
+		switch {
+		case math.IsNaN(f):
+			return append(b, `"NaN"`...), nil
+		case math.IsInf(f, 1):
+			return append(b, `"Infinity"`...), nil
+		case math.IsInf(f, -1):
+			return append(b, `"-Infinity"`...), nil
+		}
+		bits := 64
+		if fd.Kind() == protoreflect.FloatKind {
+			bits = 32
+		}
+		return strconv.AppendFloat(b, f, 'g', -1, bits), nil
+	case protoreflect.StringKind:
+		return appendJSONString(b, v.String()), nil
+	case protoreflect.BytesKind:
+		return appendJSONString(b, base64.StdEncoding.EncodeToString(v.Bytes())), nil
+	case protoreflect.EnumKind:
+		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
+			return appendJSONString(b, string(ev.Name())), nil
+		}
+		return strconv.AppendInt(b, int64(v.Enum()), 10), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return appendProtoJSON(b, v.Message(), nil)
+	}
+	return nil, fmt.Errorf("field %s: kind %v", fd.FullName(), fd.Kind())
+}
+
+// appendJSONString appends s as a JSON string, as encoding/json writes it
+// but without escaping <, > and & (no HTML here).
+func appendJSONString(b []byte, s string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+}
+
+// printProto prints m as JSON indented by two spaces, with extra keys.
+func (a *app) printProto(m proto.Message, extra ...jsonField) error {
+	raw, err := compactProto(m, extra...)
 	if err != nil {
 		return err
 	}
@@ -58,11 +221,13 @@ func printProtoList[M proto.Message](a *app, msgs []M) error {
 
 // printJSON prints v, encoded with encoding/json, indented by two spaces.
 func (a *app) printJSON(v any) error {
-	raw, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // as the messages: "<" stays "<"
+	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("marshal JSON: %w", err)
 	}
-	return a.printRawJSON(raw)
+	return a.printRawJSON(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
 // printRawJSON prints compact JSON indented by two spaces.

@@ -19,8 +19,13 @@ func (a *app) statusCmd() *cobra.Command {
 		Short: "Show the node's view of the cluster",
 		Long: `Show the addressed node's view of the cluster: its Raft state, the leader,
 the Raft indexes, the Raft peers, the gossip members, and per pool the
-members with their admin state, cluster verdict, requests in flight through
-this node, and every balancer node's observation of them with its age.`,
+members with their admin state, cluster verdict, every balancer node's
+observation of them with its age, and what only each node's data plane
+knows, gathered from every live node that answers within a second (listed
+as "In flight from"): the requests in flight, summed over those nodes, and
+each node's local quarantine of the member after a connection failure
+(routing contract rule 8: that node skips the member until then, whatever
+the verdict).`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := a.status(cmd)
@@ -124,12 +129,12 @@ func (a *app) printPoolMembers(w io.Writer, members []*gwelbv1.MemberStatus) err
 		return err
 	}
 	now := a.env.now()
-	t := newTable(w, "ROUTE", "URL", "WEIGHT", "STATE", "VERDICT", "SINCE", "CAUSE", "IN-FLIGHT", "OBSERVATIONS")
+	t := newTable(w, "ROUTE", "URL", "WEIGHT", "STATE", "VERDICT", "SINCE", "CAUSE", "IN-FLIGHT", "QUARANTINED", "OBSERVATIONS")
 	for _, ms := range members {
 		m := ms.GetMember()
 		t.row(m.GetRoute(), m.GetUrl(), strconv.Itoa(int(m.GetWeight())), stateName(m.GetState()),
 			verdict(now, m), age(now, m.GetVerdictSinceUnixNanos()), m.GetVerdictCause(),
-			strconv.FormatInt(ms.GetInFlight(), 10), observations(now, ms.GetObservations()))
+			strconv.FormatInt(ms.GetInFlight(), 10), quarantines(ms.GetQuarantined(), true), observations(now, ms.GetObservations()))
 	}
 	return t.flush()
 }
