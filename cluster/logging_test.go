@@ -97,9 +97,13 @@ func TestHCLogAdapter(t *testing.T) {
 		wantAttrs map[string]string // besides component
 		component string
 	}{
-		{"info with fields", nil, func(l hclog.Logger) { l.Info("entering follower state", "leader-id", raft.ServerID("n2"), "term", uint64(7)) },
+		{"info with fields", nil, func(l hclog.Logger) {
+			l.Info("entering follower state", "leader-id", raft.ServerID("n2"), "term", uint64(7))
+		},
 			slog.LevelInfo, "entering follower state", map[string]string{"leader-id": "n2", "term": "7"}, "raft"},
-		{"warn", nil, func(l hclog.Logger) { l.Warn("heartbeat timeout reached", "last-leader-addr", raft.ServerAddress("127.0.0.1:7000")) },
+		{"warn", nil, func(l hclog.Logger) {
+			l.Warn("heartbeat timeout reached", "last-leader-addr", raft.ServerAddress("127.0.0.1:7000"))
+		},
 			slog.LevelWarn, "heartbeat timeout reached", map[string]string{"last-leader-addr": "127.0.0.1:7000"}, "raft"},
 		{"error value", nil, func(l hclog.Logger) { l.Error("failed to appendEntries", "error", errors.New("connection refused")) },
 			slog.LevelError, "failed to appendEntries", map[string]string{"error": "connection refused"}, "raft"},
@@ -115,7 +119,9 @@ func TestHCLogAdapter(t *testing.T) {
 			func(l hclog.Logger) { l.Info("m") }, slog.LevelInfo, "m", map[string]string{}, "raft-net"},
 		{"odd args", nil, func(l hclog.Logger) { l.Info("m", "k", "v", "lonely") }, slog.LevelInfo, "m", map[string]string{"k": "v", hclog.MissingKey: "lonely"}, "raft"},
 		{"key not a string", nil, func(l hclog.Logger) { l.Info("m", 42, "v") }, slog.LevelInfo, "m", map[string]string{"42": "v"}, "raft"},
-		{"hclog wrappers", nil, func(l hclog.Logger) { l.Info("m", "h", hclog.Hex(255), "q", hclog.Quote("a\nb"), "f", hclog.Fmt("%d-%s", 1, "x")) },
+		{"hclog wrappers", nil, func(l hclog.Logger) {
+			l.Info("m", "h", hclog.Hex(255), "q", hclog.Quote("a\nb"), "f", hclog.Fmt("%d-%s", 1, "x"))
+		},
 			slog.LevelInfo, "m", map[string]string{"h": "0xff", "q": `"a\nb"`, "f": "1-x"}, "raft"},
 		{"format message", nil, func(l hclog.Logger) { l.Info("%d peers", hclog.Fmt("%d peers", 3)) }, slog.LevelInfo, "3 peers", map[string]string{}, "raft"},
 		{"slice value as text", nil, func(l hclog.Logger) { l.Info("m", "servers", []raft.ServerID{"n1", "n2"}) },
