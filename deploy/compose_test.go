@@ -75,6 +75,7 @@ func TestCompose(t *testing.T) {
 	id := randomHex(t, 4)
 	project := "gwelbtest" + id
 	image := "gwelb:compose-test-" + id
+	demoImage := "gwelb-demo:compose-test-" + id // the demo GWE servers: not in the production image
 	composeFile, err := filepath.Abs("docker-compose.yml")
 	if err != nil {
 		t.Fatal(err)
@@ -83,11 +84,11 @@ func TestCompose(t *testing.T) {
 	t.Cleanup(func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer ccancel()
-		if out, err := runCmd(cctx, nil, "docker", "rmi", "-f", image); err != nil {
-			t.Logf("docker rmi %s: %v\n%s", image, err, out)
+		if out, err := runCmd(cctx, nil, "docker", "rmi", "-f", image, demoImage); err != nil {
+			t.Logf("docker rmi %s %s: %v\n%s", image, demoImage, err, out)
 		}
 	})
-	binDir := buildImage(bctx, t, image)
+	binDir := buildImage(bctx, t, image, demoImage)
 	t.Logf("image %s built in %s", image, time.Since(start).Round(100*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), testBudget)
 	defer cancel()
@@ -140,7 +141,7 @@ func TestCompose(t *testing.T) {
 		if err := writeNodeConfigs(configDir, subnet); err != nil {
 			t.Fatal(err)
 		}
-		env = append(os.Environ(), "GWELB_IMAGE="+image, "GWELB_SECRETS_DIR="+secretsDir, "GWELB_NET="+subnet, "GWELB_CONFIG_DIR="+configDir)
+		env = append(os.Environ(), "GWELB_IMAGE="+image, "GWELB_DEMO_IMAGE="+demoImage, "GWELB_SECRETS_DIR="+secretsDir, "GWELB_NET="+subnet, "GWELB_CONFIG_DIR="+configDir)
 		composeNodes = composeNodes[:0]
 		ports := freePorts(t, 2*len(composeServices))
 		for i, svc := range composeServices {
@@ -346,7 +347,7 @@ func composePrerequisites(ctx context.Context) (compose []string, skip string) {
 // like the repository (bin/, deploy/rootfs/), builds deploy/Dockerfile from
 // it as image, and returns the bin directory (its gwelbctl drives the
 // cluster from the host).
-func buildImage(ctx context.Context, t *testing.T, image string) string {
+func buildImage(ctx context.Context, t *testing.T, image, demoImage string) string {
 	t.Helper()
 	buildCtx := t.TempDir()
 	bin := filepath.Join(buildCtx, "bin")
@@ -365,7 +366,36 @@ func buildImage(ctx context.Context, t *testing.T, image string) string {
 	if out, err := runCmd(ctx, nil, "docker", "build", "-q", "-f", dockerfile, "-t", image, buildCtx); err != nil {
 		t.Fatalf("docker build: %v\n%s", err, out)
 	}
+	if out, err := runCmd(ctx, nil, "docker", "build", "-q", "-f", dockerfile, "--target", "demo", "-t", demoImage, buildCtx); err != nil {
+		t.Fatalf("docker build --target demo: %v\n%s", err, out)
+	}
+	checkProductionImage(ctx, t, image)
 	return bin
+}
+
+// checkProductionImage checks what the production image promises: its
+// OCI labels, a health check running gwelb health, and no gwe-demo.
+func checkProductionImage(ctx context.Context, t *testing.T, image string) {
+	t.Helper()
+	out, err := runCmd(ctx, nil, "docker", "image", "inspect", "-f",
+		`{{index .Config.Labels "org.opencontainers.image.title"}} {{json .Config.Healthcheck.Test}}`, image)
+	if err != nil {
+		t.Fatalf("docker image inspect %s: %v\n%s", image, err, out)
+	}
+	if want := `gwelb ["CMD","/gwelb","health","-timeout","3s"]`; strings.TrimSpace(out) != want {
+		t.Errorf("image %s: label title and health check %q, want %q", image, strings.TrimSpace(out), want)
+	}
+	name := "gwelb-imagecheck-" + randomHex(t, 4)
+	if out, err := runCmd(ctx, nil, "docker", "create", "--name", name, image); err != nil {
+		t.Fatalf("docker create %s: %v\n%s", image, err, out)
+	}
+	defer runCmd(context.Background(), nil, "docker", "rm", "-f", name)
+	if _, err := runCmd(ctx, nil, "docker", "cp", name+":/gwelbctl", t.TempDir()); err != nil {
+		t.Errorf("the production image has no /gwelbctl: %v", err)
+	}
+	if _, err := runCmd(ctx, nil, "docker", "cp", name+":/gwe-demo", t.TempDir()); err == nil {
+		t.Errorf("the production image ships /gwe-demo")
+	}
 }
 
 // status is the part of `gwelbctl status -o json` the test reads.

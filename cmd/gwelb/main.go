@@ -200,7 +200,7 @@ run:
 			case err == nil:
 				// Caught up: the table is the cluster's. Say once if the
 				// file no longer matches it (DESIGN.md §5.4).
-				go rl.warnPoolDiffAtStart(lc.stop, 30*time.Second)
+				go rl.warnPoolDiffAtStart(cfg.Pools, lc.stop, 30*time.Second)
 			case errors.Is(err, cluster.ErrNotCaughtUp):
 				log.Warn("opening the listeners on the table this node has: it could not catch up with the cluster in time; sessions of members changed meanwhile may move until it does",
 					"startup_catchup_timeout", cc.StartupCatchupTimeout, "err", err)

@@ -130,7 +130,7 @@ func (r *reloader) apply(file *Config) (accessLog string) {
 	r.cfg.LogLevel = file.LogLevel
 	r.cfg.Shutdown = file.Shutdown
 	r.cfg.Pools = file.Pools
-	r.warnPoolDiff("SIGHUP")
+	r.warnPoolDiff(file.Pools, "SIGHUP")
 	return accessLog
 }
 
@@ -138,8 +138,8 @@ func (r *reloader) apply(file *Config) (accessLog string) {
 // differ from the replicated table: the table is what every node routes
 // by, and a file edit reaches it only through gwelbctl apply (DESIGN.md
 // §5.4), never silently.
-func (r *reloader) warnPoolDiff(when string) {
-	plan := fsm.PlanChanges(r.node.PoolSpecs(), r.cfg.Pools)
+func (r *reloader) warnPoolDiff(pools []fsm.PoolSpec, when string) {
+	plan := fsm.PlanChanges(r.node.PoolSpecs(), pools)
 	if plan.Empty() {
 		return
 	}
@@ -148,10 +148,12 @@ func (r *reloader) warnPoolDiff(when string) {
 		"review", "gwelbctl apply -f "+r.path+" --dry-run", "apply", "gwelbctl apply -f "+r.path)
 }
 
-// warnPoolDiffAtStart compares the file with the table once the node has
-// caught up and the table has its pools (the seed of a new cluster is
-// applied shortly after its election), waiting at most wait.
-func (r *reloader) warnPoolDiffAtStart(stop <-chan struct{}, wait time.Duration) {
+// warnPoolDiffAtStart compares the file's pools with the table once the
+// node has caught up and the table has its pools (the seed of a new
+// cluster is applied shortly after its election), waiting at most wait.
+// It runs beside the run loop: it is given the pools, and reads nothing a
+// reload changes.
+func (r *reloader) warnPoolDiffAtStart(pools []fsm.PoolSpec, stop <-chan struct{}, wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for len(r.node.PoolSpecs()) == 0 {
 		if time.Now().After(deadline) {
@@ -163,7 +165,7 @@ func (r *reloader) warnPoolDiffAtStart(stop <-chan struct{}, wait time.Duration)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	r.warnPoolDiff("start")
+	r.warnPoolDiff(pools, "start")
 }
 
 // restartOnly names the top-level settings that differ between the

@@ -326,4 +326,13 @@ func TestAgentReload(t *testing.T) {
 		}
 		keepAlive("after the pools WARN")
 	})
+
+	t.Run("pools differ at start", func(t *testing.T) {
+		a.stop(t, syscall.SIGKILL)
+		off := logSize(a)
+		a.start(t)
+		waitUntil(t, 30*time.Second, "the WARN with the plan at start", func() bool {
+			return logHas(a, off, "differ from the replicated table") && logHas(a, off, "when=start")
+		})
+	})
 }
