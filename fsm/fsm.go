@@ -17,8 +17,15 @@ import (
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
-// CommandVersion is the Command.version this build writes and the highest it applies.
+// CommandVersion is the Command.version this build writes for a command
+// every version applies. A command an older node would misapply is written
+// with the version that introduced it (commandVersion), so during a rolling
+// upgrade older nodes refuse just those (ErrVersion) and apply the rest.
 const CommandVersion = 1
+
+// MaxCommandVersion is the highest Command.version this build applies:
+// version 2 added PutMember's mode (DESIGN.md §5.2).
+const MaxCommandVersion = putModeVersion
 
 var (
 	// ErrNotFound reports a command naming a pool or member that does not exist.
@@ -183,6 +190,8 @@ func newOutcome(id string, index uint64, err error) *gwelbv1.Outcome {
 		o.Code = gwelbv1.OutcomeCode_OUTCOME_NOT_FOUND
 	case errors.Is(err, ErrVersion):
 		o.Code = gwelbv1.OutcomeCode_OUTCOME_VERSION
+	case errors.Is(err, ErrExists):
+		o.Code = gwelbv1.OutcomeCode_OUTCOME_EXISTS
 	default:
 		o.Code = gwelbv1.OutcomeCode_OUTCOME_INVALID
 	}
@@ -208,6 +217,8 @@ func answerOf(o *gwelbv1.Outcome) any {
 		return &outcomeError{o.GetError(), ErrNotFound}
 	case gwelbv1.OutcomeCode_OUTCOME_VERSION:
 		return &outcomeError{o.GetError(), ErrVersion}
+	case gwelbv1.OutcomeCode_OUTCOME_EXISTS:
+		return &outcomeError{o.GetError(), ErrExists}
 	}
 	return &outcomeError{o.GetError(), ErrInvalid}
 }
@@ -220,8 +231,8 @@ func (f *FSM) applyLocked(index uint64, cmd *gwelbv1.Command, decodeErr error) (
 		return nil, fmt.Errorf("decode command at index %d: %w: %w", index, ErrInvalid, decodeErr)
 	}
 	what := describe(cmd)
-	if v := cmd.GetVersion(); v > CommandVersion {
-		return nil, fmt.Errorf("%s: version %d, this node applies up to %d: %w", what, v, CommandVersion, ErrVersion)
+	if v := cmd.GetVersion(); v > MaxCommandVersion {
+		return nil, fmt.Errorf("%s: version %d, this node applies up to %d: %w", what, v, MaxCommandVersion, ErrVersion)
 	}
 	// Change the state in place; a rejected command is undone without trace.
 	if err := applyToStore(f.s, cmd); err != nil {
@@ -328,15 +339,17 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release does nothing: the snapshot holds no resources but memory.
 func (s *snapshot) Release() {}
 
-// EncodeCommand marshals c deterministically, with Version = CommandVersion
-// when c leaves it 0. The caller's message is not modified.
+// EncodeCommand marshals c deterministically, with the lowest version that
+// applies it right (commandVersion: CommandVersion for all but a PutMember
+// with a mode) when c leaves Version 0. The caller's message is not
+// modified.
 func EncodeCommand(c *gwelbv1.Command) ([]byte, error) {
 	if c == nil {
 		return nil, fmt.Errorf("encode command: nil: %w", ErrInvalid)
 	}
 	if c.GetVersion() == 0 {
 		c = proto.Clone(c).(*gwelbv1.Command)
-		c.Version = CommandVersion
+		c.Version = commandVersion(c)
 	}
 	data, err := marshalOpts.Marshal(c)
 	if err != nil {
@@ -383,7 +396,7 @@ func applyToStore(s *store, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_RemovePool:
 		err = removePool(s, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
-		err = putMember(s, op.PutMember.GetMember(), now)
+		err = putMember(s, op.PutMember.GetMember(), op.PutMember.GetMode(), now)
 	case *gwelbv1.Command_RemoveMember:
 		err = removeMember(s, op.RemoveMember.GetPool(), op.RemoveMember.GetRoute())
 	case *gwelbv1.Command_SetMemberState:
@@ -498,7 +511,17 @@ func removePool(s *store, name string) error {
 	return nil
 }
 
-func putMember(s *store, m *gwelbv1.Member, now int64) error {
+func putMember(s *store, m *gwelbv1.Member, mode gwelbv1.PutMemberMode, now int64) error {
+	if mode != gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPSERT {
+		var old *gwelbv1.Member
+		if rec := s.member(m.GetPool(), m.GetRoute()); rec != nil {
+			old = rec.msg
+		}
+		var err error
+		if m, err = resolvePutMode(m, mode, old); err != nil {
+			return err
+		}
+	}
 	if err := validateMember(m); err != nil {
 		return err
 	}

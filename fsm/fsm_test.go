@@ -323,8 +323,8 @@ func TestFSMApplySequences(t *testing.T) {
 
 func TestFSMApplyErrors(t *testing.T) {
 	setup := append(fxBackendWith(t0), cmdPutPool(t0, fxFrontend()), cmdBalancers(t0, "a", "b", "c"))
-	version2 := cmdPutPool(t0, fxBackend())
-	version2.Version = 2
+	future := cmdPutPool(t0, fxBackend())
+	future.Version = MaxCommandVersion + 1
 	tests := []struct {
 		name string
 		data []byte           // raw log data, when cmd is nil
@@ -332,7 +332,7 @@ func TestFSMApplyErrors(t *testing.T) {
 		want error
 	}{
 		{"garbage", []byte{0xff, 0xff, 0xff}, nil, ErrInvalid},
-		{"newer version", nil, version2, ErrVersion},
+		{"newer version", nil, future, ErrVersion},
 		{"no operation", nil, fxCmd(t0, nil), ErrInvalid},
 		{"put pool nil", nil, fxCmd(t0, &gwelbv1.PutPool{}), ErrInvalid},
 		{"put pool no name", nil, cmdPutPool(t0, &gwelbv1.Pool{Prefix: "/x", Cookie: "X"}), ErrInvalid},

@@ -74,7 +74,7 @@ func fzSequences(t testing.TB) [][3][]byte {
 	putPool := enc(&gwelbv1.Command{UnixNanos: fzT0, Op: &gwelbv1.Command_PutPool{PutPool: &gwelbv1.PutPool{Pool: &gwelbv1.Pool{
 		Name: "chat", Prefix: "/chat", Cookie: "CHATID", InsertCookie: true, FailTimeoutMs: proto.Int64(0)}}}})
 	put := enc(fzPutMember(fzT0+2, "req-1", "backend", "4", "https://gwe-4.example:8443", 3, gwelbv1.AdminState_ADMIN_STATE_DRAIN))
-	future := enc(&gwelbv1.Command{Version: fsm.CommandVersion + 1, UnixNanos: fzT0, Op: &gwelbv1.Command_RemovePool{RemovePool: &gwelbv1.RemovePool{Name: "backend"}}})
+	future := enc(&gwelbv1.Command{Version: fsm.MaxCommandVersion + 1, UnixNanos: fzT0, Op: &gwelbv1.Command_RemovePool{RemovePool: &gwelbv1.RemovePool{Name: "backend"}}})
 	return [][3][]byte{
 		{seed, enc(fzPutMember(fzT0+1, "", "frontend", "GWE_F_4", "http://127.0.0.1:8094", 0, 0)), enc(fzObserve(fzT0+2, "backend", "2", "n1", true, "connection refused"))},
 		{seed, balancers, enc(fzObserve(fzT0+3, "backend", "1", "n2", true, "timeout"))},

@@ -110,7 +110,7 @@ func (g *icGen) command() *gwelbv1.Command {
 	case k == 3:
 		c = cmdRemovePool(at, g.pick(icPools[1:])) // the big pool stays, mostly
 	case k <= 8:
-		c = fxCmd(at, &gwelbv1.PutMember{Member: g.member(g.pick(icPools))})
+		c = fxCmd(at, &gwelbv1.PutMember{Member: g.member(g.pick(icPools)), Mode: gwelbv1.PutMemberMode(g.r.IntN(4))}) // 3: unknown
 	case k <= 10:
 		c = cmdRemoveMember(at, g.pick(icPools), g.pick(g.routes))
 	case k <= 15:
@@ -149,7 +149,7 @@ func (g *icGen) command() *gwelbv1.Command {
 		}
 	}
 	if g.r.IntN(60) == 0 {
-		c.Version = CommandVersion + 1
+		c.Version = MaxCommandVersion + 1
 	}
 	return c
 }

@@ -1,6 +1,13 @@
 package fsm
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
+)
 
 // ErrExists reports a PutMember in create mode (gwelbctl member add) for a
 // route the pool already has: adding must never reset a member an operator
@@ -10,3 +17,51 @@ var ErrExists = errors.New("already exists")
 // MaxWeight is the largest member weight the validator accepts (the
 // smallest is 1: a weight of 0 in a spec means "unset", read as 1).
 const MaxWeight = maxWeight
+
+// putModeVersion is the Command.version that introduced PutMember's mode:
+// a version 1 node would apply CREATE and UPDATE as an upsert (resetting
+// the admin state), so it must refuse them.
+const putModeVersion = 2
+
+// commandVersion is the lowest Command.version that applies c right.
+func commandVersion(c *gwelbv1.Command) uint32 {
+	if pm := c.GetPutMember(); pm != nil && pm.GetMode() != gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPSERT {
+		return putModeVersion
+	}
+	return CommandVersion
+}
+
+// resolvePutMode turns a PutMember in create or update mode into the upsert
+// it amounts to, given the member that exists now (nil for none), or
+// refuses it (DESIGN.md §5.2): CREATE refuses an existing route
+// (ErrExists); UPDATE wants the member (ErrNotFound), keeps its admin state
+// and keeps its URL and weight where m leaves them unset ("", 0). It is a
+// pure function of the command and the state, as Apply must be.
+func resolvePutMode(m *gwelbv1.Member, mode gwelbv1.PutMemberMode, old *gwelbv1.Member) (*gwelbv1.Member, error) {
+	if m == nil {
+		return nil, nil // the validator says "no member"
+	}
+	switch mode {
+	case gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPSERT:
+		return m, nil
+	case gwelbv1.PutMemberMode_PUT_MEMBER_MODE_CREATE:
+		if old != nil {
+			return nil, fmt.Errorf("route %s %w (url %s, %s): update it instead", old.GetRoute(), ErrExists, old.GetUrl(), AdminStateFromProto(old.GetState()))
+		}
+		return m, nil
+	case gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE:
+		if old == nil {
+			return nil, fmt.Errorf("member %w", ErrNotFound)
+		}
+		c := proto.Clone(m).(*gwelbv1.Member)
+		c.State = old.GetState() // operational: only SetMemberState changes it
+		if c.GetUrl() == "" {
+			c.Url = old.GetUrl()
+		}
+		if c.GetWeight() == 0 {
+			c.Weight = old.GetWeight()
+		}
+		return c, nil
+	}
+	return nil, fmt.Errorf("mode %d: want upsert, create or update: %w", mode, ErrInvalid)
+}

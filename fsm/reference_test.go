@@ -59,8 +59,8 @@ func (f *refFSM) applyLocked(index uint64, cmd *gwelbv1.Command, decodeErr error
 		return false, fmt.Errorf("decode command at index %d: %w: %w", index, ErrInvalid, decodeErr)
 	}
 	what := describe(cmd)
-	if v := cmd.GetVersion(); v > CommandVersion {
-		return false, fmt.Errorf("%s: version %d, this node applies up to %d: %w", what, v, CommandVersion, ErrVersion)
+	if v := cmd.GetVersion(); v > MaxCommandVersion {
+		return false, fmt.Errorf("%s: version %d, this node applies up to %d: %w", what, v, MaxCommandVersion, ErrVersion)
 	}
 	next := proto.Clone(f.st).(*gwelbv1.State)
 	if err := applyCommand(next, cmd); err != nil {
@@ -94,7 +94,14 @@ func applyCommand(st *gwelbv1.State, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_RemovePool:
 		err = refRemovePool(st, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
-		err = refPutMember(st, op.PutMember.GetMember(), now)
+		m := op.PutMember.GetMember()
+		var old *gwelbv1.Member
+		if i, ok := findMember(st, m.GetPool(), m.GetRoute()); ok {
+			old = st.Members[i]
+		}
+		if m, err = resolvePutMode(m, op.PutMember.GetMode(), old); err == nil {
+			err = refPutMember(st, m, now)
+		}
 	case *gwelbv1.Command_RemoveMember:
 		err = refRemoveMember(st, op.RemoveMember.GetPool(), op.RemoveMember.GetRoute())
 	case *gwelbv1.Command_SetMemberState:
