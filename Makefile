@@ -87,10 +87,13 @@ bench-cluster:
 demo: build
 	deploy/local/demo.sh
 
-## image: the container image gwelb:dev (FROM scratch, the static binaries of bin/)
-IMAGE ?= gwelb:dev
+## image: the production image gwelb:dev and the demo GWE server image
+## gwelb-demo:dev for the compose demo (FROM scratch, the static binaries of bin/)
+IMAGE      ?= gwelb:dev
+DEMO_IMAGE ?= gwelb-demo:dev
 image: build
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
+	docker build -f deploy/Dockerfile --target demo -t $(DEMO_IMAGE) .
 
 ## compose-test: the three-node docker-compose cluster end to end (kills the leader)
 compose-test:
