@@ -237,6 +237,19 @@ func TestAuditLog(t *testing.T) {
 		r := rec.one(t, "TransferLeadership", "rpc", "TransferLeadership")
 		want(t, "TransferLeadership", r, "node", old.Cfg.Name, "who", "token", "via", fs[0].Cfg.Name, "outcome", "ok")
 	})
+
+	t.Run("force-remove a failed node through a follower", func(t *testing.T) {
+		leader := c.WaitLeader()
+		fs := c.Followers()
+		victim, via := fs[1], fs[0]
+		c.Kill(victim)
+		cl, ctx := c.Admin(via)
+		if _, err := cl.Leave(ctx, &gwelbv1.LeaveRequest{Node: victim.Cfg.Name}); err != nil {
+			t.Fatal(err)
+		}
+		r := rec.one(t, "Leave", "rpc", "Leave", "peer", victim.Cfg.Name)
+		want(t, "Leave", r, "node", leader.Cfg.Name, "who", "token", "via", via.Cfg.Name, "action", "remove raft peer", "outcome", "ok")
+	})
 }
 
 // TestAuditIdentityCannotBeForged attacks the relayed identity over real
@@ -290,4 +303,21 @@ func TestAuditIdentityCannotBeForged(t *testing.T) {
 			want(t, route, r, "who", who, "node", leader.Cfg.Name, "outcome", "ok")
 		}
 	}
+}
+
+// TestAuditWithoutNodeTLS: nodes without TLS (insecure: true) relay writes
+// with the operator token, so the leader cannot tell a relaying node from
+// an operator: it believes no relayed identity and logs the token, once.
+func TestAuditWithoutNodeTLS(t *testing.T) {
+	rec := &auditRecorder{}
+	c := clustertest.New(t, 3, rec.option, clustertest.Insecure)
+	leader := c.WaitLeader()
+	f := c.Followers()[0]
+	cl, ctx := c.Admin(f)
+	ctx = metadata.AppendToOutgoingContext(ctx, cluster.CallerKey, "client:alice")
+	if _, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{Pool: "backend", Route: "plain", Url: c.GWE["1"].URL, Weight: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	r := rec.one(t, "PutMember", "rpc", "PutMember", "route", "plain")
+	want(t, "PutMember", r, "node", leader.Cfg.Name, "who", "token", "via", "", "outcome", "ok")
 }
