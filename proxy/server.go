@@ -191,6 +191,10 @@ func (s *Server) awaitFresh(ctx context.Context, start time.Time) bool {
 func (s *Server) Update(t *fsm.Table) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v := s.carriedOver(t); v != nil {
+		s.view.Store(v)
+		return
+	}
 	v := &view{table: t}
 	seen := map[string]bool{}
 	for _, p := range t.Pools() {
@@ -201,7 +205,7 @@ func (s *Server) Update(t *fsm.Table) {
 			s.rr[spec.Name] = rr
 		}
 		pv := &poolView{pool: p, spec: spec, rr: rr, metrics: s.poolMetricsFor(spec.Name)}
-		for i := range p.Members() {
+		for i := range p.Len() {
 			m := p.Member(i)
 			key := spec.Name + "\x00" + m.Route + "\x00" + m.URL
 			ms := s.members[key]
@@ -222,6 +226,40 @@ func (s *Server) Update(t *fsm.Table) {
 	}
 	s.pruneMetrics(t)
 	s.view.Store(v)
+}
+
+// carriedOver returns the view of t built from the current view when every
+// pool of t is a pool of it or a version with the same layout (the FSM
+// changed admin states or verdicts only, fsm.Pool.SameLayout): member
+// states, cookies and metrics are kept by index, so a change costs the
+// number of pools, not of members (DESIGN.md §5.7). Otherwise nil: members
+// came, went or moved, and Update builds the view afresh. Called with s.mu
+// held.
+func (s *Server) carriedOver(t *fsm.Table) *view {
+	old := s.view.Load()
+	if old == nil || len(old.pools) != len(t.Pools()) {
+		return nil
+	}
+	v := &view{table: t, pools: make([]*poolView, len(t.Pools()))}
+	for i, p := range t.Pools() {
+		var pv *poolView
+		for _, o := range old.pools {
+			if o.spec.Name == p.Name() {
+				pv = o
+				break
+			}
+		}
+		switch {
+		case pv == nil || !p.SameLayout(pv.pool):
+			return nil
+		case pv.pool != p:
+			c := *pv
+			c.pool = p
+			pv = &c
+		}
+		v.pools[i] = pv
+	}
+	return v
 }
 
 // Table returns the table requests are routed by, or nil before the first Update.
