@@ -319,6 +319,30 @@ func (p *Pool) SameLayout(q *Pool) bool {
 	return q != nil && p.lay == q.lay && p.spec.Name == q.spec.Name
 }
 
+// Changed returns the indexes of the members that differ between prev and
+// p, a later version of the same pool with the same layout, comparing only
+// the member blocks the two do not share: O(members/64 + 64 × changed).
+// It reports false when the layouts differ (members came, went or moved;
+// SameLayout): then every member may have changed.
+func (p *Pool) Changed(prev *Pool) ([]int, bool) {
+	if !p.SameLayout(prev) {
+		return nil, false
+	}
+	var changed []int
+	for bi, b := range p.blocks {
+		old := prev.blocks[bi]
+		if &b[0] == &old[0] {
+			continue // shared: unchanged
+		}
+		for j := range b {
+			if b[j] != old[j] {
+				changed = append(changed, bi<<blockShift+j)
+			}
+		}
+	}
+	return changed, true
+}
+
 // Usable reports whether member i may take traffic by the cluster's view:
 // not disabled and verdict up. Drain members are usable for their sessions.
 func (m *Member) Usable() bool { return m.State != Disabled && m.Verdict == Up }
