@@ -89,6 +89,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// if the table may be behind the cluster's, wait for it to catch
 		// up and decide again on the table current then.
 		moves := st.carried != "" && (st.member < 0 || pv.pool.Member(st.member).Route != st.carried)
+		if held && moves && s.refuseStaleMove(pv, st.carried) {
+			// Still behind after the wait: 503 keeps the visitor's
+			// cookie, and their retry reaches a node that knows the
+			// member, or this one caught up (DESIGN.md §6.1).
+			st.member = -1
+			lw.Header().Set("Retry-After", "1")
+			answer(lw, r, http.StatusServiceUnavailable, "gwelb: this node may be behind the cluster: route "+st.carried+" is unknown or disabled here; try again")
+			return
+		}
 		if held || !moves || !s.awaitFresh(r.Context(), start) {
 			break
 		}

@@ -48,6 +48,12 @@ type Freshness interface {
 	// bound on waiting has passed (a node cut off from its peers still
 	// serves), or when ctx ends.
 	AwaitFresh(ctx context.Context)
+	// MayMove reports, after AwaitFresh, whether a request at now (unix
+	// nanoseconds) may move a session whose route the table does not
+	// know or knows as disabled: when the table is fresh, or once the node
+	// has been behind for so long that it routes on what it has
+	// (DESIGN.md §6.1). It may take a lock.
+	MayMove(now int64) bool
 }
 
 // Options configure a Server; the zero value of each field picks the default.
@@ -183,6 +189,22 @@ func (s *Server) awaitFresh(ctx context.Context, start time.Time) bool {
 	}
 	(*f).AwaitFresh(ctx)
 	return true
+}
+
+// refuseStaleMove reports whether a request that waited for a catch-up
+// must not be moved after all: the node is still behind, and the route it
+// carries is unknown to this table or disabled in it, so the operator may
+// have added or enabled that member meanwhile and a move would cost the
+// visitor their session (DESIGN.md §6.1, invariant 1). A member whose
+// verdict is DOWN, or that this node quarantined, still fails over: that
+// is news about the member, not about the table.
+func (s *Server) refuseStaleMove(pv *poolView, route string) bool {
+	f := s.freshness.Load()
+	if f == nil || (*f).MayMove(time.Now().UnixNano()) {
+		return false
+	}
+	i, ok := pv.pool.Lookup(route)
+	return !ok || pv.pool.Member(i).State == fsm.Disabled
 }
 
 // Update makes t the table every new request is routed by. Per-member local
