@@ -38,7 +38,7 @@ func chromium(t *testing.T) string {
 // js evaluates expr in the tab and decodes its value.
 func js[T any](t *testing.T, tab context.Context, expr string) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	ctx, cancel := context.WithTimeout(tab, waitLimit)
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
@@ -47,12 +47,17 @@ func js[T any](t *testing.T, tab context.Context, expr string) T {
 	return v
 }
 
+// waitLimit bounds each wait of the browser tests: generous, for a busy
+// machine running them with -race next to other suites; waits end as soon
+// as their condition holds.
+const waitLimit = 30 * time.Second
+
 // waitJS waits until expr is truthy in the tab: the page changed by
 // itself (live updates), nothing reloads it. An evaluation that fails (the
 // tab is between two pages after a form post) is tried again.
 func waitJS(t *testing.T, tab context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	var last error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(tab, 5*time.Second)
@@ -66,13 +71,13 @@ func waitJS(t *testing.T, tab context.Context, what, expr string) {
 	}
 	ctx, cancel := context.WithTimeout(tab, 2*time.Second)
 	defer cancel()
-	page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 1500)`))
-	t.Fatalf("waiting for %s (%s): not true after 15s (last error: %v); the page:\n%s", what, expr, last, page)
+	page, perr := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 1500)`))
+	t.Fatalf("waiting for %s (%s): not true after %v (last error: %v); the page (%v):\n%s", what, expr, waitLimit, last, perr, page)
 }
 
 func do(t *testing.T, tab context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(tab, 15*time.Second)
+	ctx, cancel := context.WithTimeout(tab, waitLimit)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		dctx, dcancel := context.WithTimeout(tab, 2*time.Second)
@@ -126,28 +131,40 @@ func cellText(pool, route, sel string) string {
 func TestDashboardBrowser(t *testing.T) {
 	exe := chromium(t)
 	start := time.Now()
-	d := newDash(t, time.Second)
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
-	phase("cluster up")
 
+	// The browser starts while the cluster does.
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1440, 1000))...)
 	defer cancelAlloc()
 	browser, cancelBrowser := chromedp.NewContext(alloc)
 	defer cancelBrowser()
-	if err := chromedp.Do(browser); err != nil { // starts the browser with a first tab
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(browser) }() // starts the browser with a first tab
+	d := newDash(t, time.Second)
+	phase("cluster up")
+	if err := <-started; err != nil {
 		t.Fatalf("start %s: %v", exe, err)
 	}
 	phase("browser up")
+
 	tabs := map[string]context.Context{}
 	for _, name := range []string{"n1", "n2", "n3"} {
-		tab := newTab(t, browser)
-		tabs[name] = tab
-		// The session cookie is Secure on plain-http loopback: a browser
-		// that dropped it would land on the login form again.
-		browserLogin(t, tab, d.ui[name], clustertest.Token)
+		tabs[name] = newTab(t, browser)
 	}
-
+	t.Run("log in on every node", func(t *testing.T) {
+		for name, tab := range tabs {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				// The session cookie is Secure on plain-http loopback: a
+				// browser that dropped it would land on the login form again.
+				browserLogin(t, tab, d.ui[name], clustertest.Token)
+			})
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
 	phase("logged in on three nodes")
 	t.Run("every node's page shows three nodes and both pools", func(t *testing.T) {
 		for name, tab := range tabs {

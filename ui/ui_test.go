@@ -163,6 +163,15 @@ func TestDashboardHTTP(t *testing.T) {
 		if !strings.Contains(body, "disable backend/1: done") {
 			t.Errorf("the page after the action does not say it was done")
 		}
+		// Route explain says, for every node, why the value moves.
+		_, body = c.do("GET", "/ui/member?pool=backend&route=1", nil, nil)
+		if n := strings.Count(body, "backend/1 is not usable (its admin state is disabled)"); n != 3 {
+			t.Errorf("route explain of .1 gives the reason on %d nodes, want 3", n)
+		}
+		_, body = c.do("GET", "/ui/member?pool=backend&route=1&value=abc.nosuch", nil, nil)
+		if n := strings.Count(body, "no member &#34;nosuch&#34; in pool backend"); n != 3 {
+			t.Errorf("route explain of abc.nosuch gives the reason on %d nodes, want 3", n)
+		}
 		c.do("POST", "/ui/action", url.Values{"csrf": {c.csrf}, "pool": {"backend"}, "route": {"1"}, "op": {"enable"}}, nil)
 		d.waitAll(t, "backend/1 active again", "backend", "1", func(m *gwelbv1.Member) bool {
 			return m.GetState() == gwelbv1.AdminState_ADMIN_STATE_ACTIVE
