@@ -215,7 +215,28 @@ func TestDashboardBrowser(t *testing.T) {
 		if got := js[string](t, tab, `document.getElementById('live-status').textContent`); got != "live" {
 			t.Errorf("live status %q, want live", got)
 		}
-		if screenshot := os.Getenv("GWELB_SCREENSHOT"); screenshot == "1" {
+	})
+
+	phase("local quarantine")
+	t.Run("local quarantine shows on the node that has it", func(t *testing.T) {
+		// GWE_F_1 dies; a visitor pinned to it reaches n2, which fails to
+		// connect, quarantines it for the pool's fail_timeout (30 s) and
+		// retries on the fallback (rule 8). Only n2 has it quarantined.
+		d.gwe["GWE_F_1"].Stop()
+		server, _, err := clustertest.Get(t, d.c.Nodes[1], "/frontend/x?alias=.GWE_F_1", "")
+		if err != nil || server == "GWE_F_1" || server == "" {
+			t.Fatalf("the retried request: served by %q, %v", server, err)
+		}
+		for name, tab := range tabs {
+			waitJS(t, tab, "n2's quarantine of GWE_F_1 on "+name+"'s page", cellText("frontend", "GWE_F_1", `td[data-node=n2] .quarantine`)+`?.startsWith('quarantined for')`)
+			if q := js[int](t, tab, `document.querySelectorAll('tr[data-member="frontend/GWE_F_1"] .quarantine').length`); q != 1 {
+				t.Errorf("%s's page shows GWE_F_1 quarantined on %d nodes, want 1 (n2)", name, q)
+			}
+		}
+		if os.Getenv("GWELB_SCREENSHOT") == "1" {
+			// The leader's page: its audit log recorded the drain.
+			tab := tabs[d.c.WaitLeader().Cfg.Name]
+			waitJS(t, tab, "the verdict of GWE_F_1 on the leader's page", cellText("frontend", "GWE_F_1", ".verdict")+` === 'down'`)
 			saveScreenshot(t, tab)
 		}
 	})
