@@ -313,7 +313,7 @@ func (p *Pool) Schedule() []int { return p.lay.wrr }
 // the same members (routes, URLs and weights, in the same order): the two
 // differ at most in admin states and verdicts. The data plane carries its
 // per-member state (quarantine, connections in flight, cookies) over by
-// index between such versions instead of rebuilding it (DESIGN.md §5.7). A
+// index between such versions instead of rebuilding it (DESIGN.md §5.2). A
 // pool the FSM did not touch is the same pointer, which is SameLayout too.
 func (p *Pool) SameLayout(q *Pool) bool {
 	return q != nil && p.lay == q.lay && p.spec.Name == q.spec.Name

@@ -33,7 +33,7 @@ func (l *fsmLog) apply(c *gwelbv1.Command) *fsm.Table {
 // TestUpdateCarriesOverSameLayout: tables from the FSM share the pools a
 // command did not reshape (fsm.Pool.SameLayout), and Update keeps this
 // node's state of their members by index instead of rebuilding it (DESIGN.md
-// §5.7): a drain applies at once, a quarantined member stays quarantined
+// §5.2): a drain applies at once, a quarantined member stays quarantined
 // (rule 8) and no request sees a half-built view; a member added later
 // takes the full rebuild, which keeps the quarantine too.
 func TestUpdateCarriesOverSameLayout(t *testing.T) {

@@ -254,7 +254,7 @@ func (s *Server) Update(t *fsm.Table) {
 // pool of t is a pool of it or a version with the same layout (the FSM
 // changed admin states or verdicts only, fsm.Pool.SameLayout): member
 // states, cookies and metrics are kept by index, so a change costs the
-// number of pools, not of members (DESIGN.md §5.7). Otherwise nil: members
+// number of pools, not of members (DESIGN.md §5.2). Otherwise nil: members
 // came, went or moved, and Update builds the view afresh. Called with s.mu
 // held.
 func (s *Server) carriedOver(t *fsm.Table) *view {
