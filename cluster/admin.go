@@ -162,6 +162,11 @@ func (s *adminServer) Join(ctx context.Context, req *gwelbv1.JoinRequest) (*gwel
 	if len(req.GetAddrs()) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "join: no addresses")
 	}
+	if req.GetNonVoter() {
+		if err := s.n.becomeNonVoter(); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, "join --non-voter: "+err.Error())
+		}
+	}
 	joined, err := s.n.Join(req.GetAddrs())
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())

@@ -26,8 +26,8 @@ func (n *Node) bootstrapLoop(ctx context.Context) {
 		n.bootstrap([]raft.Server{{ID: raft.ServerID(n.cfg.Name), Address: raft.ServerAddress(n.cfg.advertised(n.cfg.RaftAddr)), Suffrage: raft.Voter}})
 		return
 	}
-	if n.cfg.BootstrapExpect == 0 {
-		return
+	if n.cfg.BootstrapExpect == 0 || n.nonVoter.Load() {
+		return // a non-voter waits to be added (suffrage.go)
 	}
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
@@ -53,7 +53,8 @@ func (n *Node) tryBootstrap(ctx context.Context) bool {
 	for _, m := range n.members() {
 		// Only members that prove a node certificate for their name count
 		// and are bootstrapped (DESIGN.md §4; nodetls.go admit).
-		if m.Status == memberlist.StateAlive && (m.Name == n.cfg.Name || n.admit(ctx, m) == nil) {
+		// Non-voters are never bootstrapped: bootstrap_expect counts voters.
+		if m.Status == memberlist.StateAlive && !m.Meta.NonVoter && (m.Name == n.cfg.Name || n.admit(ctx, m) == nil) {
 			alive = append(alive, m)
 		}
 	}

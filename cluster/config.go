@@ -35,6 +35,16 @@ type Config struct {
 	GossipKey       []byte   // 16, 24 or 32 bytes: encrypt gossip; nil for plain
 	Dev             bool     // a lone node that bootstraps itself
 
+	// NonVoter makes the node a Raft non-voter (config voter: false): it
+	// replicates the table and routes like a voter, forwards writes, never
+	// bootstraps, votes, probes or counts in verdicts (DESIGN.md §1.3, §5.5;
+	// suffrage.go).
+	NonVoter bool
+	// NonVoterReap is how long a non-voter may stay failed in gossip before
+	// the leader removes it from Raft; default 72 h, Consul's
+	// reconnect_timeout.
+	NonVoterReap time.Duration
+
 	// TLS is the node's certificate bundle (internal/pki): Raft, the admin
 	// API and every node-to-node call run over mutual TLS with it, and a
 	// peer is a node only if it proves a node certificate of this CA
@@ -117,6 +127,9 @@ func (c *Config) setDefaults() {
 	if c.StartupCatchupTimeout == 0 {
 		c.StartupCatchupTimeout = 5 * time.Second
 	}
+	if c.NonVoterReap == 0 {
+		c.NonVoterReap = DefaultNonVoterReap
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -152,6 +165,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Dev && c.BootstrapExpect > 1 {
 		return fmt.Errorf("bootstrap_expect %d: a -dev node bootstraps alone", c.BootstrapExpect)
+	}
+	if c.NonVoter && (c.Dev || c.BootstrapExpect > 0) {
+		return errors.New("voter: false: a non-voter never bootstraps; drop bootstrap_expect (and -dev) and join voters with retry_join")
+	}
+	if c.NonVoterReap < 0 {
+		return fmt.Errorf("non_voter_reap %v: must not be negative", c.NonVoterReap)
 	}
 	if err := c.validateSecurity(); err != nil {
 		return err

@@ -26,6 +26,9 @@ type nodeMeta struct {
 	// never set; the left/dead distinction stays in its private node map),
 	// and only a graceful leaver may be removed from Raft.
 	Leaving bool `json:"l,omitempty"`
+	// NonVoter asks the leader to admit the node as a Raft non-voter
+	// (suffrage.go).
+	NonVoter bool `json:"nv,omitempty"`
 }
 
 // maxDepartures bounds how many graceful leavers a node remembers. A
@@ -273,7 +276,7 @@ func (n *Node) kick() {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load()})
+	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load()})
 	if len(b) > limit {
 		return nil
 	}

@@ -64,6 +64,9 @@ func newProber(n *Node) *prober {
 func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.n.nonVoter.Load() {
+		return // verdicts are the voters' (DESIGN.md §5.5): a non-voter does not probe
+	}
 	for _, pool := range t.Pools() {
 		if prev != nil && pool.SameLayout(prev.Pool(pool.Name())) {
 			continue

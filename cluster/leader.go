@@ -49,6 +49,7 @@ type leadership struct {
 func (n *Node) establish(ctx context.Context) *leadership {
 	lctx, cancel := context.WithCancel(ctx)
 	l := &leadership{cancel: cancel, done: make(chan struct{})}
+	n.reaper.reset() // a new leader times failures from what it sees
 	go func() {
 		defer close(l.done)
 		n.leaderLoop(lctx)
@@ -148,16 +149,14 @@ func (n *Node) reconcile(ctx context.Context) {
 	for _, m := range n.members() {
 		s, known := inConfig[m.Name]
 		// A node announcing its leave is not added back: it is about to go.
-		if m.Status == memberlist.StateAlive && !m.Meta.Leaving && (!known || string(s.Address) != m.Meta.Raft || s.Suffrage != raft.Voter) {
-			// Gossip alone never makes a voter: the member must prove a
-			// node certificate for its name (DESIGN.md §4; nodetls.go).
+		if m.Status == memberlist.StateAlive && !m.Meta.Leaving && (!known || string(s.Address) != m.Meta.Raft || !suffrageAsked(s.Suffrage, m.Meta)) {
+			// Gossip alone never makes a voter or a non-voter: the member
+			// must prove a node certificate for its name (DESIGN.md §4;
+			// nodetls.go).
 			if err := n.admit(ctx, m); err != nil {
 				continue
 			}
-			n.log.Info("adding voter", "peer", m.Name, "raft", m.Meta.Raft)
-			if err := n.raft.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.Meta.Raft), 0, n.cfg.WriteTimeout).Error(); err != nil {
-				n.log.Warn("add voter", "peer", m.Name, "err", err)
-			}
+			n.addServer(m, known && s.Suffrage == raft.Voter)
 		}
 	}
 	for _, name := range n.view.departures.names() {
@@ -172,6 +171,7 @@ func (n *Node) reconcile(ctx context.Context) {
 		}
 		n.view.departures.forget(name)
 	}
+	n.reapNonVoters(servers)
 	n.syncBalancers(ctx)
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -46,10 +47,12 @@ type Node struct {
 	watchers   *watchers
 	prober     *prober
 	tables     *tablePublisher
-	lastTable  *fsm.Table // the table onTable saw last; only onTable touches it
-	view       gossipView // gossip membership and graceful leaves, kept from gossip events (gossip.go)
-	fresh      freshness  // whether the table may be behind the cluster's (catchup.go)
-	startup    *catchUp   // the catch-up a starting node makes before it routes
+	lastTable  *fsm.Table     // the table onTable saw last; only onTable touches it
+	nonVoter   atomic.Bool    // this node asks to be a non-voter (suffrage.go)
+	reaper     nonVoterReaper // failed non-voters by when the leader saw them fail (suffrage.go)
+	view       gossipView     // gossip membership and graceful leaves, kept from gossip events (gossip.go)
+	fresh      freshness      // whether the table may be behind the cluster's (catchup.go)
+	startup    *catchUp       // the catch-up a starting node makes before it routes
 
 	// gossipKeys holds the gossip encryption keys, data_dir/keyring
 	// (keyring.go); nil for plain gossip.
@@ -108,6 +111,9 @@ func (n *Node) start() error {
 	// (a whole restarted cluster without a quorum yet, say).
 	n.tables.loadCache()
 
+	if err := n.loadSuffrage(); err != nil {
+		return err
+	}
 	existing, err := n.startRaft()
 	if err != nil {
 		return err

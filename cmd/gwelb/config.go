@@ -55,6 +55,13 @@ type Config struct {
 	// most) for it to catch up.
 	StartupCatchupTimeout time.Duration `yaml:"startup_catchup_timeout"`
 
+	// Voter (default true): false makes the node a Raft non-voter that
+	// routes and forwards writes but neither votes nor probes (DESIGN.md
+	// §1.3); it is removed once failed longer than NonVoterReap (default
+	// 72h, Consul's reconnect_timeout).
+	Voter        *bool         `yaml:"voter"`
+	NonVoterReap time.Duration `yaml:"non_voter_reap"`
+
 	// TokenFile holds the read-write operator token instead of token
 	// (contents trimmed; set one, not both). ReadToken is the read-only
 	// operator token, for Status, Route and Watch only; ReadTokenFile holds
@@ -397,6 +404,7 @@ func (c *Config) ClusterConfig(dev bool) (cluster.Config, error) {
 		BootstrapExpect: c.BootstrapExpect, RetryJoin: c.RetryJoin,
 		Token: token, ReadToken: readToken, GossipKey: key, Dev: dev,
 		StartupCatchupTimeout: c.StartupCatchupTimeout,
+		NonVoter:              c.Voter != nil && !*c.Voter, NonVoterReap: c.NonVoterReap,
 		Timing: cluster.Timing{
 			HeartbeatTimeout: c.Raft.HeartbeatTimeout, ElectionTimeout: c.Raft.ElectionTimeout,
 			LeaderLeaseTimeout: c.Raft.LeaderLeaseTimeout, GossipProfile: c.Raft.Gossip,

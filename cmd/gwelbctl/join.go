@@ -10,12 +10,19 @@ import (
 )
 
 func (a *app) joinCmd() *cobra.Command {
-	return &cobra.Command{
+	var nonVoter bool
+	cmd := &cobra.Command{
 		Use:   "join ADDR...",
 		Short: "Make the node gossip-join other nodes",
 		Long: `Make the addressed node join the cluster through the nodes at the given
-gossip addresses (host:port of their gossip listener, not their gRPC address).`,
-		Example: "  gwelbctl --addr NEW_NODE_IP:7001 join NODE1_IP:7201 NODE2_IP:7201",
+gossip addresses (host:port of their gossip listener, not their gRPC address).
+
+With --non-voter the node joins as a Raft non-voter (recorded in its
+data_dir, as voter: false in its config would): it routes from the replicated
+table and forwards writes, but neither votes nor probes, and the leader
+removes it once it has been failed longer than non_voter_reap. A node that is
+a voter already stays one.`,
+		Example: "  gwelbctl --addr NEW_NODE_IP:7001 join NODE1_IP:7201 NODE2_IP:7201\n  gwelbctl --addr SITE_NODE_IP:7001 join --non-voter NODE1_IP:7201",
 		Args: func(_ *cobra.Command, argv []string) error {
 			if len(argv) == 0 {
 				return usagef("missing argument ADDR")
@@ -24,7 +31,7 @@ gossip addresses (host:port of their gossip listener, not their gRPC address).`,
 		},
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			resp, err := unary(a, cmd, "join", func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.JoinResponse, error) {
-				return c.Join(ctx, &gwelbv1.JoinRequest{Addrs: argv})
+				return c.Join(ctx, &gwelbv1.JoinRequest{Addrs: argv, NonVoter: nonVoter})
 			})
 			if err != nil {
 				return err
@@ -32,10 +39,16 @@ gossip addresses (host:port of their gossip listener, not their gRPC address).`,
 			if a.jsonOutput() {
 				return a.printProto(resp)
 			}
-			_, err = fmt.Fprintf(a.stdout, "joined %d of %d node(s)\n", resp.GetJoined(), len(argv))
+			suffrage := ""
+			if nonVoter {
+				suffrage = " as a non-voter"
+			}
+			_, err = fmt.Fprintf(a.stdout, "joined %d of %d node(s)%s\n", resp.GetJoined(), len(argv), suffrage)
 			return err
 		},
 	}
+	cmd.Flags().BoolVar(&nonVoter, "non-voter", false, "join as a Raft non-voter (routes and forwards writes; no vote, no probes)")
+	return cmd
 }
 
 func (a *app) leaveCmd() *cobra.Command {

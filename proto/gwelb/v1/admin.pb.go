@@ -597,8 +597,11 @@ func (x *LocalQuarantine) GetRemainingMs() int64 {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Addrs         []string               `protobuf:"bytes,1,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Addrs []string               `protobuf:"bytes,1,rep,name=addrs,proto3" json:"addrs,omitempty"`
+	// non_voter makes the addressed node ask to be a Raft non-voter (recorded
+	// in its data_dir) before it joins; a node that is a voter stays one.
+	NonVoter      bool `protobuf:"varint,2,opt,name=non_voter,json=nonVoter,proto3" json:"non_voter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,6 +641,13 @@ func (x *JoinRequest) GetAddrs() []string {
 		return x.Addrs
 	}
 	return nil
+}
+
+func (x *JoinRequest) GetNonVoter() bool {
+	if x != nil {
+		return x.NonVoter
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -1937,9 +1947,10 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12(\n" +
 	"\x10until_unix_nanos\x18\x03 \x01(\x03R\x0euntilUnixNanos\x12!\n" +
-	"\fremaining_ms\x18\x04 \x01(\x03R\vremainingMs\"#\n" +
+	"\fremaining_ms\x18\x04 \x01(\x03R\vremainingMs\"@\n" +
 	"\vJoinRequest\x12\x14\n" +
-	"\x05addrs\x18\x01 \x03(\tR\x05addrs\"&\n" +
+	"\x05addrs\x18\x01 \x03(\tR\x05addrs\x12\x1b\n" +
+	"\tnon_voter\x18\x02 \x01(\bR\bnonVoter\"&\n" +
 	"\fJoinResponse\x12\x16\n" +
 	"\x06joined\x18\x01 \x01(\x05R\x06joined\"\"\n" +
 	"\fLeaveRequest\x12\x12\n" +

@@ -1,0 +1,122 @@
+package cluster_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gwelb/gwelb/cluster"
+	"github.com/gwelb/gwelb/cluster/clustertest"
+	"github.com/gwelb/gwelb/fsm"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
+)
+
+// TestNonVoters runs 3 voters and 2 non-voters over real TCP (issue 13,
+// DESIGN.md §1.3 step 7): one non-voter by its config (voter: false), one
+// joined with gwelbctl join --non-voter's RPC. Both route from the
+// replicated table and forward writes; neither votes, probes or counts in
+// verdicts; killing one costs no quorum; the leader reaps it after
+// non_voter_reap.
+func TestNonVoters(t *testing.T) {
+	const reap = time.Second
+	c := clustertest.New(t, 3, func(_ int, cfg *cluster.Config) { cfg.NonVoterReap = reap })
+	var gossip []string
+	for _, tn := range c.Nodes {
+		gossip = append(gossip, tn.Cfg.GossipAddr)
+	}
+	cfg := c.NodeConfig("nv1")
+	cfg.NonVoter, cfg.RetryJoin = true, gossip
+	nv1 := c.Start(cfg)
+	nv2 := c.Start(c.NodeConfig("nv2")) // joins by the admin RPC below
+	cl, ctx := c.Admin(nv2)
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := cl.Join(ctx, &gwelbv1.JoinRequest{Addrs: gossip[:1], NonVoter: true}); err != nil {
+		t.Fatalf("join --non-voter: %v", err)
+	}
+
+	suffrage := func(tn *clustertest.Node) map[string]string {
+		cl, ctx := c.Admin(tn)
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		st, err := cl.Status(ctx, &gwelbv1.StatusRequest{})
+		if err != nil {
+			return nil
+		}
+		out := map[string]string{}
+		for _, p := range st.GetPeers() {
+			out[p.GetId()] = p.GetSuffrage()
+		}
+		return out
+	}
+	want := map[string]string{"n1": "Voter", "n2": "Voter", "n3": "Voter", "nv1": "Nonvoter", "nv2": "Nonvoter"}
+	clustertest.WaitFor(t, 20*time.Second, "nv1 and nv2 non-voters in the status of every node", func() bool {
+		for _, tn := range c.Live() {
+			if got := suffrage(tn); len(got) != len(want) || !mapsEqual(got, want) {
+				return false
+			}
+		}
+		return true
+	})
+	nv1.WaitServing(t, 20*time.Second)
+	nv2.WaitServing(t, 20*time.Second)
+	leader := c.WaitLeader()
+	if name := leader.Cfg.Name; name == "nv1" || name == "nv2" {
+		t.Fatalf("a non-voter leads: %s", name)
+	}
+	if got := leader.Node.Balancers(); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("balancers (verdict quorum) %v, want the voters only", got)
+	}
+	for _, tn := range []*clustertest.Node{nv1, nv2} {
+		if p := tn.Node.Probes(); p != 0 {
+			t.Errorf("non-voter %s probes %d members, want none", tn.Cfg.Name, p)
+		}
+		if _, _, err := clustertest.Get(t, tn, "/backend/x", ""); err != nil {
+			t.Errorf("request through non-voter %s: %v", tn.Cfg.Name, err)
+		}
+	}
+
+	// A write through a non-voter is forwarded and reaches every node.
+	setState := func(via *clustertest.Node, state gwelbv1.AdminState) {
+		t.Helper()
+		cl, ctx := c.Admin(via)
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := cl.SetMemberState(ctx, &gwelbv1.SetMemberStateRequest{Pool: "backend", Route: "2", State: state}); err != nil {
+			t.Fatalf("set member state through %s: %v", via.Cfg.Name, err)
+		}
+	}
+	stateIs := func(s fsm.AdminState) func(*clustertest.Node) bool {
+		return func(tn *clustertest.Node) bool {
+			p := tn.Proxy.Table().Pool("backend")
+			i, ok := p.Lookup("2")
+			return ok && p.Member(i).State == s
+		}
+	}
+	setState(nv1, gwelbv1.AdminState_ADMIN_STATE_DRAIN)
+	c.WaitAll("route 2 draining on all five nodes", stateIs(fsm.Drain))
+
+	// A dead non-voter costs no quorum: writes go on at once.
+	c.Kill(nv1)
+	setState(nv2, gwelbv1.AdminState_ADMIN_STATE_ACTIVE)
+	c.WaitAll("route 2 active on the four live nodes", stateIs(fsm.Active))
+
+	// ... and the leader removes it after non_voter_reap.
+	clustertest.WaitFor(t, 30*time.Second, "nv1 reaped, nv2 kept", func() bool {
+		leader := c.WaitLeader()
+		leader.Node.Reconcile(ctx)
+		got := suffrage(leader)
+		_, has := got["nv1"]
+		return got != nil && !has && got["nv2"] == "Nonvoter" && got["n1"] == "Voter"
+	})
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return len(a) == len(b)
+}
