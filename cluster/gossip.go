@@ -307,6 +307,8 @@ func (e *gossipEvents) NotifyLeave(m *memberlist.Node) {
 		if meta.Leaving {
 			e.n.log.Info("peer left gossip", "peer", m.Name)
 			e.n.view.departures.add(m.Name, time.Now())
+		} else if meta.NonVoter {
+			e.n.log.Info("peer failed; it stays a non-voter, expected back until non_voter_reap", "peer", m.Name)
 		} else {
 			e.n.log.Info("peer failed; it stays a voter, expected back", "peer", m.Name)
 		}
