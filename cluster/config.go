@@ -18,6 +18,7 @@ import (
 	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/internal/metrics"
 	"github.com/gwelb/gwelb/internal/pki"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // Config configures a Node.
@@ -82,6 +83,17 @@ type Config struct {
 	// route of pool after a connection failure (routing contract rule 8;
 	// zero or past: it does not), for Route and Status; may be nil.
 	Quarantine func(pool, route string) time.Time
+
+	// Counters reads this node's cumulative data-plane counts of member
+	// route of pool (requests, 5xx answers, retries) for Status, which
+	// sums them over the nodes like InFlight so the dashboard shows
+	// cluster-wide rates; may be nil (no counts reported).
+	Counters func(pool, route string) (requests, errors5xx, retries uint64)
+	// RecentWrites returns the admin writes this node's audit log recorded,
+	// newest first, for Status (StatusRequest.recent_writes): the
+	// dashboard merges every node's, so each page lists the writes the
+	// leader logged. May be nil.
+	RecentWrites func() []*gwelbv1.AdminWrite
 
 	// Metrics receives the control plane's series
 	// (metrics.Registry.Cluster); nil records into instruments no

@@ -17,8 +17,15 @@ import (
 // requests in flight per member are summed, so an operator sees when a
 // drained member is empty cluster-wide, and every node's local quarantine
 // of a member (routing contract rule 8) is listed with the member.
-func (s *adminServer) Status(ctx context.Context, _ *gwelbv1.StatusRequest) (*gwelbv1.StatusResponse, error) {
+//
+// With recent_writes it also returns this node's own recent admin writes
+// (its audit log's, never gathered): the dashboard asks every node and
+// merges them, as the leader logs every write that goes through Raft.
+func (s *adminServer) Status(ctx context.Context, req *gwelbv1.StatusRequest) (*gwelbv1.StatusResponse, error) {
 	resp := s.n.Status()
+	if req.GetRecentWrites() && s.n.cfg.RecentWrites != nil {
+		resp.RecentWrites = s.n.cfg.RecentWrites()
+	}
 	if !isForwarded(ctx) {
 		s.n.gatherDataPlanes(ctx, resp)
 	}
@@ -58,6 +65,7 @@ func (n *Node) gatherDataPlanes(ctx context.Context, resp *gwelbv1.StatusRespons
 					if mine := byMember[ms.GetMember().GetPool()+"\x00"+ms.GetMember().GetRoute()]; mine != nil {
 						mine.InFlight += ms.GetInFlight()
 						mine.Quarantined = append(mine.Quarantined, ms.GetQuarantined()...)
+						mine.Counters = addCounters(mine.Counters, ms.GetCounters())
 					}
 				}
 			}
@@ -69,6 +77,20 @@ func (n *Node) gatherDataPlanes(ctx context.Context, resp *gwelbv1.StatusRespons
 	for _, ms := range byMember {
 		sort.Slice(ms.Quarantined, func(i, j int) bool { return ms.Quarantined[i].GetNode() < ms.Quarantined[j].GetNode() })
 	}
+}
+
+// addCounters sums two nodes' counts of a member; nil when neither counts.
+func addCounters(a, b *gwelbv1.MemberCounters) *gwelbv1.MemberCounters {
+	if b == nil {
+		return a
+	}
+	if a == nil {
+		a = &gwelbv1.MemberCounters{}
+	}
+	a.Requests += b.GetRequests()
+	a.ServerErrors += b.GetServerErrors()
+	a.Retries += b.GetRetries()
+	return a
 }
 
 // localQuarantine reads this node's data-plane quarantine of pool p's
@@ -168,6 +190,10 @@ func (n *Node) poolStatus() []*gwelbv1.PoolStatus {
 		ms := &gwelbv1.MemberStatus{Member: m}
 		if n.cfg.InFlight != nil {
 			ms.InFlight = n.cfg.InFlight(m.GetPool(), m.GetRoute())
+		}
+		if n.cfg.Counters != nil {
+			req, errs, retries := n.cfg.Counters(m.GetPool(), m.GetRoute())
+			ms.Counters = &gwelbv1.MemberCounters{Requests: req, ServerErrors: errs, Retries: retries}
 		}
 		if q := n.quarantineOf(m.GetPool(), m.GetRoute(), now); q != nil {
 			ms.Quarantined = []*gwelbv1.LocalQuarantine{q}

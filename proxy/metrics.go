@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/internal/metrics"
@@ -78,6 +79,49 @@ func (mm *memberMetrics) remove() {
 	mm.m.Requests.DeletePartialMatch(prometheus.Labels{"pool": mm.pool, "route": mm.route})
 	mm.m.Retries.DeleteLabelValues(mm.pool, mm.route)
 	mm.m.UpstreamDuration.DeleteLabelValues(mm.pool, mm.route)
+}
+
+// MemberCounters returns this node's cumulative counts of member route of
+// pool: requests answered, of them 5xx, and retries, read from the
+// member's series (zero when the current view has no such member). The
+// cluster's Status reports them (cluster.Config.Counters, passed this
+// method like InFlight) so a dashboard computes cluster-wide rates.
+func (s *Server) MemberCounters(pool, route string) (requests, errors5xx, retries uint64) {
+	v := s.view.Load()
+	if v == nil {
+		return 0, 0, 0
+	}
+	for _, pv := range v.pools {
+		if pv.spec.Name != pool {
+			continue
+		}
+		i, ok := pv.pool.Lookup(route)
+		if !ok {
+			return 0, 0, 0
+		}
+		mm := pv.members[i].metrics
+		for c := range mm.codes {
+			p := mm.codes[c].Load()
+			if p == nil {
+				continue
+			}
+			n := counterValue(*p)
+			requests += n
+			if l := metrics.CodeLabel(c); len(l) > 0 && l[0] == '5' {
+				errors5xx += n
+			}
+		}
+		return requests, errors5xx, counterValue(mm.retries)
+	}
+	return 0, 0, 0
+}
+
+func counterValue(c prometheus.Counter) uint64 {
+	var m dto.Metric
+	if c.Write(&m) != nil {
+		return 0
+	}
+	return uint64(m.GetCounter().GetValue())
 }
 
 // discarded counts what no series should keep.

@@ -154,7 +154,7 @@ func (s *Server) snapshot(ctx context.Context, sess *session) (*snapshot, error)
 	}
 	sctx, cancel := context.WithTimeout(ctx, selfTimeout)
 	defer cancel()
-	self, err := c.Status(outgoing(sctx, sess.token, true), &gwelbv1.StatusRequest{})
+	self, err := c.Status(outgoing(sctx, sess.token, true), &gwelbv1.StatusRequest{RecentWrites: true})
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,7 @@ func (s *Server) snapshot(ctx context.Context, sess *session) (*snapshot, error)
 		wg.Go(func() {
 			c, err := s.dial.client(n.Name, n.Addr)
 			if err == nil {
-				n.Status, err = c.Status(outgoing(cctx, sess.token, true), &gwelbv1.StatusRequest{})
+				n.Status, err = c.Status(outgoing(cctx, sess.token, true), &gwelbv1.StatusRequest{RecentWrites: true})
 			}
 			if err != nil {
 				n.Err = errText(err)

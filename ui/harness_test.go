@@ -55,6 +55,7 @@ func newDash(t *testing.T, refresh time.Duration) *dash {
 		h := NewHistory(50)
 		d.hist[cfg.Name] = h
 		cfg.Logger = slog.New(AuditTee(cfg.Logger.Handler(), h))
+		cfg.RecentWrites = h.AdminWrites
 	})
 	maps := d.c.GWE
 	for r, g := range maps {

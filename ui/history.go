@@ -1,9 +1,12 @@
 package ui
 
 import (
+	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // Write is one admin write as the dashboard lists it under "recent admin
@@ -91,6 +94,66 @@ func (h *History) Recent() []Write {
 	out := make([]Write, 0, n)
 	for i := 1; i <= n; i++ {
 		out = append(out, h.ring[(h.next-i+len(h.ring))%len(h.ring)])
+	}
+	return out
+}
+
+// AdminWrites returns the writes this node's audit log recorded (not the
+// dashboard's own records), newest first, for the admin API's Status
+// (cluster.Config.RecentWrites): every node's dashboard asks every node
+// for them and merges, so a follower's page lists what the leader logged.
+func (h *History) AdminWrites() []*gwelbv1.AdminWrite {
+	var out []*gwelbv1.AdminWrite
+	for _, w := range h.Recent() {
+		if w.Node == "" {
+			continue
+		}
+		out = append(out, &gwelbv1.AdminWrite{UnixNanos: w.Time.UnixNano(), Who: w.Who, What: w.What,
+			Outcome: w.Outcome, Node: w.Node, RequestId: w.RequestID})
+	}
+	return out
+}
+
+// mergeWrites lists this dashboard's ring and the writes every node that
+// answered reported (StatusResponse.recent_writes), newest first, at most
+// n. A write is listed once: by request_id, the audit record of the node
+// that decided it wins over the dashboard's own record of it.
+func mergeWrites(local []Write, sn *snapshot, n int) []Write {
+	all := append([]Write(nil), local...)
+	for _, ns := range sn.Nodes {
+		for _, aw := range ns.Status.GetRecentWrites() {
+			all = append(all, Write{Time: time.Unix(0, aw.GetUnixNanos()), Who: aw.GetWho(), What: aw.GetWhat(),
+				Outcome: aw.GetOutcome(), Node: aw.GetNode(), RequestID: aw.GetRequestId()})
+		}
+	}
+	type key struct {
+		at              int64
+		node, who, what string
+	}
+	byID := map[string]int{}
+	seen := map[key]bool{}
+	var out []Write
+	for _, w := range all {
+		if w.RequestID != "" {
+			if i, ok := byID[w.RequestID]; ok {
+				if out[i].Node == "" && w.Node != "" {
+					out[i] = w
+				}
+				continue
+			}
+			byID[w.RequestID] = len(out)
+		} else {
+			k := key{w.Time.UnixNano(), w.Node, w.Who, w.What}
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+		}
+		out = append(out, w)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
+	if len(out) > n {
+		out = out[:n]
 	}
 	return out
 }

@@ -64,7 +64,7 @@ func (s *Server) fill(ctx context.Context, r *http.Request, sess *session, p *pa
 		p.Err = "this node's admin API did not answer: " + errText(err)
 		return true
 	}
-	rv := s.rates.read(sn.At)
+	rv := s.rates.read(sn.At, countsOf(sn))
 	q := r.URL.Query()
 	switch p.View {
 	case "overview":

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -321,15 +323,93 @@ func TestDashboardHTTP(t *testing.T) {
 		if rec.Who != "token via "+follower || !rec.OK() || rec.Node != leader || !strings.HasPrefix(rec.What, "SetMemberState ") {
 			t.Errorf("the leader's audit record: %+v", rec)
 		}
+		// The follower's page lists the leader's record of it (asked of
+		// every node, merged with its own record by request_id).
 		_, body := c.do("GET", "/ui/", nil, nil)
-		if !strings.Contains(body, "token on the dashboard of "+follower) || !strings.Contains(body, "drain frontend/GWE_F_2") {
-			t.Errorf("the follower's dashboard does not list its own write")
+		if !strings.Contains(body, "token via "+follower) || !strings.Contains(body, "SetMemberState pool=frontend route=GWE_F_2 state=drain") {
+			t.Errorf("the follower's dashboard does not list the leader's record of its write")
+		}
+		if strings.Contains(body, "token on the dashboard of "+follower) {
+			t.Errorf("the follower's dashboard lists its write twice")
 		}
 		lc := login(t, d.ui[leader], clustertest.Token)
 		_, body = lc.do("GET", "/ui/", nil, nil)
 		if !strings.Contains(body, "token via "+follower) || !strings.Contains(body, "SetMemberState pool=frontend route=GWE_F_2 state=drain") {
 			t.Errorf("the leader's dashboard does not show the audit record")
 		}
+	})
+
+	// A write made through one node's dashboard is on every node's page,
+	// whichever node led: the pages ask every node for its audit records.
+	t.Run("recent admin writes on every page", func(t *testing.T) {
+		c := login(t, n1, clustertest.Token)
+		resp, _ := c.do("POST", "/ui/action", url.Values{"csrf": {c.csrf}, "pool": {"frontend"}, "route": {"GWE_F_1"}, "op": {"disable"}}, nil)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("disable through n1's dashboard: %s", resp.Status)
+		}
+		defer c.do("POST", "/ui/action", url.Values{"csrf": {c.csrf}, "pool": {"frontend"}, "route": {"GWE_F_1"}, "op": {"enable"}}, nil)
+		// The leader's audit record, naming the operator (and n1 when it
+		// relayed the write).
+		row := regexp.MustCompile(`<td>token( via n1)?</td><td class="what">SetMemberState pool=frontend route=GWE_F_1 state=disable`)
+		for _, name := range []string{"n2", "n3"} {
+			oc := login(t, d.ui[name], readToken)
+			clustertest.WaitFor(t, 10*time.Second, "the write made on n1's dashboard on "+name+"'s page", func() bool {
+				_, body := oc.do("GET", "/ui/", nil, nil)
+				return row.MatchString(body)
+			})
+		}
+	})
+
+	// Requests sent through n2's data plane show in the rates on n1's page:
+	// the rates are the cluster's, from every node's counters.
+	t.Run("rates across the cluster", func(t *testing.T) {
+		c := login(t, n1, clustertest.Token) // the page's first reading
+		var tn2 *clustertest.Node
+		for _, tn := range d.c.Nodes {
+			if tn.Cfg.Name == "n2" {
+				tn2 = tn
+			}
+		}
+		tn2.WaitServing(t, 10*time.Second)
+		for range 20 {
+			resp, err := http.Get(tn2.URL + "/frontend/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		// The admin API's Status, asked of n1 by a client, sums every
+		// node's counters (what gwelbctl status reads). A request is
+		// counted once its handler returns, which may be just after the
+		// client has the answer: wait for it.
+		admin, actx := d.c.Admin(d.c.Nodes[0])
+		var sum uint64
+		clustertest.WaitFor(t, 10*time.Second, "n1's Status to count the 20 frontend requests sent through n2", func() bool {
+			st, err := admin.Status(actx, &gwelbv1.StatusRequest{})
+			if err != nil {
+				return false
+			}
+			sum = 0
+			for _, ps := range st.GetPools() {
+				for _, ms := range ps.GetMembers() {
+					if ms.GetMember().GetPool() == "frontend" {
+						sum += ms.GetCounters().GetRequests()
+					}
+				}
+			}
+			return sum >= 20
+		})
+		reqs := regexp.MustCompile(`(?s)data-member="frontend/[^"]+".*?class="num reqs">([^<]+)<`)
+		clustertest.WaitFor(t, 10*time.Second, "n2's requests in the rates on n1's page", func() bool {
+			_, body := c.do("GET", "/ui/", nil, nil)
+			for _, m := range reqs.FindAllStringSubmatch(body, -1) {
+				if m[1] != "0" {
+					return true
+				}
+			}
+			return false
+		})
 	})
 
 	t.Run("logout", func(t *testing.T) {

@@ -13,31 +13,35 @@ import (
 	"github.com/gwelb/gwelb/internal/metrics"
 )
 
-// TestRates: the dashboard's per-member rates come from the node's own
-// registry (the one /metrics serves): requests, 5xx and retries per second
-// over the last readings, re-pins as totals by cause.
+// TestRates: the dashboard's per-member rates come from every node's
+// cumulative counters (Status' MemberStatus.counters): requests, 5xx and
+// retries per second, each node's from its own deltas and summed; a node
+// that stops answering leaves the sum rather than reading as a reset.
+// Re-pins are this node's totals by cause from its registry.
 func TestRates(t *testing.T) {
 	reg := metrics.New()
-	p := reg.Proxy
 	rt := newRateTracker(reg.Gatherer())
+	k := memberKey{"backend", "1"}
+	at := func(reqs, errs, retries float64) map[memberKey]memberRates {
+		return map[memberKey]memberRates{k: {Requests: reqs, Errors: errs, Retries: retries}}
+	}
 	t0 := time.Unix(1000, 0)
-	if v := rt.read(t0); v == nil || v.Over != 0 {
+	if v := rt.read(t0, nodeCounts{"n1": at(100, 0, 0), "n2": at(1000, 10, 0)}); v == nil || v.Over != 0 {
 		t.Fatalf("first reading: %+v, want no rates yet", v)
 	}
-	p.Requests.WithLabelValues("backend", "1", "200").Add(40)
-	p.Requests.WithLabelValues("backend", "1", "502").Add(8)
-	p.Requests.WithLabelValues("backend", "1", "5xx").Add(2)
-	p.Retries.WithLabelValues("backend", "1").Add(4)
-	p.Repins.WithLabelValues("backend", metrics.CauseMemberUnusable).Add(3)
-	v := rt.read(t0.Add(2 * time.Second))
+	reg.Proxy.Repins.WithLabelValues("backend", metrics.CauseMemberUnusable).Add(3)
+	v := rt.read(t0.Add(2*time.Second), nodeCounts{"n1": at(150, 10, 4), "n2": at(1000, 10, 0)})
 	if v.Over != 2*time.Second {
 		t.Fatalf("rates over %v, want 2s", v.Over)
 	}
-	got := v.Members[memberKey{"backend", "1"}]
+	got := v.Members[k]
 	for _, c := range []struct {
 		name      string
 		got, want float64
-	}{{"requests/s", got.Requests, 25}, {"5xx/s", got.Errors, 5}, {"retries/s", got.Retries, 2}} {
+	}{
+		{"requests/s", got.Requests, 25}, {"5xx/s", got.Errors, 5}, {"retries/s", got.Retries, 2},
+		{"n1 requests/s", v.PerNode["n1"][k].Requests, 25}, {"n2 requests/s", v.PerNode["n2"][k].Requests, 0},
+	} {
 		if math.Abs(c.got-c.want) > 1e-9 {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
@@ -45,19 +49,24 @@ func TestRates(t *testing.T) {
 	if n := v.Repins[memberKey{"backend", metrics.CauseMemberUnusable}]; n != 3 {
 		t.Errorf("re-pins member_unusable = %v, want 3", n)
 	}
+	// n2 stops answering: the sum is n1's alone, not a spike.
+	v = rt.read(t0.Add(3*time.Second), nodeCounts{"n1": at(180, 10, 4)})
+	if r := v.Members[k].Requests; math.Abs(r-80.0/3) > 1e-9 {
+		t.Errorf("with n2 silent: %v requests/s, want n1's 26.67", r)
+	}
 	// Readings older than the window are dropped: after a quiet 30 s the
 	// rates are 0 again.
-	for s := 3; s <= 33; s++ {
-		v = rt.read(t0.Add(time.Duration(s) * time.Second))
+	for s := 4; s <= 34; s++ {
+		v = rt.read(t0.Add(time.Duration(s)*time.Second), nodeCounts{"n1": at(180, 10, 4), "n2": at(1000, 10, 0)})
 	}
-	if r := v.Members[memberKey{"backend", "1"}]; r.Requests != 0 || r.Errors != 0 {
+	if r := v.Members[k]; r.Requests != 0 || r.Errors != 0 {
 		t.Errorf("after 30 quiet seconds: %+v, want 0", r)
 	}
 	if v.Over > rateWindow+time.Second {
 		t.Errorf("rates over %v, want at most the window (%v)", v.Over, rateWindow)
 	}
-	if (&rateTracker{}).read(t0) != nil {
-		t.Errorf("rates without a registry")
+	if (&rateTracker{}).read(t0, nil) != nil {
+		t.Errorf("rates without counters or a registry")
 	}
 }
 

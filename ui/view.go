@@ -74,7 +74,7 @@ type memberRow struct {
 	Flips                  int
 	InFlight               int64 // summed over the nodes that answered
 	Cells                  []cell
-	Rates                  *memberRates // this node's; nil without metrics
+	Rates                  *memberRates // summed over the nodes that report counters; nil without
 }
 
 // cell is one node's side of a member: its observation (replicated), its
@@ -131,11 +131,14 @@ type nodeMemberRow struct {
 	InFlight                    int64
 }
 
+// recentWrites is how many admin writes the overview lists.
+const recentWrites = 50
+
 // buildOverview turns a snapshot into the overview page.
 func buildOverview(sn *snapshot, rv *rateView, h *History) *overview {
 	ov := &overview{
 		Leader: sn.Self.GetLeader(), TableIndex: sn.Self.GetTableIndex(), Insecure: sn.Self.GetInsecure(),
-		Writes: h.Recent(), Audit: h.fedByAudit(),
+		Writes: mergeWrites(h.Recent(), sn, recentWrites), Audit: h.fedByAudit(),
 	}
 	ov.Nodes = nodeRows(sn)
 	for _, n := range sn.Nodes {

@@ -305,6 +305,9 @@ func (c *Cluster) Start(cfg cluster.Config) *Node {
 	cfg.OnTable = tn.Proxy.Update
 	cfg.InFlight = tn.Proxy.InFlight
 	cfg.Quarantine = tn.Proxy.QuarantinedUntil
+	if cfg.Counters == nil {
+		cfg.Counters = tn.Proxy.MemberCounters
+	}
 	node, err := cluster.Start(cfg)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", cfg.Name, err)

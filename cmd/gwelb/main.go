@@ -136,6 +136,8 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 	cc.OnTable = srv.Update
 	cc.InFlight = srv.InFlight
 	cc.Quarantine = srv.QuarantinedUntil
+	cc.Counters = srv.MemberCounters     // the dashboard's cluster-wide rates
+	cc.RecentWrites = writes.AdminWrites // every dashboard lists the leader's writes
 	cc.Metrics = reg.Cluster
 	node, err := cluster.Start(cc)
 	if err != nil {

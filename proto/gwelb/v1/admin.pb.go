@@ -81,7 +81,11 @@ func (KeyringOp) EnumDescriptor() ([]byte, []int) {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// recent_writes asks for the answering node's own recent admin writes
+	// (StatusResponse.recent_writes): the dashboard asks every node and
+	// merges them, so a follower's page lists the writes its leader logged.
+	RecentWrites  bool `protobuf:"varint,1,opt,name=recent_writes,json=recentWrites,proto3" json:"recent_writes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +120,13 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+func (x *StatusRequest) GetRecentWrites() bool {
+	if x != nil {
+		return x.RecentWrites
+	}
+	return false
+}
+
 type StatusResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Node           string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -133,7 +144,11 @@ type StatusResponse struct {
 	// insecure: this node runs outside -dev without node TLS or a gossip key
 	// (config insecure: true): whoever reaches its raft_addr can rewrite the
 	// table (DESIGN.md §4).
-	Insecure      bool `protobuf:"varint,13,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	Insecure bool `protobuf:"varint,13,opt,name=insecure,proto3" json:"insecure,omitempty"`
+	// recent_writes are the admin writes this node's audit log recorded
+	// (DESIGN.md §4.3), newest first; only when StatusRequest.recent_writes
+	// asked for them and the node keeps them. Never gathered from others.
+	RecentWrites  []*AdminWrite `protobuf:"bytes,20,rep,name=recent_writes,json=recentWrites,proto3" json:"recent_writes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +274,99 @@ func (x *StatusResponse) GetInsecure() bool {
 	return false
 }
 
+func (x *StatusResponse) GetRecentWrites() []*AdminWrite {
+	if x != nil {
+		return x.RecentWrites
+	}
+	return nil
+}
+
+// AdminWrite is one audit record of an admin write, as the dashboard lists
+// it.
+type AdminWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UnixNanos     int64                  `protobuf:"varint,1,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"`
+	Who           string                 `protobuf:"bytes,2,opt,name=who,proto3" json:"who,omitempty"`         // "token", "client:<name>", ... with " via <node>" when relayed
+	What          string                 `protobuf:"bytes,3,opt,name=what,proto3" json:"what,omitempty"`       // the RPC and its arguments
+	Outcome       string                 `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"` // "ok", "ok (index N)", or the error
+	Node          string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`       // the node that logged it
+	RequestId     string                 `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminWrite) Reset() {
+	*x = AdminWrite{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminWrite) ProtoMessage() {}
+
+func (x *AdminWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminWrite.ProtoReflect.Descriptor instead.
+func (*AdminWrite) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AdminWrite) GetUnixNanos() int64 {
+	if x != nil {
+		return x.UnixNanos
+	}
+	return 0
+}
+
+func (x *AdminWrite) GetWho() string {
+	if x != nil {
+		return x.Who
+	}
+	return ""
+}
+
+func (x *AdminWrite) GetWhat() string {
+	if x != nil {
+		return x.What
+	}
+	return ""
+}
+
+func (x *AdminWrite) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AdminWrite) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AdminWrite) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 type RaftPeer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -271,7 +379,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[2]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +391,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[2]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +404,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -340,7 +448,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[3]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +460,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[3]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +473,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GossipMember) GetName() string {
@@ -413,7 +521,7 @@ type PoolStatus struct {
 
 func (x *PoolStatus) Reset() {
 	*x = PoolStatus{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[4]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +533,7 @@ func (x *PoolStatus) String() string {
 func (*PoolStatus) ProtoMessage() {}
 
 func (x *PoolStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[4]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +546,7 @@ func (x *PoolStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolStatus.ProtoReflect.Descriptor instead.
 func (*PoolStatus) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PoolStatus) GetPool() *Pool {
@@ -462,14 +570,18 @@ type MemberStatus struct {
 	Observations []*Observation         `protobuf:"bytes,3,rep,name=observations,proto3" json:"observations,omitempty"`
 	// The nodes of StatusResponse.in_flight_from whose data plane has this
 	// member locally quarantined (routing contract rule 8), by node name.
-	Quarantined   []*LocalQuarantine `protobuf:"bytes,4,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
+	Quarantined []*LocalQuarantine `protobuf:"bytes,4,rep,name=quarantined,proto3" json:"quarantined,omitempty"`
+	// counters are this node's cumulative data-plane counters of the member,
+	// summed over StatusResponse.in_flight_from like in_flight; unset when
+	// no answering node counts (no metrics wired).
+	Counters      *MemberCounters `protobuf:"bytes,10,opt,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[5]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +593,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[5]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +606,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemberStatus) GetMember() *Member {
@@ -525,6 +637,76 @@ func (x *MemberStatus) GetQuarantined() []*LocalQuarantine {
 	return nil
 }
 
+func (x *MemberStatus) GetCounters() *MemberCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+// MemberCounters are cumulative counts of requests a node's data plane sent
+// to one member since its series were created (gwelb_requests_total,
+// gwelb_retries_total): rates are their deltas.
+type MemberCounters struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      uint64                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	ServerErrors  uint64                 `protobuf:"varint,2,opt,name=server_errors,json=serverErrors,proto3" json:"server_errors,omitempty"` // requests answered 5xx
+	Retries       uint64                 `protobuf:"varint,3,opt,name=retries,proto3" json:"retries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberCounters) Reset() {
+	*x = MemberCounters{}
+	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberCounters) ProtoMessage() {}
+
+func (x *MemberCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberCounters.ProtoReflect.Descriptor instead.
+func (*MemberCounters) Descriptor() ([]byte, []int) {
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *MemberCounters) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *MemberCounters) GetServerErrors() uint64 {
+	if x != nil {
+		return x.ServerErrors
+	}
+	return 0
+}
+
+func (x *MemberCounters) GetRetries() uint64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
 // LocalQuarantine is one node's local quarantine of one member: after a
 // connection failure that node's data plane skips the member until
 // until_unix_nanos, whatever the cluster's verdict (routing contract rule 8).
@@ -540,7 +722,7 @@ type LocalQuarantine struct {
 
 func (x *LocalQuarantine) Reset() {
 	*x = LocalQuarantine{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +734,7 @@ func (x *LocalQuarantine) String() string {
 func (*LocalQuarantine) ProtoMessage() {}
 
 func (x *LocalQuarantine) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[6]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +747,7 @@ func (x *LocalQuarantine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalQuarantine.ProtoReflect.Descriptor instead.
 func (*LocalQuarantine) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LocalQuarantine) GetNode() string {
@@ -608,7 +790,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +802,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[7]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +815,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinRequest) GetAddrs() []string {
@@ -659,7 +841,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +853,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[8]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +866,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *JoinResponse) GetJoined() int32 {
@@ -703,7 +885,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +897,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[9]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +910,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveRequest) GetNode() string {
@@ -746,7 +928,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +940,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[10]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +953,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type PutMemberRequest struct {
@@ -790,7 +972,7 @@ type PutMemberRequest struct {
 
 func (x *PutMemberRequest) Reset() {
 	*x = PutMemberRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +984,7 @@ func (x *PutMemberRequest) String() string {
 func (*PutMemberRequest) ProtoMessage() {}
 
 func (x *PutMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[11]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +997,7 @@ func (x *PutMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutMemberRequest.ProtoReflect.Descriptor instead.
 func (*PutMemberRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutMemberRequest) GetMember() *Member {
@@ -849,7 +1031,7 @@ type PutPoolRequest struct {
 
 func (x *PutPoolRequest) Reset() {
 	*x = PutPoolRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1043,7 @@ func (x *PutPoolRequest) String() string {
 func (*PutPoolRequest) ProtoMessage() {}
 
 func (x *PutPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[12]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1056,7 @@ func (x *PutPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutPoolRequest.ProtoReflect.Descriptor instead.
 func (*PutPoolRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PutPoolRequest) GetPool() *Pool {
@@ -901,7 +1083,7 @@ type RemovePoolRequest struct {
 
 func (x *RemovePoolRequest) Reset() {
 	*x = RemovePoolRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1095,7 @@ func (x *RemovePoolRequest) String() string {
 func (*RemovePoolRequest) ProtoMessage() {}
 
 func (x *RemovePoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[13]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1108,7 @@ func (x *RemovePoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePoolRequest.ProtoReflect.Descriptor instead.
 func (*RemovePoolRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemovePoolRequest) GetName() string {
@@ -954,7 +1136,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1148,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[14]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1161,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveMemberRequest) GetPool() string {
@@ -1015,7 +1197,7 @@ type SetMemberStateRequest struct {
 
 func (x *SetMemberStateRequest) Reset() {
 	*x = SetMemberStateRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1209,7 @@ func (x *SetMemberStateRequest) String() string {
 func (*SetMemberStateRequest) ProtoMessage() {}
 
 func (x *SetMemberStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[15]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1222,7 @@ func (x *SetMemberStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMemberStateRequest.ProtoReflect.Descriptor instead.
 func (*SetMemberStateRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetMemberStateRequest) GetPool() string {
@@ -1080,7 +1262,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1274,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[16]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1287,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteResponse) GetIndex() uint64 {
@@ -1125,7 +1307,7 @@ type RouteRequest struct {
 
 func (x *RouteRequest) Reset() {
 	*x = RouteRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1137,7 +1319,7 @@ func (x *RouteRequest) String() string {
 func (*RouteRequest) ProtoMessage() {}
 
 func (x *RouteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[17]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1150,7 +1332,7 @@ func (x *RouteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRequest.ProtoReflect.Descriptor instead.
 func (*RouteRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RouteRequest) GetPool() string {
@@ -1183,7 +1365,7 @@ type RouteResponse struct {
 
 func (x *RouteResponse) Reset() {
 	*x = RouteResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1377,7 @@ func (x *RouteResponse) String() string {
 func (*RouteResponse) ProtoMessage() {}
 
 func (x *RouteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[18]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1390,7 @@ func (x *RouteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteResponse.ProtoReflect.Descriptor instead.
 func (*RouteResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RouteResponse) GetNode() string {
@@ -1261,7 +1443,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1455,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[19]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1468,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type WatchEvent struct {
@@ -1299,7 +1481,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1493,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[20]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1506,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchEvent) GetTableIndex() uint64 {
@@ -1350,7 +1532,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1544,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[21]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1557,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TransferLeadershipRequest) GetNode() string {
@@ -1394,7 +1576,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1588,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[22]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1601,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TransferLeadershipResponse) GetLeader() string {
@@ -1437,7 +1619,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1631,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[23]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1644,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type SnapshotChunk struct {
@@ -1474,7 +1656,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1668,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[24]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1681,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -1518,7 +1700,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1712,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[25]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1725,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1562,7 +1744,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1756,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[26]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1769,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -1609,7 +1791,7 @@ type CatchUpRequest struct {
 
 func (x *CatchUpRequest) Reset() {
 	*x = CatchUpRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1803,7 @@ func (x *CatchUpRequest) String() string {
 func (*CatchUpRequest) ProtoMessage() {}
 
 func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[27]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1816,7 @@ func (x *CatchUpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUpRequest.ProtoReflect.Descriptor instead.
 func (*CatchUpRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CatchUpRequest) GetNode() string {
@@ -1672,7 +1854,7 @@ type CatchUpResponse struct {
 
 func (x *CatchUpResponse) Reset() {
 	*x = CatchUpResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1866,7 @@ func (x *CatchUpResponse) String() string {
 func (*CatchUpResponse) ProtoMessage() {}
 
 func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[28]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1879,7 @@ func (x *CatchUpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUpResponse.ProtoReflect.Descriptor instead.
 func (*CatchUpResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CatchUpResponse) GetAppliedIndex() uint64 {
@@ -1739,7 +1921,7 @@ type KeyringRequest struct {
 
 func (x *KeyringRequest) Reset() {
 	*x = KeyringRequest{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1933,7 @@ func (x *KeyringRequest) String() string {
 func (*KeyringRequest) ProtoMessage() {}
 
 func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[29]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1946,7 @@ func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
 func (*KeyringRequest) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *KeyringRequest) GetOp() KeyringOp {
@@ -1797,7 +1979,7 @@ type KeyringResponse struct {
 
 func (x *KeyringResponse) Reset() {
 	*x = KeyringResponse{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[30]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1809,7 +1991,7 @@ func (x *KeyringResponse) String() string {
 func (*KeyringResponse) ProtoMessage() {}
 
 func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[30]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1822,7 +2004,7 @@ func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
 func (*KeyringResponse) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeyringResponse) GetNodes() []*KeyringNodeResult {
@@ -1844,7 +2026,7 @@ type KeyringNodeResult struct {
 
 func (x *KeyringNodeResult) Reset() {
 	*x = KeyringNodeResult{}
-	mi := &file_gwelb_v1_admin_proto_msgTypes[31]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2038,7 @@ func (x *KeyringNodeResult) String() string {
 func (*KeyringNodeResult) ProtoMessage() {}
 
 func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_gwelb_v1_admin_proto_msgTypes[31]
+	mi := &file_gwelb_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2051,7 @@ func (x *KeyringNodeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringNodeResult.ProtoReflect.Descriptor instead.
 func (*KeyringNodeResult) Descriptor() ([]byte, []int) {
-	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_gwelb_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *KeyringNodeResult) GetNode() string {
@@ -1904,8 +2086,9 @@ var File_gwelb_v1_admin_proto protoreflect.FileDescriptor
 
 const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14gwelb/v1/admin.proto\x12\bgwelb.v1\x1a\x12gwelb/v1/fsm.proto\"\x0f\n" +
-	"\rStatusRequest\"\xe1\x03\n" +
+	"\x14gwelb/v1/admin.proto\x12\bgwelb.v1\x1a\x12gwelb/v1/fsm.proto\"4\n" +
+	"\rStatusRequest\x12#\n" +
+	"\rrecent_writes\x18\x01 \x01(\bR\frecentWrites\"\x9c\x04\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1922,7 +2105,18 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	" \x03(\v2\x14.gwelb.v1.PoolStatusR\x05pools\x12&\n" +
 	"\x0flast_contact_ms\x18\v \x01(\x03R\rlastContactMs\x12$\n" +
 	"\x0ein_flight_from\x18\f \x03(\tR\finFlightFrom\x12\x1a\n" +
-	"\binsecure\x18\r \x01(\bR\binsecure\"h\n" +
+	"\binsecure\x18\r \x01(\bR\binsecure\x129\n" +
+	"\rrecent_writes\x18\x14 \x03(\v2\x14.gwelb.v1.AdminWriteR\frecentWrites\"\x9e\x01\n" +
+	"\n" +
+	"AdminWrite\x12\x1d\n" +
+	"\n" +
+	"unix_nanos\x18\x01 \x01(\x03R\tunixNanos\x12\x10\n" +
+	"\x03who\x18\x02 \x01(\tR\x03who\x12\x12\n" +
+	"\x04what\x18\x03 \x01(\tR\x04what\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"h\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
@@ -1937,12 +2131,18 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"PoolStatus\x12\"\n" +
 	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\x120\n" +
-	"\amembers\x18\x02 \x03(\v2\x16.gwelb.v1.MemberStatusR\amembers\"\xcd\x01\n" +
+	"\amembers\x18\x02 \x03(\v2\x16.gwelb.v1.MemberStatusR\amembers\"\x83\x02\n" +
 	"\fMemberStatus\x12(\n" +
 	"\x06member\x18\x01 \x01(\v2\x10.gwelb.v1.MemberR\x06member\x12\x1b\n" +
 	"\tin_flight\x18\x02 \x01(\x03R\binFlight\x129\n" +
 	"\fobservations\x18\x03 \x03(\v2\x15.gwelb.v1.ObservationR\fobservations\x12;\n" +
-	"\vquarantined\x18\x04 \x03(\v2\x19.gwelb.v1.LocalQuarantineR\vquarantined\"\x88\x01\n" +
+	"\vquarantined\x18\x04 \x03(\v2\x19.gwelb.v1.LocalQuarantineR\vquarantined\x124\n" +
+	"\bcounters\x18\n" +
+	" \x01(\v2\x18.gwelb.v1.MemberCountersR\bcounters\"k\n" +
+	"\x0eMemberCounters\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x04R\brequests\x12#\n" +
+	"\rserver_errors\x18\x02 \x01(\x04R\fserverErrors\x12\x18\n" +
+	"\aretries\x18\x03 \x01(\x04R\aretries\"\x88\x01\n" +
 	"\x0fLocalQuarantine\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12(\n" +
@@ -2069,101 +2269,105 @@ func file_gwelb_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_gwelb_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_gwelb_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_gwelb_v1_admin_proto_goTypes = []any{
 	(KeyringOp)(0),                     // 0: gwelb.v1.KeyringOp
 	(*StatusRequest)(nil),              // 1: gwelb.v1.StatusRequest
 	(*StatusResponse)(nil),             // 2: gwelb.v1.StatusResponse
-	(*RaftPeer)(nil),                   // 3: gwelb.v1.RaftPeer
-	(*GossipMember)(nil),               // 4: gwelb.v1.GossipMember
-	(*PoolStatus)(nil),                 // 5: gwelb.v1.PoolStatus
-	(*MemberStatus)(nil),               // 6: gwelb.v1.MemberStatus
-	(*LocalQuarantine)(nil),            // 7: gwelb.v1.LocalQuarantine
-	(*JoinRequest)(nil),                // 8: gwelb.v1.JoinRequest
-	(*JoinResponse)(nil),               // 9: gwelb.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 10: gwelb.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 11: gwelb.v1.LeaveResponse
-	(*PutMemberRequest)(nil),           // 12: gwelb.v1.PutMemberRequest
-	(*PutPoolRequest)(nil),             // 13: gwelb.v1.PutPoolRequest
-	(*RemovePoolRequest)(nil),          // 14: gwelb.v1.RemovePoolRequest
-	(*RemoveMemberRequest)(nil),        // 15: gwelb.v1.RemoveMemberRequest
-	(*SetMemberStateRequest)(nil),      // 16: gwelb.v1.SetMemberStateRequest
-	(*WriteResponse)(nil),              // 17: gwelb.v1.WriteResponse
-	(*RouteRequest)(nil),               // 18: gwelb.v1.RouteRequest
-	(*RouteResponse)(nil),              // 19: gwelb.v1.RouteResponse
-	(*WatchRequest)(nil),               // 20: gwelb.v1.WatchRequest
-	(*WatchEvent)(nil),                 // 21: gwelb.v1.WatchEvent
-	(*TransferLeadershipRequest)(nil),  // 22: gwelb.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 23: gwelb.v1.TransferLeadershipResponse
-	(*SnapshotSaveRequest)(nil),        // 24: gwelb.v1.SnapshotSaveRequest
-	(*SnapshotChunk)(nil),              // 25: gwelb.v1.SnapshotChunk
-	(*SnapshotRestoreResponse)(nil),    // 26: gwelb.v1.SnapshotRestoreResponse
-	(*ApplyRequest)(nil),               // 27: gwelb.v1.ApplyRequest
-	(*CatchUpRequest)(nil),             // 28: gwelb.v1.CatchUpRequest
-	(*CatchUpResponse)(nil),            // 29: gwelb.v1.CatchUpResponse
-	(*KeyringRequest)(nil),             // 30: gwelb.v1.KeyringRequest
-	(*KeyringResponse)(nil),            // 31: gwelb.v1.KeyringResponse
-	(*KeyringNodeResult)(nil),          // 32: gwelb.v1.KeyringNodeResult
-	(*Pool)(nil),                       // 33: gwelb.v1.Pool
-	(*Member)(nil),                     // 34: gwelb.v1.Member
-	(*Observation)(nil),                // 35: gwelb.v1.Observation
-	(PutMemberMode)(0),                 // 36: gwelb.v1.PutMemberMode
-	(AdminState)(0),                    // 37: gwelb.v1.AdminState
+	(*AdminWrite)(nil),                 // 3: gwelb.v1.AdminWrite
+	(*RaftPeer)(nil),                   // 4: gwelb.v1.RaftPeer
+	(*GossipMember)(nil),               // 5: gwelb.v1.GossipMember
+	(*PoolStatus)(nil),                 // 6: gwelb.v1.PoolStatus
+	(*MemberStatus)(nil),               // 7: gwelb.v1.MemberStatus
+	(*MemberCounters)(nil),             // 8: gwelb.v1.MemberCounters
+	(*LocalQuarantine)(nil),            // 9: gwelb.v1.LocalQuarantine
+	(*JoinRequest)(nil),                // 10: gwelb.v1.JoinRequest
+	(*JoinResponse)(nil),               // 11: gwelb.v1.JoinResponse
+	(*LeaveRequest)(nil),               // 12: gwelb.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 13: gwelb.v1.LeaveResponse
+	(*PutMemberRequest)(nil),           // 14: gwelb.v1.PutMemberRequest
+	(*PutPoolRequest)(nil),             // 15: gwelb.v1.PutPoolRequest
+	(*RemovePoolRequest)(nil),          // 16: gwelb.v1.RemovePoolRequest
+	(*RemoveMemberRequest)(nil),        // 17: gwelb.v1.RemoveMemberRequest
+	(*SetMemberStateRequest)(nil),      // 18: gwelb.v1.SetMemberStateRequest
+	(*WriteResponse)(nil),              // 19: gwelb.v1.WriteResponse
+	(*RouteRequest)(nil),               // 20: gwelb.v1.RouteRequest
+	(*RouteResponse)(nil),              // 21: gwelb.v1.RouteResponse
+	(*WatchRequest)(nil),               // 22: gwelb.v1.WatchRequest
+	(*WatchEvent)(nil),                 // 23: gwelb.v1.WatchEvent
+	(*TransferLeadershipRequest)(nil),  // 24: gwelb.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 25: gwelb.v1.TransferLeadershipResponse
+	(*SnapshotSaveRequest)(nil),        // 26: gwelb.v1.SnapshotSaveRequest
+	(*SnapshotChunk)(nil),              // 27: gwelb.v1.SnapshotChunk
+	(*SnapshotRestoreResponse)(nil),    // 28: gwelb.v1.SnapshotRestoreResponse
+	(*ApplyRequest)(nil),               // 29: gwelb.v1.ApplyRequest
+	(*CatchUpRequest)(nil),             // 30: gwelb.v1.CatchUpRequest
+	(*CatchUpResponse)(nil),            // 31: gwelb.v1.CatchUpResponse
+	(*KeyringRequest)(nil),             // 32: gwelb.v1.KeyringRequest
+	(*KeyringResponse)(nil),            // 33: gwelb.v1.KeyringResponse
+	(*KeyringNodeResult)(nil),          // 34: gwelb.v1.KeyringNodeResult
+	(*Pool)(nil),                       // 35: gwelb.v1.Pool
+	(*Member)(nil),                     // 36: gwelb.v1.Member
+	(*Observation)(nil),                // 37: gwelb.v1.Observation
+	(PutMemberMode)(0),                 // 38: gwelb.v1.PutMemberMode
+	(AdminState)(0),                    // 39: gwelb.v1.AdminState
 }
 var file_gwelb_v1_admin_proto_depIdxs = []int32{
-	3,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
-	4,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
-	5,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
-	33, // 3: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
-	6,  // 4: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
-	34, // 5: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
-	35, // 6: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
-	7,  // 7: gwelb.v1.MemberStatus.quarantined:type_name -> gwelb.v1.LocalQuarantine
-	34, // 8: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
-	36, // 9: gwelb.v1.PutMemberRequest.mode:type_name -> gwelb.v1.PutMemberMode
-	33, // 10: gwelb.v1.PutPoolRequest.pool:type_name -> gwelb.v1.Pool
-	37, // 11: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
-	7,  // 12: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
-	5,  // 13: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
-	0,  // 14: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
-	32, // 15: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
-	1,  // 16: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
-	8,  // 17: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
-	10, // 18: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
-	12, // 19: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
-	15, // 20: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
-	16, // 21: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
-	13, // 22: gwelb.v1.Admin.PutPool:input_type -> gwelb.v1.PutPoolRequest
-	14, // 23: gwelb.v1.Admin.RemovePool:input_type -> gwelb.v1.RemovePoolRequest
-	18, // 24: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
-	20, // 25: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
-	22, // 26: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
-	24, // 27: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
-	25, // 28: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
-	27, // 29: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
-	28, // 30: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
-	30, // 31: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
-	2,  // 32: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
-	9,  // 33: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
-	11, // 34: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
-	17, // 35: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
-	17, // 36: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
-	17, // 37: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
-	17, // 38: gwelb.v1.Admin.PutPool:output_type -> gwelb.v1.WriteResponse
-	17, // 39: gwelb.v1.Admin.RemovePool:output_type -> gwelb.v1.WriteResponse
-	19, // 40: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
-	21, // 41: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
-	23, // 42: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
-	25, // 43: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
-	26, // 44: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
-	17, // 45: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
-	29, // 46: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
-	31, // 47: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
-	32, // [32:48] is the sub-list for method output_type
-	16, // [16:32] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 0: gwelb.v1.StatusResponse.peers:type_name -> gwelb.v1.RaftPeer
+	5,  // 1: gwelb.v1.StatusResponse.gossip:type_name -> gwelb.v1.GossipMember
+	6,  // 2: gwelb.v1.StatusResponse.pools:type_name -> gwelb.v1.PoolStatus
+	3,  // 3: gwelb.v1.StatusResponse.recent_writes:type_name -> gwelb.v1.AdminWrite
+	35, // 4: gwelb.v1.PoolStatus.pool:type_name -> gwelb.v1.Pool
+	7,  // 5: gwelb.v1.PoolStatus.members:type_name -> gwelb.v1.MemberStatus
+	36, // 6: gwelb.v1.MemberStatus.member:type_name -> gwelb.v1.Member
+	37, // 7: gwelb.v1.MemberStatus.observations:type_name -> gwelb.v1.Observation
+	9,  // 8: gwelb.v1.MemberStatus.quarantined:type_name -> gwelb.v1.LocalQuarantine
+	8,  // 9: gwelb.v1.MemberStatus.counters:type_name -> gwelb.v1.MemberCounters
+	36, // 10: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
+	38, // 11: gwelb.v1.PutMemberRequest.mode:type_name -> gwelb.v1.PutMemberMode
+	35, // 12: gwelb.v1.PutPoolRequest.pool:type_name -> gwelb.v1.Pool
+	39, // 13: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
+	9,  // 14: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
+	6,  // 15: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
+	0,  // 16: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
+	34, // 17: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
+	1,  // 18: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
+	10, // 19: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
+	12, // 20: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
+	14, // 21: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
+	17, // 22: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
+	18, // 23: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
+	15, // 24: gwelb.v1.Admin.PutPool:input_type -> gwelb.v1.PutPoolRequest
+	16, // 25: gwelb.v1.Admin.RemovePool:input_type -> gwelb.v1.RemovePoolRequest
+	20, // 26: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
+	22, // 27: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
+	24, // 28: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
+	26, // 29: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
+	27, // 30: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
+	29, // 31: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
+	30, // 32: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
+	32, // 33: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
+	2,  // 34: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
+	11, // 35: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
+	13, // 36: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
+	19, // 37: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
+	19, // 38: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
+	19, // 39: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
+	19, // 40: gwelb.v1.Admin.PutPool:output_type -> gwelb.v1.WriteResponse
+	19, // 41: gwelb.v1.Admin.RemovePool:output_type -> gwelb.v1.WriteResponse
+	21, // 42: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
+	23, // 43: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
+	25, // 44: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
+	27, // 45: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
+	28, // 46: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
+	19, // 47: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
+	31, // 48: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
+	33, // 49: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
+	34, // [34:50] is the sub-list for method output_type
+	18, // [18:34] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_admin_proto_init() }
@@ -2178,7 +2382,7 @@ func file_gwelb_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gwelb_v1_admin_proto_rawDesc), len(file_gwelb_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
