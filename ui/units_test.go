@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gwelb/gwelb/internal/metrics"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // TestRates: the dashboard's per-member rates come from every node's
@@ -121,5 +122,37 @@ func TestDevLogin(t *testing.T) {
 			t.Errorf("configured token %q, empty login: %d, want %d", tc.token, w.Code, tc.want)
 		}
 		srv.Close()
+	}
+}
+
+// TestMergeWrites: the overview lists each write once, newest first: the
+// audit record of the node that decided it wins over this dashboard's own
+// record of it (same request_id), and a node's ring that this dashboard
+// also holds is not listed twice.
+func TestMergeWrites(t *testing.T) {
+	t0 := time.Unix(2000, 0)
+	own := Write{Time: t0, Who: "token on the dashboard of n2", What: "drain frontend/GWE_F_1", Outcome: "ok", RequestID: "r1"}
+	leader := &gwelbv1.AdminWrite{UnixNanos: t0.Add(time.Millisecond).UnixNano(), Who: "token via n2",
+		What: "SetMemberState pool=frontend route=GWE_F_1 state=drain", Outcome: "ok (index 9)", Node: "n1", RequestId: "r1"}
+	older := &gwelbv1.AdminWrite{UnixNanos: t0.Add(-time.Second).UnixNano(), Who: "client:ops", What: "RemovePool pool=x",
+		Outcome: "NotFound: no pool x", Node: "n2"}
+	sn := &snapshot{Nodes: []*nodeStatus{
+		{Name: "n1", Status: &gwelbv1.StatusResponse{RecentWrites: []*gwelbv1.AdminWrite{leader}}},
+		{Name: "n2", Status: &gwelbv1.StatusResponse{RecentWrites: []*gwelbv1.AdminWrite{older}}},
+		{Name: "n3", Err: "not alive in gossip"},
+	}}
+	local := []Write{own, {Time: time.Unix(0, older.UnixNanos), Who: older.Who, What: older.What, Outcome: older.Outcome, Node: "n2"}}
+	got := mergeWrites(local, sn, 10)
+	if len(got) != 2 {
+		t.Fatalf("merged %d writes, want 2: %+v", len(got), got)
+	}
+	if got[0].Who != "token via n2" || got[0].Node != "n1" {
+		t.Errorf("newest: %+v, want the leader's audit record", got[0])
+	}
+	if got[1].What != "RemovePool pool=x" {
+		t.Errorf("second: %+v, want the refused RemovePool", got[1])
+	}
+	if n := len(mergeWrites(local, sn, 1)); n != 1 {
+		t.Errorf("limit 1: %d writes", n)
 	}
 }
