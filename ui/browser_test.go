@@ -188,7 +188,12 @@ func TestDashboardBrowser(t *testing.T) {
 		for _, tab := range tabs {
 			js[int](t, tab, `window.__sameDocument = 1`)
 		}
-		do(t, tabs["n1"], chromedp.Click(chromedp.CSS(`tr[data-member="backend/2"] button[value=drain]`)))
+		// Clicked in the page in one step: the live refresh replaces the
+		// table's rows, so a node id chromedp looked up before its click
+		// can be gone by then ("Could not find node with given id").
+		if !js[bool](t, tabs["n1"], `(() => { const b = document.querySelector('tr[data-member="backend/2"] button[value=drain]'); if (!b) return false; b.click(); return true })()`) {
+			t.Fatal("n1's page has no drain button for backend/2")
+		}
 		waitJS(t, tabs["n1"], "the outcome on n1", `(document.querySelector('.flash.ok') || {}).textContent?.includes('drain backend/2: done')`)
 		for name, tab := range tabs {
 			waitJS(t, tab, "backend/2 drained on "+name+"'s page", cellText("backend", "2", ".state")+` === 'drain'`)
