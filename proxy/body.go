@@ -133,6 +133,16 @@ func (b *reqBody) read(p []byte, gen int) (int, error) {
 	if n > 0 && b.keeping && gen == b.gen {
 		b.keep(p[:n])
 	}
+	if f, ok := b.src.(interface{ finished() bool }); ok && err == nil && f.finished() {
+		// A Content-Length body whose last byte just arrived: it is
+		// complete now, not at the next read (a member that has it all
+		// may answer before that read).
+		err = nil
+		b.eof = true
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+	}
 	switch {
 	case err == io.EOF:
 		b.eof = true
@@ -408,8 +418,7 @@ func (bs *bodySender) run() {
 		n, err := bs.r.Read(buf)
 		if n > 0 {
 			if bs.chunked {
-				var hb [18]byte
-				bw.Write(appendChunkHeader(hb[:0], n))
+				bw.Write(appendChunkHeader(bw.AvailableBuffer(), n))
 			}
 			bw.Write(buf[:n])
 			if bs.chunked {

@@ -203,6 +203,9 @@ type lengthReader struct {
 	n int64
 }
 
+// finished reports whether the body has been read to its end.
+func (l *lengthReader) finished() bool { return l.n <= 0 }
+
 func (l *lengthReader) Read(p []byte) (int, error) {
 	if l.n <= 0 {
 		return 0, io.EOF

@@ -399,9 +399,8 @@ func (x *exchange) writeRequestHead(bw *bufio.Writer, ms *memberState, websocket
 	case h.chunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case h.length >= 0:
-		var n [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(n[:0], h.length, 10))
+		writeInt(bw, h.length)
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString("\r\n")
@@ -514,9 +513,8 @@ func (s *Server) relay(x *exchange, uc *upConn) (reusable bool) {
 	case toClientChunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
 	case r.length >= 0 && (framing == frameLength || framing == frameNone):
-		var n [20]byte
 		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(n[:0], r.length, 10))
+		writeInt(bw, r.length)
 		bw.WriteString("\r\n")
 	}
 	x.status = r.status
@@ -546,8 +544,7 @@ func (s *Server) relay(x *exchange, uc *upConn) (reusable bool) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if toClientChunked {
-				var hb [18]byte
-				bw.Write(appendChunkHeader(hb[:0], n))
+				bw.Write(appendChunkHeader(bw.AvailableBuffer(), n))
 			}
 			if _, werr := bw.Write(buf[:n]); werr != nil {
 				x.close = true
@@ -650,20 +647,18 @@ func (x *exchange) answer(code int, msg string) {
 		x.c.g.stopReading()
 	}
 	bw := x.c.bw
-	var n [20]byte
 	bw.WriteString("HTTP/1.1 ")
-	bw.Write(strconv.AppendInt(n[:0], int64(code), 10))
+	writeInt(bw, int64(code))
 	bw.WriteByte(' ')
 	bw.WriteString(statusText(code))
 	bw.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n")
 	if code == http.StatusMethodNotAllowed {
 		bw.WriteString("Allow: " + allowHeader + "\r\n")
 	}
-	var d [40]byte
 	bw.WriteString("Date: ")
-	bw.Write(time.Now().UTC().AppendFormat(d[:0], http.TimeFormat))
+	bw.Write(time.Now().UTC().AppendFormat(bw.AvailableBuffer(), http.TimeFormat))
 	bw.WriteString("\r\nContent-Length: ")
-	bw.Write(strconv.AppendInt(n[:0], int64(len(msg)+1), 10))
+	writeInt(bw, int64(len(msg)+1))
 	bw.WriteString("\r\n")
 	x.writeConnection()
 	bw.WriteString("\r\n")
@@ -686,4 +681,9 @@ func (x *exchange) logEntry() *logEntry {
 		referer: referer, userAgent: ua, status: x.status, bytes: x.bytes,
 	}
 	return e
+}
+
+// writeInt writes v in decimal, formatted in bw's own buffer.
+func writeInt(bw *bufio.Writer, v int64) {
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), v, 10))
 }
