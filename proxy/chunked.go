@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -182,6 +183,11 @@ func (cr *chunkedReader) readTrailer() error {
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			return errChunkLine // obs-fold
+		}
+		// A trailer line is a header line, judged as net/http does.
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !isToken(string(line[:colon])) || !validValue(string(line[colon+1:])) {
+			return errChunkLine
 		}
 		if len(cr.trailer)+len(line)+2 > maxTrailer {
 			return errTrailerLarge

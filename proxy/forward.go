@@ -629,6 +629,9 @@ func (x *exchange) writeSetCookie() {
 
 // writeConnection tells the client whether the connection stays.
 func (x *exchange) writeConnection() {
+	if x.c.l.shutting.Load() {
+		x.close = true // the listener is shutting down (DESIGN.md §6.3)
+	}
 	switch {
 	case x.close:
 		x.c.bw.WriteString("Connection: close\r\n")
