@@ -37,7 +37,8 @@ FUZZ_TARGETS := \
 	./fsm/:FuzzApply:20000 \
 	./fsm/:FuzzRestore:20000 \
 	./cluster/:FuzzDecodeTableCache:10000 \
-	./cmd/gwelb/:FuzzParseConfig:10000
+	./cmd/gwelb/:FuzzParseConfig:10000 \
+	./internal/confimport/:FuzzImport:10000
 
 ## fuzz: every fuzz target in turn for FUZZTIME each: an execution count
 ## (default 200000x); short, each target's own count as make test runs it;

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // The invariants of DESIGN.md, as the checkers name them.
@@ -85,8 +86,28 @@ type StickinessStats struct {
 	ByAdmin       int `json:"by_admin"`       // moves excused: an operator removed or disabled the route
 	StaleRequests int `json:"stale_requests"` // checked requests through a node in a node_stale window
 	StaleMoves    int `json:"stale_moves"`    // of the moves, those through a node in a node_stale window (no excuse for it)
+	PastRefusal   int `json:"past_refusal"`   // moves excused: through a node behind for longer than it refuses moves (staleRefuse)
 	NewSessions   int `json:"new_sessions"`   // answered requests that carried no route
 	SessionsMoved int `json:"sessions_moved"` // sessions with at least one excused move
+}
+
+// staleRefuse mirrors cluster/catchup.go (DESIGN.md §6.1, §8): how long a
+// node that knows it may be behind refuses to move a session whose member
+// it does not know or knows as disabled. Behind for longer (cut off, or
+// the quorum gone), it routes on what it has (invariant 4). The window's
+// start is when the node lost touch; it noticed a moment later, so this
+// errs on the strict side.
+const staleRefuse = 30 * T(time.Second)
+
+// pastRefusal tells whether r went through a node that had been behind for
+// longer than staleRefuse when r began.
+func pastRefusal(h *History, r *Request) bool {
+	for _, w := range h.Windows.NodeStale[r.Node] {
+		if w.From+staleRefuse <= r.Start && r.Start <= w.To {
+			return true
+		}
+	}
+	return false
 }
 
 // checkStickiness checks invariant 1: a session stays on the GWE server its
@@ -96,10 +117,13 @@ type StickinessStats struct {
 // allowed only if the carried route may have been unusable (server down,
 // removed or disabled) during the request. A node that restarted, was
 // paused or cut off gets no more slack than the others: it catches up
-// before it routes, or before it moves a session, so a visitor does not
-// lose a chat because the node they reached was behind. (Requests through
-// such nodes are still counted, to show what the run exercised.) A cookie
-// must also name the server that answered, and a new session must get one.
+// before it routes, or before it moves a session, and one that cannot
+// answers 503 rather than move a session it cannot place (checked by
+// checkAvailability), so a visitor does not lose a chat because the node
+// they reached was behind. Only a node behind for longer than staleRefuse
+// routes on what it has. (Requests through such nodes are still counted,
+// to show what the run exercised.) A cookie must also name the server that
+// answered, and a new session must get one.
 func checkStickiness(h *History) ([]Violation, StickinessStats) {
 	admin := adminUnusable(h.Admin, h.Extra, h.Slack, h.Horizon)
 	var st StickinessStats
@@ -152,6 +176,11 @@ func checkStickiness(h *History) ([]Violation, StickinessStats) {
 			} else {
 				st.ByAdmin++
 			}
+			moved[r.Session] = true
+			continue
+		}
+		if pastRefusal(h, r) {
+			st.PastRefusal++
 			moved[r.Session] = true
 			continue
 		}
@@ -370,6 +399,7 @@ type AvailabilityStats struct {
 	Requests        int `json:"requests"`
 	OK              int `json:"ok"`
 	NodeUnavailable int `json:"node_unavailable"` // through a killed, paused or starting node
+	StaleRefused    int `json:"stale_refused"`    // 503s of a node behind the cluster for a route it may not know (DESIGN.md §6.1)
 	ServerDeath     int `json:"server_death"`     // 502/504 while a GWE server had just died
 	WSBreaks        int `json:"ws_breaks"`        // WebSocket sessions cut by a fault
 	AdminFailed     int `json:"admin_failed"`     // admin calls that failed while leadership or the node was in trouble
@@ -381,16 +411,53 @@ type AvailabilityStats struct {
 // be felt.
 const adminGrace = T(1e9)
 
+// refusedWhileBehind tells whether r, answered 503, may be a node's
+// refusal to move a session it cannot place (DESIGN.md §6.1): the node may
+// have been behind (a node_stale window, or leader trouble, when every
+// follower loses the leader's log), and the route r carried may have been
+// made unusable by an operator (not created yet, removed, disabled) at a
+// time the node's table could reflect — from the window's start, less the
+// propagation slack, to r's end. A node refuses nothing else: a route its
+// table honours is served, and a member it has as DOWN fails over.
+func refusedWhileBehind(h *History, r *Request, admin map[string][]Window) bool {
+	carried := routeOf(r.Sent)
+	if r.Err != "" || r.Status != http.StatusServiceUnavailable || carried == "" {
+		return false
+	}
+	from := never
+	for _, w := range h.Windows.NodeStale[r.Node] {
+		if w.overlaps(r.Start, r.End) {
+			from = min(from, w.From)
+		}
+	}
+	for _, w := range h.Windows.LeaderTrouble {
+		if w.overlaps(r.Start, r.End) {
+			from = min(from, w.From)
+		}
+	}
+	if from == never {
+		return false
+	}
+	k := key(r.Pool, carried)
+	if _, known := h.RouteServer[k]; !known {
+		return true // a route no member of the run ever had
+	}
+	return anyOverlap(admin[k], from-h.Slack, r.End)
+}
+
 // checkAvailability checks invariant 4: requests through a node that is
 // up (not killed, stopped or starting; a node cut off from its peers still
 // serves) succeed — except 502/504 while a GWE server of the pool had just
 // been killed and not every node knew (the retry's fallback may be a
-// second member on the same dead server); WebSockets stay open unless
+// second member on the same dead server), and a 503 from a node that may
+// be behind for a session it may not be able to place (refusedWhileBehind,
+// the other side of invariant 1); WebSockets stay open unless
 // their node or server fails; admin calls succeed unless the node they
 // address or the leader was in trouble, or the cluster was without quorum.
 func checkAvailability(h *History) ([]Violation, AvailabilityStats) {
 	var out []Violation
 	st := AvailabilityStats{Requests: len(h.Requests)}
+	admin := adminUnusable(h.Admin, h.Extra, h.Slack, h.Horizon)
 	for i := range h.Requests {
 		r := &h.Requests[i]
 		if r.ok() {
@@ -399,6 +466,10 @@ func checkAvailability(h *History) ([]Violation, AvailabilityStats) {
 		}
 		if anyOverlap(h.Windows.NodeDown[r.Node], r.Start, r.End) {
 			st.NodeUnavailable++
+			continue
+		}
+		if refusedWhileBehind(h, r, admin) {
+			st.StaleRefused++
 			continue
 		}
 		if r.Err == "" && (r.Status == http.StatusBadGateway || r.Status == http.StatusGatewayTimeout) {

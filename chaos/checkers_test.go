@@ -428,3 +428,52 @@ func TestClassifyAdminErrors(t *testing.T) {
 		}
 	}
 }
+
+// A node that may be behind answers 503 rather than move a session whose
+// member it may have missed (DESIGN.md §6.1): excused for a route an
+// operator may have changed since the node lost touch, and nowhere else.
+func TestAvailabilityExcusesOnlyTheRefusalsOfANodeBehind(t *testing.T) {
+	h := baseHistory()
+	h.Admin = []AdminOp{write(1, opPut, "active", 1, 10*s, 10*s+s/10, outOK)}
+	// n1 was cut off at 8 s, before x1 existed, and caught up at 14 s.
+	h.Windows.NodeStale["n1"] = []Window{{From: 8 * s, To: 14 * s}}
+	refused := func(id int64, node string, start T, sent string) Request {
+		r := req(id, node, start, "backend", sent, "", "")
+		r.Status = 503
+		return r
+	}
+	h.Requests = []Request{
+		refused(1, "n1", 12*s, ".x1"), // x1 was created while n1 was cut off
+		refused(2, "n1", 13*s, ".2"),  // planted: 2 was in every table n1 ever had
+		refused(3, "n2", 12*s, ".x1"), // planted: n2 was never behind
+		refused(4, "n1", 20*s, ".x1"), // planted: n1 had caught up
+	}
+	vs, st := checkAvailability(h)
+	if len(vs) != 3 || !strings.Contains(vs[0].Detail, "request 2 ") || !strings.Contains(vs[1].Detail, "request 3 ") || !strings.Contains(vs[2].Detail, "request 4 ") {
+		t.Fatalf("want requests 2, 3 and 4 as violations, got %+v", vs)
+	}
+	if st.StaleRefused != 1 {
+		t.Fatalf("want one refusal excused, got %+v", st)
+	}
+	// Moves in its place are the stickiness checker's violations.
+	h.Requests = []Request{req(1, "n1", 12*s, "backend", ".x1", "2", ".2")}
+	vs, _ = checkStickiness(h)
+	only(t, vs, invStickiness, "request 1 ")
+}
+
+// Behind for longer than it refuses (cut off, or the quorum gone), a node
+// routes on what it has: a move through it is excused then, not before.
+func TestStickinessExcusesAMoveOnlyPastTheRefusalBound(t *testing.T) {
+	h := baseHistory()
+	h.Admin = []AdminOp{write(1, opPut, "active", 1, 10*s, 10*s+s/10, outOK)}
+	h.Windows.NodeStale["n1"] = []Window{{From: 8 * s, To: 60 * s}}
+	h.Requests = []Request{
+		req(1, "n1", 8*s+staleRefuse+s, "backend", ".x1", "2", ".2"),
+		req(2, "n1", 8*s+staleRefuse-s, "backend", ".x1", "2", ".2"), // planted: still within the bound
+	}
+	vs, st := checkStickiness(h)
+	only(t, vs, invStickiness, "request 2 ")
+	if st.PastRefusal != 1 {
+		t.Fatalf("want one move excused past the bound, got %+v", st)
+	}
+}

@@ -163,8 +163,9 @@ type Windows struct {
 	// or gone; requests through it may fail.
 	NodeDown map[string][]Window `json:"node_down"`
 	// NodeStale: the node's table may be older than the cluster's; From is
-	// when it lost touch, To when it had caught up again. No excuse (the
-	// node catches up before it moves a session): the report counts the
+	// when it lost touch, To when it had caught up again. No excuse for a
+	// move (the node catches up before it moves a session, or answers 503:
+	// refusedWhileBehind), except past staleRefuse; the report counts the
 	// requests through it.
 	NodeStale map[string][]Window `json:"node_stale"`
 	// NodeIsolated: the node was cut off from its peers (partition).

@@ -272,11 +272,11 @@ func (r *Report) print(w io.Writer, path string) {
 		}
 		p("%s", line)
 	}
-	p("  requests: %d (%d http, %d websocket connects), %d answered, %d sessions checked; failures excused: %d node down, %d right after a GWE server death; %d websocket breaks excused",
+	p("  requests: %d (%d http, %d websocket connects), %d answered, %d sessions checked; failures excused: %d node down, %d right after a GWE server death, %d refusals of a node behind the cluster (503, cookie kept); %d websocket breaks excused",
 		r.Requests.Total, r.Requests.HTTP, r.Requests.WSConnects, r.Requests.OK, r.Requests.Sessions,
-		r.Availability.NodeUnavailable, r.Availability.ServerDeath, r.Availability.WSBreaks)
-	p("  stickiness: %d requests carried a route, %d moved (%d while their server was down, %d after an operator's disable/remove), %d sessions moved; %d went through a node in a stale window (restarted, paused, cut off), %d of them moved (judged like any other: staleness excuses nothing)",
-		r.Stickiness.Checked, r.Stickiness.Moves, r.Stickiness.ByServerDown, r.Stickiness.ByAdmin, r.Stickiness.SessionsMoved, r.Stickiness.StaleRequests, r.Stickiness.StaleMoves)
+		r.Availability.NodeUnavailable, r.Availability.ServerDeath, r.Availability.StaleRefused, r.Availability.WSBreaks)
+	p("  stickiness: %d requests carried a route, %d moved (%d while their server was down, %d after an operator's disable/remove, %d through a node behind for longer than it refuses), %d sessions moved; %d went through a node in a stale window (restarted, paused, cut off), %d of them moved (judged like any other: staleness excuses nothing)",
+		r.Stickiness.Checked, r.Stickiness.Moves, r.Stickiness.ByServerDown, r.Stickiness.ByAdmin, r.Stickiness.PastRefusal, r.Stickiness.SessionsMoved, r.Stickiness.StaleRequests, r.Stickiness.StaleMoves)
 	p("  admin: %d writes (%d via gwelbctl), %d linearizable reads, outcomes %v", r.Admin.Writes, r.Admin.ViaGwelbctl, r.Admin.Reads, r.Admin.ByOutcome)
 	if s, ok := r.ElectionSummary["leader-kill"]; ok {
 		p("  leader election after SIGKILL of the leader: n=%d median %.0fms max %.0fms", s.N, s.MedianMs, s.MaxMs)

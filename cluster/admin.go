@@ -3,8 +3,10 @@ package cluster
 import (
 	"context"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -183,7 +185,7 @@ func (s *adminServer) Leave(ctx context.Context, req *gwelbv1.LeaveRequest) (*gw
 	}
 	if _, known := n.raftServer(req.GetNode()); !known {
 		err := status.Errorf(codes.NotFound, "no node %q in the raft configuration", req.GetNode())
-		n.audit(ctx, "Leave", []any{"node", req.GetNode(), "action", "remove raft peer"}, 0, err)
+		n.audit(ctx, "Leave", []any{"peer", req.GetNode(), "action", "remove raft peer"}, 0, err)
 		return nil, err
 	}
 	if err := n.removePeer(ctx, req.GetNode()); err != nil {
@@ -212,13 +214,7 @@ func (n *Node) raftServer(name string) (raft.Server, bool) {
 func (s *adminServer) PutMember(ctx context.Context, req *gwelbv1.PutMemberRequest) (*gwelbv1.WriteResponse, error) {
 	m := req.GetMember()
 	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_PutMember{PutMember: &gwelbv1.PutMember{Member: m, Mode: req.GetMode()}}}
-	err := checkMember(m)
-	if err == nil {
-		if _, known := gwelbv1.PutMemberMode_name[int32(req.GetMode())]; !known {
-			err = status.Errorf(codes.InvalidArgument, "put member %s/%s: mode %d: want upsert, create or update", m.GetPool(), m.GetRoute(), req.GetMode())
-		}
-	}
-	if err != nil {
+	if err := checkMember(m, req.GetMode()); err != nil {
 		return nil, s.refuse(ctx, req.GetRequestId(), cmd, err)
 	}
 	return s.write(ctx, req.GetRequestId(), cmd)
@@ -238,13 +234,23 @@ func (s *adminServer) SetMemberState(ctx context.Context, req *gwelbv1.SetMember
 
 // checkMember judges a member before it is proposed, with the validator
 // the FSM and gwelbctl use, so a bad member costs no Raft entry and reads
-// the same wherever it is caught.
-func checkMember(m *gwelbv1.Member) error {
+// the same wherever it is caught. An update may leave the URL out (the
+// member keeps its own, which the FSM fills in and judges again).
+func checkMember(m *gwelbv1.Member, mode gwelbv1.PutMemberMode) error {
 	if m.GetPool() == "" {
 		return status.Error(codes.InvalidArgument, "put member: pool is required")
 	}
-	if err := fsm.ValidateMember(fsm.MemberFromProto(m)); err != nil {
-		return status.Errorf(codes.InvalidArgument, "put member %s/%s: %v", m.GetPool(), m.GetRoute(), err)
+	if _, known := gwelbv1.PutMemberMode_name[int32(mode)]; !known {
+		return status.Errorf(codes.InvalidArgument, "put member %s/%s: mode %d: want upsert, create or update", m.GetPool(), m.GetRoute(), mode)
+	}
+	err := fsm.ValidateMember(fsm.MemberFromProto(m))
+	var probs fsm.Problems
+	if mode == gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE && m.GetUrl() == "" && errors.As(err, &probs) {
+		probs = slices.DeleteFunc(probs, func(p *fsm.FieldError) bool { return p.Path == "url" })
+		err = probs.Err()
+	}
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "put member %s/%s: %s", m.GetPool(), m.GetRoute(), strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	return nil
 }
@@ -330,14 +336,14 @@ func (s *adminServer) TransferLeadership(ctx context.Context, req *gwelbv1.Trans
 	if !n.IsLeader() {
 		c, err := n.leaderClient(ctx)
 		if err != nil {
-			n.audit(ctx, "TransferLeadership", []any{"node", req.GetNode()}, 0, err)
+			n.audit(ctx, "TransferLeadership", []any{"to", req.GetNode()}, 0, err)
 			return nil, err
 		}
 		return c.TransferLeadership(n.relayContext(ctx), req)
 	}
 	resp, err := s.transferLeadership(ctx, req)
 	// The leader decided: it logs the transfer (DESIGN.md §4.3).
-	n.audit(ctx, "TransferLeadership", []any{"node", req.GetNode(), "new_leader", resp.GetLeader()}, 0, err)
+	n.audit(ctx, "TransferLeadership", []any{"to", req.GetNode(), "new_leader", resp.GetLeader()}, 0, err)
 	return resp, err
 }
 

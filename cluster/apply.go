@@ -189,12 +189,12 @@ func (n *Node) removePeer(ctx context.Context, name string) error {
 			err := f.Error()
 			if err == nil {
 				n.log.Info("removed node from the raft configuration", "peer", name)
-				n.audit(ctx, "Leave", []any{"node", name, "action", "remove raft peer"}, f.Index(), nil)
+				n.audit(ctx, "Leave", []any{"peer", name, "action", "remove raft peer"}, f.Index(), nil)
 				return nil
 			}
 			if !lostLeadership(err) {
 				err = fmt.Errorf("remove %s: %w", name, err)
-				n.audit(ctx, "Leave", []any{"node", name, "action", "remove raft peer"}, 0, err)
+				n.audit(ctx, "Leave", []any{"peer", name, "action", "remove raft peer"}, 0, err)
 				return err
 			}
 			// Leadership moved on: try again on, or through, the new leader
@@ -212,7 +212,7 @@ func (n *Node) removePeer(ctx context.Context, name string) error {
 		select {
 		case <-ctx.Done():
 			err := errNoLeader(n.cfg.WriteTimeout)
-			n.audit(ctx, "Leave", []any{"node", name, "action", "remove raft peer"}, 0, err)
+			n.audit(ctx, "Leave", []any{"peer", name, "action", "remove raft peer"}, 0, err)
 			return err
 		case <-time.After(50 * time.Millisecond):
 		}

@@ -31,7 +31,9 @@ import (
 //	        its own), "anonymous" (-dev without a token), "unauthenticated"
 //	via     the node that relayed the call to the leader, if any
 //	rpc     the admin RPC (PutMember, RemovePool, SnapshotRestore, ...)
-//	...     its arguments (pool, route, url, ...); never a key or a token
+//	...     its arguments (pool, route, url, ...; peer for Leave, to for
+//	        TransferLeadership); never a key or a token
+//	node    the node that logs (every record of a node has it)
 //	outcome "ok" with index (the Raft index, where there is one), or
 //	        "error" with code (the gRPC code) and error
 
@@ -205,7 +207,7 @@ func (n *Node) auditUnary(ctx context.Context, req any, info *grpc.UnaryServerIn
 		n.audit(ctx, "Join", []any{"addrs", strings.Join(r.GetAddrs(), ","), "joined", joined}, 0, err)
 	case *gwelbv1.LeaveRequest:
 		if r.GetNode() == "" || (r.GetNode() == n.cfg.Name && !isForwarded(ctx)) {
-			n.audit(ctx, "Leave", []any{"node", n.cfg.Name}, 0, err)
+			n.audit(ctx, "Leave", []any{"peer", n.cfg.Name}, 0, err)
 		}
 	case *gwelbv1.KeyringRequest:
 		if r.GetLocalOnly() || r.GetOp() == gwelbv1.KeyringOp_KEYRING_OP_LIST {

@@ -8,7 +8,7 @@ package cluster
 // a member added or enabled — and a visitor pinned to such a member would
 // get a new cookie from this node and lose their chat. So a node that may
 // be behind asks the leader what "caught up" means right now (the CatchUp
-// RPC) and waits until its own FSM has applied that much:
+// RPC) and routes on the answer (DESIGN.md §6.1):
 //
 //   - at start, before the daemon opens its data-plane listeners (bounded
 //     by Config.StartupCatchupTimeout for a node with existing state, which
@@ -16,10 +16,31 @@ package cluster
 //     serve and waits for as long as it takes);
 //   - after losing touch, before it moves a session: a request whose route
 //     the table cannot honour waits for the catch-up, at most 2 s and at
-//     most until StartupCatchupTimeout after the node noticed, then is
-//     served from what the node has. Requests the table honours are never
-//     held, so a partitioned node keeps routing its sessions where they
-//     are.
+//     most until StartupCatchupTimeout after the node noticed. If the node
+//     is still behind then, a session whose member it does not know, or
+//     knows only as disabled, is not moved: the request gets a 503 and
+//     keeps its cookie, until the node has been behind for staleRefuse
+//     (30 s) and routes on what it has. Requests the table honours are
+//     never held, so a partitioned node keeps routing its sessions where
+//     they are.
+//
+// Losing touch is judged by the log, not by contact: the node's table is
+// fresh as of the last AppendEntries from the leader whose commit index
+// it has applied (raftInbox), or as of the last catch-up question it
+// completed. Heartbeats do not count: after a partition heals they can
+// reach a node seconds before the entries do, since raft sends them on
+// connections of their own, each in its own TCP retransmission backoff.
+//
+// The answer carries the leader's whole State (unless the asker has it),
+// and the node hands its table to the data plane at once, ahead of its
+// own FSM, which replays up to it in the background (tables.go holds the
+// older ones back, as after loading the table cache). So catching up
+// costs one round trip to the leader — over a connection of its own,
+// since the one kept for the leader may be stuck in retransmission
+// backoff too — and never waits for Raft replication, which can sit out
+// seconds of it after a heal. An answer is news for staleAfter only: a
+// round that has not reached it by then asks again, so a node never calls
+// itself caught up with a target older than the writes it must know.
 //
 // Which index: the leader answers after a Raft barrier. Its LastIndex may
 // hold entries that never commit; its commit index, on a leader elected a
@@ -28,15 +49,16 @@ package cluster
 // such an entry (so the answer also proves a quorum still follows this
 // leader) and returns once everything before it is applied to the
 // leader's FSM: every write acknowledged before the question is covered,
-// the read index of the Raft paper. The asker then needs two indexes
-// because raft's AppliedIndex moves when entries are handed to the FSM
-// goroutine, before they are applied, and counts barriers and no-ops the
-// FSM never sees; the FSM's own index counts commands only and goes back
-// when an operator restores an old snapshot. Raft applied >= the leader's
-// raft applied index means nothing committed before the barrier is still
-// to be handed over (a snapshot install, too: raft moves applied only once
-// the FSM has restored it), and FSM index >= the leader's FSM index means
-// the commands handed over have been applied.
+// the read index of the Raft paper. Without the state (a leader that
+// predates it, or a state too large to send) the asker waits for its own
+// Raft, and then needs two indexes because raft's AppliedIndex moves when
+// entries are handed to the FSM goroutine, before they are applied, and
+// counts barriers and no-ops the FSM never sees; the FSM's own index
+// counts commands only. Raft applied >= the leader's raft applied index
+// means nothing committed before the barrier is still to be handed over
+// (a snapshot install, too: raft moves applied only once the FSM has
+// restored it), and FSM index >= the leader's FSM index means the
+// commands handed over have been applied.
 
 import (
 	"context"
@@ -47,14 +69,19 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // catchUp is one round of catching up: from when the node noticed it may
-// be behind until its FSM has applied what the leader had then.
+// be behind until the data plane routes on what the leader had then.
 type catchUp struct {
 	reason  string
 	start   time.Time
@@ -69,12 +96,12 @@ func (c *catchUp) setStatus(s string) { c.status.Store(&s) }
 
 // describe says what the round waits for, for /readyz and the log.
 func (c *catchUp) describe(n *Node) string {
+	if s := c.status.Load(); s != nil {
+		return *s
+	}
 	if t := c.target.Load(); t != nil {
 		return fmt.Sprintf("applying up to raft index %d / state index %d from leader %s (at %d / %d)",
 			t.GetAppliedIndex(), t.GetFsmIndex(), t.GetLeader(), n.raft.AppliedIndex(), n.fsm.AppliedIndex())
-	}
-	if s := c.status.Load(); s != nil {
-		return *s
 	}
 	return "waiting for a leader"
 }
@@ -91,29 +118,69 @@ func (c *catchUp) finished() bool {
 // freshness tracks whether this node's table may be behind the cluster's.
 type freshness struct {
 	// until is when (unix nanoseconds) the table stops being trusted
-	// without asking: the last contact with a leader plus staleAfter. The
-	// data plane reads it lock-free; 0 while catching up.
+	// without asking: the time it was last known to hold everything the
+	// leader had committed, plus staleAfter. The data plane reads it
+	// lock-free; 0 while catching up.
 	until atomic.Int64
 
-	mu  sync.Mutex
-	cur *catchUp // the round in progress, nil when fresh
+	// refuseFor overrides staleRefuse (tests); 0 keeps the default.
+	refuseFor atomic.Int64
+	// askCut, tests only: while set, catch-up questions go unanswered
+	// until it is closed, as across a partition.
+	askCut atomic.Pointer[chan struct{}]
+
+	mu       sync.Mutex
+	cur      *catchUp     // the round in progress, nil when fresh
+	caughtAt time.Time    // when the last completed round asked its question
+	prev     *replContact // the leader's last AppendEntries as the monitor saw it one tick ago
 }
 
-// staleAfter is how long without a word from the leader makes the table
-// suspect: two heartbeat timeouts, so a follower hears from a healthy
-// leader about twenty times (heartbeats go every tenth of a timeout)
-// before it would suspect anything, and a missed heartbeat or two on a
-// busy host changes nothing.
+// staleAfter is how long without news from the leader's log makes the
+// table suspect: two heartbeat timeouts. A healthy leader sends every
+// follower an AppendEntries with its commit index every commit timeout
+// (5-10 ms, raft's replicate loop) besides heartbeats, so this is a
+// hundred missed rounds, and a busy host changes nothing.
 func (n *Node) staleAfter() time.Duration { return 2 * n.cfg.Timing.HeartbeatTimeout }
+
+// staleRefuse is how long a node that knows it may be behind refuses to
+// move a session whose member it does not know, or knows as disabled,
+// counted from when it noticed: long enough to outlast the partitions and
+// elections a cluster recovers from (a catch-up takes one round trip once
+// the leader is reachable), short enough that visitors with cookies of
+// members that are really gone are not refused for a whole outage of the
+// quorum. Then the node routes on what it has (invariant 4).
+const staleRefuse = 30 * time.Second
+
+func (n *Node) staleRefuse() time.Duration {
+	if d := n.fresh.refuseFor.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return staleRefuse
+}
 
 // Fresh reports whether a request that starts at now (unix nanoseconds)
 // may trust this node's table: one atomic load, for the data plane.
 func (n *Node) Fresh(now int64) bool { return now < n.fresh.until.Load() }
 
+// MayMove reports whether a request at now (unix nanoseconds) may move a
+// session whose member this node's table does not know, or knows only as
+// disabled: when the table is fresh, and when the node has been behind
+// for longer than staleRefuse; not while a catch-up may still bring the
+// member (DESIGN.md §6.1). The data plane asks only after AwaitFresh.
+func (n *Node) MayMove(now int64) bool {
+	if n.Fresh(now) {
+		return true
+	}
+	n.fresh.mu.Lock()
+	c := n.fresh.cur
+	n.fresh.mu.Unlock()
+	return c != nil && now-c.start.UnixNano() >= int64(n.staleRefuse())
+}
+
 // AwaitFresh is called by the data plane before it moves a session while
 // Fresh is false: it starts a catch-up if none runs and waits until the
 // node has caught up, or until the round's bound has passed (a node that
-// is really cut off must still serve), or until ctx ends.
+// is really cut off must still answer), or until ctx ends.
 func (n *Node) AwaitFresh(ctx context.Context) {
 	n.fresh.mu.Lock()
 	c := n.fresh.cur
@@ -183,9 +250,10 @@ func (n *Node) beginStartup(existing bool) {
 }
 
 // watchFreshness keeps Fresh up to date and starts a catch-up when the
-// node loses touch with the leader, or finds it did not run for a while
-// (SIGSTOP, a frozen VM): then the last contact raft remembers may be
-// recent (a heartbeat arrived as it resumed) while the log is not.
+// leader's log stops reaching the node, or when the node finds it did not
+// run for a while (SIGSTOP, a frozen VM): then the last entries raft
+// remembers may be recent (they arrived as it resumed) while the table is
+// not.
 func (n *Node) watchFreshness(ctx context.Context) {
 	tick := n.cfg.Timing.HeartbeatTimeout / 5
 	t := time.NewTicker(tick)
@@ -208,33 +276,46 @@ func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 	bound := n.staleAfter()
 	n.fresh.mu.Lock()
 	defer n.fresh.mu.Unlock()
+	cur, prev := n.inbox.last.Load(), n.fresh.prev
+	n.fresh.prev = cur
 	if n.fresh.cur != nil {
 		return
 	}
-	seen := now
-	switch {
-	case gap > bound:
+	if gap > bound {
 		n.beginCatchUpLocked(fmt.Sprintf("this node did not run for %v (stopped, or starved of CPU)", gap.Round(time.Millisecond)))
 		return
-	case n.IsLeader():
+	}
+	seen := now
+	if !n.IsLeader() {
 		// A leader cut off from its quorum steps down within the leader
-		// lease, and no other leader can commit before then.
-	default:
-		lc := n.raft.LastContact()
-		if lc.IsZero() || now.Sub(lc) > bound {
-			n.beginCatchUpLocked(fmt.Sprintf("no contact with a leader for more than %v", bound))
+		// lease, and no other leader can commit before then. A follower
+		// is as fresh as the leader's log: as of when the leader sent the
+		// last AppendEntries whose commit index it has applied, this
+		// tick's or the one seen a tick ago (raft hands entries to the
+		// FSM a moment after it counts them applied; a tick later they
+		// are in the table), or as of its last catch-up question.
+		seen = n.fresh.caughtAt
+		applied, term := n.raft.AppliedIndex(), n.raft.CurrentTerm()
+		for _, c := range []*replContact{cur, prev} {
+			if c != nil && c.term >= term && applied >= c.commit && c.sent.After(seen) {
+				seen = c.sent
+			}
+		}
+		if seen.IsZero() || now.Sub(seen) > bound {
+			n.beginCatchUpLocked(fmt.Sprintf("the leader's log has not reached this node for more than %v", bound))
 			return
 		}
-		seen = lc
 	}
 	n.fresh.until.Store(seen.Add(bound).UnixNano())
 }
 
-// runCatchUp asks for the target until an answer comes, then waits until
-// the FSM has applied it.
+// runCatchUp asks until an answer comes that the data plane routes on
+// while it is still news, then marks the node fresh as of the question.
 func (n *Node) runCatchUp(ctx context.Context, c *catchUp) {
+	var asked time.Time
 	for attempt := 0; ; attempt++ {
-		err := n.catchUpOnce(ctx, c, attempt)
+		var err error
+		asked, err = n.catchUpOnce(ctx, c, attempt)
 		if err == nil {
 			break
 		}
@@ -242,6 +323,7 @@ func (n *Node) runCatchUp(ctx context.Context, c *catchUp) {
 			return
 		}
 		c.setStatus(err.Error())
+		n.log.Debug("catching up: no answer yet", "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -250,42 +332,106 @@ func (n *Node) runCatchUp(ctx context.Context, c *catchUp) {
 	}
 	t := c.target.Load()
 	n.log.Info("caught up with the cluster", "why", c.reason, "took", time.Since(c.start).Round(time.Millisecond),
-		"raft_index", t.GetAppliedIndex(), "state_index", t.GetFsmIndex(), "leader", t.GetLeader())
+		"raft_index", t.GetAppliedIndex(), "state_index", t.GetFsmIndex(), "leader", t.GetLeader(), "by", caughtUpBy(t))
 	n.fresh.mu.Lock()
 	n.fresh.cur = nil
-	n.fresh.until.Store(time.Now().Add(n.staleAfter()).UnixNano())
+	n.fresh.caughtAt = asked
+	n.fresh.until.Store(asked.Add(n.staleAfter()).UnixNano())
 	close(c.done)
 	n.fresh.mu.Unlock()
 }
 
-func (n *Node) catchUpOnce(ctx context.Context, c *catchUp, attempt int) error {
+func caughtUpBy(t *gwelbv1.CatchUpResponse) string {
+	if len(t.GetState()) > 0 {
+		return "the leader's state"
+	}
+	return "raft replication"
+}
+
+// catchUpOnce asks once and waits until the data plane routes on the
+// answer; it returns when the question was asked.
+func (n *Node) catchUpOnce(ctx context.Context, c *catchUp, attempt int) (time.Time, error) {
+	asked := time.Now()
 	actx, cancel := context.WithTimeout(ctx, n.askTimeout())
 	t, err := n.askCatchUp(actx, attempt)
 	cancel()
 	if err != nil {
-		return err
+		return asked, err
 	}
+	c.status.Store(nil)
 	c.target.Store(t)
+	if err := n.routeOnLeaderState(t); err != nil {
+		// Never expected (the leader validated what it applied); Raft
+		// still brings the same entries.
+		n.log.Warn("cannot route on the state the leader sent; waiting for raft to replicate it", "err", err)
+	}
+	// An answer says nothing about writes after the question: one not
+	// reached within staleAfter (Raft slow to replicate, no state sent)
+	// is asked again rather than trusted.
+	stale := time.NewTimer(time.Until(asked.Add(n.staleAfter())))
+	defer stale.Stop()
 	for !n.caughtUpTo(t) {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return asked, ctx.Err()
+		case <-stale.C:
+			return asked, fmt.Errorf("raft had not replicated up to raft index %d / state index %d of leader %s (at %d / %d) within %v of asking; asking again",
+				t.GetAppliedIndex(), t.GetFsmIndex(), t.GetLeader(), n.raft.AppliedIndex(), n.fsm.AppliedIndex(), n.staleAfter())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+	return asked, nil
+}
+
+// routeOnLeaderState hands the data plane the table of the state the
+// leader sent, if any and newer than what it routes on.
+func (n *Node) routeOnLeaderState(t *gwelbv1.CatchUpResponse) error {
+	if len(t.GetState()) == 0 {
+		return nil
+	}
+	// Decoded and judged by the validator like a snapshot (DESIGN.md §5.1).
+	st, tbl, err := fsm.DecodeState(t.GetState())
+	if err != nil {
+		return fmt.Errorf("state from leader %s: %w", t.GetLeader(), err)
+	}
+	if st.GetIndex() < t.GetFsmIndex() {
+		return fmt.Errorf("state from leader %s is at index %d, below its state index %d", t.GetLeader(), st.GetIndex(), t.GetFsmIndex())
+	}
+	n.tables.publishAhead(tbl)
 	return nil
 }
 
-// caughtUpTo reports whether this node has applied what the leader had
-// (see the top of this file) and the data plane routes on it: the FSM
-// publishes a new table after it has moved its index, so the last check
-// waits out a table on its way to the proxy.
+// publishAhead hands the data plane t, a table the leader sent while this
+// node's FSM is behind it (DESIGN.md §6.1), unless the data plane has one
+// at least as new. As with a cached table at start (loadCache), the older
+// tables the FSM builds while it replays up to t are held back, and the
+// cache is not overwritten by them.
+func (p *tablePublisher) publishAhead(t *fsm.Table) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur := p.last.Load(); cur != nil && cur.Index() >= t.Index() {
+		return
+	}
+	p.catchUp = t.Index()
+	p.onTable(t)
+	p.last.Store(t) // after the data plane has it: catching up waits on this
+}
+
+// caughtUpTo reports whether the data plane routes on what the leader had
+// (see the top of this file): a table at least as new as the leader's
+// state, or, when the FSM has applied that far without changing the
+// table, the FSM's latest (the FSM publishes a new table after it has
+// moved its index, so the last check waits out a table on its way).
 func (n *Node) caughtUpTo(t *gwelbv1.CatchUpResponse) bool {
-	if n.raft.AppliedIndex() < t.GetAppliedIndex() || n.fsm.AppliedIndex() < t.GetFsmIndex() {
+	cur := n.tables.current()
+	if cur == nil {
 		return false
 	}
-	cur := n.tables.current()
-	return cur != nil && cur.Index() >= n.fsm.Table().Index()
+	if cur.Index() >= t.GetFsmIndex() {
+		return true
+	}
+	return n.raft.AppliedIndex() >= t.GetAppliedIndex() && n.fsm.AppliedIndex() >= t.GetFsmIndex() &&
+		cur.Index() >= n.fsm.Table().Index()
 }
 
 // askTimeout bounds one question: a barrier takes a few milliseconds on a
@@ -293,42 +439,92 @@ func (n *Node) caughtUpTo(t *gwelbv1.CatchUpResponse) bool {
 // off or has no quorum, and another peer is worth asking.
 func (n *Node) askTimeout() time.Duration { return max(time.Second, 2*n.cfg.Timing.HeartbeatTimeout) }
 
+// haveIndex is the index of the newest state this node routes on or has
+// applied: the leader need not send a state that is no newer.
+func (n *Node) haveIndex() uint64 {
+	have := n.fsm.AppliedIndex()
+	if cur := n.tables.current(); cur != nil {
+		have = max(have, cur.Index())
+	}
+	return have
+}
+
 // askCatchUp asks the leader — itself, when it leads — for the catch-up
 // target. Every other attempt, or when no leader is known (a restarted
-// node hears of the leader only with its first heartbeat), it asks a gossip
-// peer, which relays to the leader it knows.
+// node hears of the leader only with its first heartbeat, a cut-off one
+// has stopped believing in it), it asks a peer, which relays to the
+// leader it knows.
 func (n *Node) askCatchUp(ctx context.Context, attempt int) (*gwelbv1.CatchUpResponse, error) {
+	if cut := n.fresh.askCut.Load(); cut != nil {
+		select {
+		case <-*cut:
+		case <-ctx.Done():
+		}
+		return nil, errors.New("cut off from the cluster (test)")
+	}
+	have := n.haveIndex()
 	if n.IsLeader() {
-		return n.leaderCatchUp(ctx)
+		return n.leaderCatchUp(ctx, have)
 	}
 	var addr, who string
 	if l := n.Leader(); l != "" && l != n.cfg.Name && attempt%2 == 0 {
 		addr, who = n.grpcAddrOf(l), l
 	}
 	if addr == "" {
-		var peers []gossipMember
-		for _, m := range n.members() {
-			if m.Name != n.cfg.Name && m.Status == memberlist.StateAlive && m.Meta.GRPC != "" {
-				peers = append(peers, m)
-			}
-		}
+		peers := n.catchUpPeers()
 		if len(peers) == 0 {
 			return nil, errors.New("no leader known and no peer to ask")
 		}
 		p := peers[attempt/2%len(peers)]
-		addr, who = p.Meta.GRPC, p.Name
+		addr, who = p.addr, p.name
 	}
-	resp, err := n.peers.catchUp(ctx, addr, n.cfg.Name)
+	resp, err := n.peers.catchUpFresh(ctx, addr, &gwelbv1.CatchUpRequest{Node: n.cfg.Name, HaveIndex: have})
 	if err != nil {
 		return nil, fmt.Errorf("ask %s (%s) what to apply: %w", who, addr, err)
 	}
 	return resp, nil
 }
 
+type catchUpPeer struct{ name, addr string }
+
+// catchUpPeers lists the peers a catch-up question may go to: those gossip
+// lists alive, then the other Raft voters at the admin address they last
+// advertised. Right after a partition heals, gossip on the cut-off node
+// may still count every peer failed, while the voters answer at once.
+func (n *Node) catchUpPeers() []catchUpPeer {
+	seen := map[string]bool{n.cfg.Name: true}
+	var out []catchUpPeer
+	for _, m := range n.members() {
+		if !seen[m.Name] && m.Status == memberlist.StateAlive && m.Meta.GRPC != "" {
+			seen[m.Name] = true
+			out = append(out, catchUpPeer{m.Name, m.Meta.GRPC})
+		}
+	}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			name := string(s.ID)
+			if seen[name] {
+				continue
+			}
+			if addr := n.grpcAddrOf(name); addr != "" {
+				seen[name] = true
+				out = append(out, catchUpPeer{name, addr})
+			}
+		}
+	}
+	return out
+}
+
+// maxCatchUpState is the largest state a leader sends with its answer,
+// well under gRPC's 4 MiB message limit; a larger one (tens of thousands
+// of members) is left to Raft to replicate.
+const maxCatchUpState = 3 << 20
+
 // leaderCatchUp answers CatchUp on the leader: after a barrier, and after
 // the seed if this leader is about to write it (a node that caught up
-// before the seed would have no pools to route).
-func (n *Node) leaderCatchUp(ctx context.Context) (*gwelbv1.CatchUpResponse, error) {
+// before the seed would have no pools to route), with its state when the
+// asker's is older (have).
+func (n *Node) leaderCatchUp(ctx context.Context, have uint64) (*gwelbv1.CatchUpResponse, error) {
 	timeout := n.cfg.WriteTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
@@ -343,17 +539,27 @@ func (n *Node) leaderCatchUp(ctx context.Context) (*gwelbv1.CatchUpResponse, err
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	// The FSM index first: whatever the raft index read next covers, the
-	// asker then waits for at least the commands read here.
-	fsmIndex := n.fsm.AppliedIndex()
-	return &gwelbv1.CatchUpResponse{AppliedIndex: n.raft.AppliedIndex(), FsmIndex: fsmIndex, Leader: n.cfg.Name}, nil
+	// The FSM first: whatever the raft index read next covers, the asker
+	// then waits for at least the commands read here.
+	st := n.fsm.State()
+	resp := &gwelbv1.CatchUpResponse{AppliedIndex: n.raft.AppliedIndex(), FsmIndex: st.GetIndex(), Leader: n.cfg.Name}
+	if st.GetIndex() > have {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encode state at index %d: %v", st.GetIndex(), err)
+		}
+		if len(data) <= maxCatchUpState {
+			resp.State = data
+		}
+	}
+	return resp, nil
 }
 
 // CatchUp answers on the leader; a follower relays the call once.
 func (s *adminServer) CatchUp(ctx context.Context, req *gwelbv1.CatchUpRequest) (*gwelbv1.CatchUpResponse, error) {
 	n := s.n
 	if n.IsLeader() {
-		return n.leaderCatchUp(ctx)
+		return n.leaderCatchUp(ctx, req.GetHaveIndex())
 	}
 	c, err := n.leaderClient(ctx)
 	if err != nil {
@@ -362,12 +568,118 @@ func (s *adminServer) CatchUp(ctx context.Context, req *gwelbv1.CatchUpRequest) 
 	return c.CatchUp(n.peers.outgoing(ctx), req)
 }
 
-func (p *peerClients) catchUp(ctx context.Context, addr, node string) (*gwelbv1.CatchUpResponse, error) {
-	c, err := p.client(addr)
+// catchUpFresh asks addr over a connection of its own, closed after the
+// call. The connection kept for addr may be one a partition left in TCP
+// retransmission backoff, where a call waits for seconds after the
+// network has healed; a new connection's handshake goes out at once. The
+// question goes without the forwarded mark, so that a follower may relay
+// it to its leader; the relay carries the mark, and goes no further.
+func (p *peerClients) catchUpFresh(ctx context.Context, addr string, req *gwelbv1.CatchUpRequest) (*gwelbv1.CatchUpResponse, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(p.creds))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	return c.CatchUp(p.outgoing(ctx), &gwelbv1.CatchUpRequest{Node: node})
+	defer cc.Close()
+	md := metadata.MD{}
+	if p.token != "" {
+		md.Set("authorization", "Bearer "+p.token)
+	}
+	return gwelbv1.NewAdminClient(cc).CatchUp(metadata.NewOutgoingContext(ctx, md), req)
+}
+
+// raftInbox stands between raft's network transport and raft, and notes
+// each AppendEntries from a leader that is not a heartbeat: raft's
+// replicate loop sends one to every follower every commit timeout with
+// the leader's commit index, entries or not. A follower that has applied
+// that index held everything the leader had committed when it was sent
+// (checkFreshness). Heartbeats go round the inbox, straight to raft
+// (NetworkTransport's fast path), and are not evidence of the log.
+type raftInbox struct {
+	*raft.NetworkTransport
+	ctx   context.Context
+	rpcs  chan raft.RPC
+	last  atomic.Pointer[replContact]
+	stall atomic.Pointer[inboxStall] // tests: a network that stopped delivering
+}
+
+// replContact is one AppendEntries as the inbox passed it to raft.
+//
+// When it was sent matters, not when it arrived: one sent before a
+// partition can arrive seconds later, retransmitted once the network
+// heals, and say nothing of what the leader committed meanwhile. Raft
+// sends a follower its next AppendEntries only once the previous one has
+// been answered (one in flight: pipelining is off, node.go), so each was
+// sent after the one before it arrived; sent is that arrival, within a
+// commit timeout or so of the truth. The first of a term has no such
+// bound and counts for nothing.
+type replContact struct {
+	sent   time.Time // no later than it was sent; zero when unknown
+	at     time.Time // when it arrived
+	term   uint64
+	commit uint64 // the leader's commit index when it sent it
+}
+
+// inboxStall holds raft's inbound RPCs (and heartbeats, if heartbeats is
+// set) until release is closed: a test's partition whose TCP connections
+// stay up but deliver nothing.
+type inboxStall struct {
+	release    chan struct{}
+	heartbeats bool
+}
+
+func newRaftInbox(ctx context.Context, t *raft.NetworkTransport) *raftInbox {
+	return &raftInbox{NetworkTransport: t, ctx: ctx, rpcs: make(chan raft.RPC)}
+}
+
+// Consumer is what raft reads its RPCs from.
+func (in *raftInbox) Consumer() <-chan raft.RPC { return in.rpcs }
+
+// SetHeartbeatHandler passes raft's heartbeat handler on (held back while
+// a test stalls heartbeats).
+func (in *raftInbox) SetHeartbeatHandler(cb func(raft.RPC)) {
+	if cb == nil {
+		in.NetworkTransport.SetHeartbeatHandler(nil)
+		return
+	}
+	in.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
+		in.held(true)
+		cb(rpc)
+	})
+}
+
+func (in *raftInbox) held(heartbeat bool) {
+	if s := in.stall.Load(); s != nil && (!heartbeat || s.heartbeats) {
+		select {
+		case <-s.release:
+		case <-in.ctx.Done():
+		}
+	}
+}
+
+// run passes the transport's RPCs to raft until the node stops.
+func (in *raftInbox) run(ctx context.Context) {
+	from := in.NetworkTransport.Consumer()
+	for {
+		var rpc raft.RPC
+		select {
+		case rpc = <-from:
+		case <-ctx.Done():
+			return
+		}
+		in.held(false)
+		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+			c := &replContact{at: time.Now(), term: req.Term, commit: req.LeaderCommitIndex}
+			if prev := in.last.Load(); prev != nil && prev.term == req.Term {
+				c.sent = prev.at
+			}
+			in.last.Store(c)
+		}
+		select {
+		case in.rpcs <- rpc:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Ready reports whether the node may route: nil once it has caught up with
@@ -389,7 +701,7 @@ func (n *Node) Ready() error {
 var ErrNotCaughtUp = errors.New("not caught up with the cluster")
 
 // WaitCaughtUp blocks until the starting node may open its data plane:
-// nil once it has applied what the leader had when it asked; an error
+// nil once it routes on what the leader had when it asked; an error
 // wrapping ErrNotCaughtUp once StartupCatchupTimeout has passed and the
 // node has a table to serve (the error says what it was waiting for); the
 // context's error if ctx ends first. A node that started without state

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/cluster/clustertest"
+	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/internal/gwedemo"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -235,5 +236,154 @@ func TestReadyzUntilCaughtUp(t *testing.T) {
 	}
 	if listening(fresh) {
 		t.Error("a fresh node with no table opened its listener")
+	}
+}
+
+// through sends GET /backend/x through tn's data plane with cookie and
+// returns the status, the GWE server that answered ("" if none) and the
+// Set-Cookie.
+func through(t *testing.T, tn *clustertest.Node, cookie string) (code int, server, setCookie string) {
+	t.Helper()
+	tn.WaitServing(t, 20*time.Second)
+	req, _ := http.NewRequest("GET", tn.URL+"/backend/x", nil)
+	req.Header.Set("Cookie", cookie)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET via %s with %s: %v", tn.Cfg.Name, cookie, err)
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, resp.Header.Get(gwedemo.HeaderServer), resp.Header.Get("Set-Cookie")
+}
+
+// knows reports whether tbl has a backend member route.
+func knows(tbl *fsm.Table, route string) bool {
+	if tbl == nil || tbl.Pool("backend") == nil {
+		return false
+	}
+	_, ok := tbl.Pool("backend").Lookup(route)
+	return ok
+}
+
+// putBackend adds (or replaces) an active backend member through tn.
+func putBackend(t *testing.T, c *clustertest.Cluster, tn *clustertest.Node, route, url string) {
+	t.Helper()
+	write(t, c, tn, "put member "+route, func(ctx context.Context, cl gwelbv1.AdminClient) error {
+		_, err := cl.PutMember(ctx, &gwelbv1.PutMemberRequest{Member: &gwelbv1.Member{Pool: "backend", Route: route, Url: url, Weight: 1}})
+		return err
+	})
+}
+
+// TestHealedFollowerDoesNotMoveSessions is the chaos suite's
+// partition-follower case (invariant 1, DESIGN.md §6.1). A follower is cut
+// off — its Raft receives nothing, its catch-up questions go unanswered —
+// while a member is added. Cut off, it refuses a visitor pinned to the
+// member it cannot know (503, cookie kept) and serves the sessions it
+// knows. Then the partition heals, but its Raft stays stalled, as the
+// leader's connections to it sit out TCP retransmission backoff for
+// seconds after a heal: the first visitor through it is served by the new
+// member all the same, from the leader's state, without waiting for Raft.
+// Cut off again for longer than its refusal bound, it routes on what it
+// has.
+func TestHealedFollowerDoesNotMoveSessions(t *testing.T) {
+	// A generous wait bound: on a busy machine the steps before the heal
+	// must not use it up.
+	c := clustertest.New(t, 3, func(_ int, cfg *cluster.Config) { cfg.StartupCatchupTimeout = 30 * time.Second })
+	added := clustertest.StartGWE(t, "added", "/backend")
+	later := clustertest.StartGWE(t, "later", "/backend")
+	leader := c.WaitLeader()
+	f := c.Followers()[0]
+	f.WaitServing(t, 20*time.Second)
+
+	resume := f.Node.StallRaft(true)
+	t.Cleanup(resume)
+	heal := f.Node.CutCatchUp()
+	t.Cleanup(heal)
+	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+" to know it may be behind", func() bool { return !f.Node.Fresh(time.Now().UnixNano()) })
+
+	putBackend(t, c, leader, "added", added.URL)
+	if server, _, err := clustertest.Get(t, leader, "/backend/x", "ROUTEID=.added"); err != nil || server != "added" {
+		t.Fatalf("via the leader: server %q, err %v", server, err)
+	}
+
+	if code, server, setCookie := through(t, f, "ROUTEID=.added"); code != http.StatusServiceUnavailable || setCookie != "" {
+		t.Errorf("cut off, a session on the member it cannot know: %d from %q with Set-Cookie %q, want 503 and no cookie", code, server, setCookie)
+	}
+	if code, server, setCookie := through(t, f, "ROUTEID=.2"); code != http.StatusOK || server != "2" || setCookie != "" {
+		t.Errorf("cut off, a session it knows: %d from %q with Set-Cookie %q, want 200 from 2", code, server, setCookie)
+	}
+
+	heal()
+	healed := time.Now()
+	// The first visitor after the heal waits for the catch-up and is served
+	// by the new member. On a starved machine the catch-up may take longer
+	// than one request waits: then the visitor is refused and retries, as
+	// Retry-After tells it to, but is never moved.
+	for attempt := 1; ; attempt++ {
+		code, server, setCookie := through(t, f, "ROUTEID=.added")
+		if code == http.StatusOK && server == "added" && setCookie == "" {
+			t.Logf("visitor after the heal served in %v (attempt %d)", time.Since(healed).Round(time.Millisecond), attempt)
+			break
+		}
+		if code != http.StatusServiceUnavailable || setCookie != "" || time.Since(healed) > 10*time.Second {
+			t.Fatalf("after the heal (attempt %d): %d from %q with Set-Cookie %q, want 200 from added and no new cookie", attempt, code, server, setCookie)
+		}
+		t.Logf("after the heal, attempt %d refused: still catching up", attempt)
+	}
+	if knows(f.Node.Table(), "added") {
+		t.Fatal("raft delivered the member anyway: the test did not stall it")
+	}
+
+	// Raft resumes: the FSM replays up to the table the leader sent and
+	// beyond, and later tables reach the data plane as ever.
+	resume()
+	putBackend(t, c, leader, "later", later.URL)
+	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+" to route on what raft brings", func() bool {
+		return knows(f.Node.Table(), "added") && knows(f.Proxy.Table(), "later")
+	})
+
+	// Cut off for longer than the refusal bound: a node alone for that
+	// long serves what it has (invariant 4), moving the visitor.
+	f.Node.SetStaleRefuse(time.Second)
+	t.Cleanup(f.Node.StallRaft(true)) // before the nodes stop: the leader's shutdown waits for RPCs in flight
+	t.Cleanup(f.Node.CutCatchUp())
+	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+" to know it may be behind again", func() bool { return !f.Node.Fresh(time.Now().UnixNano()) })
+	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+" to pass its refusal bound", func() bool { return f.Node.MayMove(time.Now().UnixNano()) })
+	if code, server, setCookie := through(t, f, "ROUTEID=.gone"); code != http.StatusOK || server == "" || setCookie == "" {
+		t.Errorf("past the refusal bound, an unknown route: %d from %q with Set-Cookie %q, want 200 and a new cookie", code, server, setCookie)
+	}
+}
+
+// TestFollowerWithoutTheLogCatchesUp: heartbeats still reach a follower
+// but the leader's log does not (after a heal they travel on different
+// connections, each in its own TCP backoff). It must not take heartbeats
+// for freshness: a member added meanwhile reaches its data plane through
+// catch-up within a few staleness bounds, and its visitors are not moved.
+// Nodes ask each other with their node certificates, or, without TLS,
+// with the token.
+func TestFollowerWithoutTheLogCatchesUp(t *testing.T) {
+	t.Run("node TLS", func(t *testing.T) { followerWithoutTheLog(t) })
+	t.Run("insecure", func(t *testing.T) { followerWithoutTheLog(t, clustertest.Insecure) })
+}
+
+func followerWithoutTheLog(t *testing.T, opts ...clustertest.Option) {
+	c := clustertest.New(t, 3, opts...)
+	added := clustertest.StartGWE(t, "added", "/backend")
+	leader := c.WaitLeader()
+	f := c.Followers()[0]
+	f.WaitServing(t, 20*time.Second)
+
+	resume := f.Node.StallRaft(false)
+	t.Cleanup(resume)
+	putBackend(t, c, leader, "added", added.URL)
+	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+"'s data plane to learn the member", func() bool { return knows(f.Proxy.Table(), "added") })
+	if code, server, setCookie := through(t, f, "ROUTEID=.added"); code != http.StatusOK || server != "added" || setCookie != "" {
+		t.Errorf("session on the added member: %d from %q with Set-Cookie %q, want 200 from added and no new cookie", code, server, setCookie)
+	}
+	if knows(f.Node.Table(), "added") {
+		t.Fatal("raft delivered the member anyway: the test did not stall it")
+	}
+	if lc := f.Node.LastContact(); lc > time.Second {
+		t.Errorf("heartbeats stopped too (last contact %v ago): the test wanted them flowing", lc)
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/gwelb/gwelb/cluster/clustertest"
 	"github.com/gwelb/gwelb/internal/metrics"
 	"github.com/gwelb/gwelb/internal/metrics/metricstest"
-	"github.com/gwelb/gwelb/proxy"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
+	"github.com/gwelb/gwelb/proxy"
 )
 
 // TestMetricsThreeNodes runs three real nodes, each with its own registry

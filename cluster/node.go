@@ -31,6 +31,7 @@ type Node struct {
 	raft      *raft.Raft
 	logStore  *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
+	inbox     *raftInbox // between transport and raft: notes the leader's AppendEntries (catchup.go)
 	snaps     raft.SnapshotStore
 
 	gossip     *memberlist.Memberlist
@@ -193,7 +194,11 @@ func (n *Node) startRaft() (existing bool, err error) {
 	// The state is a few kilobytes: snapshot often so restarts replay little.
 	rc.SnapshotThreshold = 1024
 	rc.TrailingLogs = 2048
-	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, trans)
+	// Raft reads its RPCs through the inbox, which tells the freshness
+	// monitor when the leader's log last reached this node (catchup.go).
+	n.inbox = newRaftInbox(n.ctx, trans)
+	n.goRun(n.inbox.run)
+	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, n.inbox)
 	if err != nil {
 		return false, fmt.Errorf("start raft: %w", err)
 	}

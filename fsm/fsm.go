@@ -134,12 +134,7 @@ func (f *FSM) Balancers() []string {
 func (f *FSM) NextHoldDownEnd() (int64, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var next int64
-	for _, until := range f.s.held {
-		if next == 0 || until < next {
-			next = until
-		}
-	}
+	next := f.s.nextHold()
 	return next, next != 0
 }
 
@@ -639,21 +634,18 @@ func observe(s *store, o *gwelbv1.Observation, now int64) error {
 }
 
 // releaseHolds re-derives every member whose hold-down has ended by now:
-// the members under a hold-down are indexed, so this costs nothing when
-// none is due.
+// the hold-downs are kept by their end, so this costs nothing when none is
+// due, however many members are held.
 func releaseHolds(s *store, now int64) {
-	var due []memberKey
-	for k, until := range s.held {
-		if now >= until {
-			due = append(due, k)
-		}
-	}
-	for _, k := range due {
+	for _, k := range s.due(now) {
 		p := s.pools[k.pool]
 		rec := p.members[k.route]
-		if next := rederive(s, p, rec, now); next != rec {
-			s.setMember(k, next)
+		next := rederive(s, p, rec, now)
+		if next == rec {
+			s.hold(k, rec.msg.GetHoldDownUntilUnixNanos()) // cannot happen: an ended hold is released
+			continue
 		}
+		s.setMember(k, next)
 	}
 }
 

@@ -294,6 +294,17 @@ func TestApplyMatchesReference(t *testing.T) {
 					t.Fatalf("%s: pool %s: SameLayout = %v, layouts equal = %v", where, p.Name(), same, want)
 				} else if !same {
 					relaid++
+				} else {
+					// Changed names exactly the members that differ.
+					var want []int
+					for i, m := range p.All() {
+						if *m != *q.Member(i) {
+							want = append(want, i)
+						}
+					}
+					if got, ok := p.Changed(q); !ok || !slices.Equal(got, want) {
+						t.Fatalf("%s: pool %s: Changed = %v %v, want %v", where, p.Name(), got, ok, want)
+					}
 				}
 			}
 			// Published tables never change (readers hold them lock-free),

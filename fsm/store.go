@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"cmp"
+	"container/heap"
 	"maps"
 	"reflect"
 	"slices"
@@ -54,6 +55,7 @@ type store struct {
 	outcomes  []*gwelbv1.Outcome // oldest first; appended, trimmed by reslicing
 	byRequest map[string]*gwelbv1.Outcome
 	held      map[memberKey]int64 // members with a hold-down, by its end
+	holds     holdHeap            // the same by end, earliest first; may hold stale entries (see due)
 	unknown   []byte              // fields of State this version does not know, kept for the snapshot
 
 	undo []undoStep // how to take back the current command's changes
@@ -119,9 +121,71 @@ func (s *store) putMember(p *poolRec, k memberKey, old, rec *memberRec) {
 	delete(s.held, k)
 	if rec != nil {
 		if until := rec.msg.GetHoldDownUntilUnixNanos(); until != 0 {
-			s.held[k] = until
+			s.hold(k, until)
 		}
 	}
+}
+
+// hold records that member k is held down until until.
+func (s *store) hold(k memberKey, until int64) {
+	s.held[k] = until
+	heap.Push(&s.holds, holdEntry{until, k})
+	if len(s.holds) > 2*len(s.held)+64 {
+		// Mostly stale: rebuild from the map (the order of equal ends
+		// does not matter, each member is judged on its own).
+		s.holds = s.holds[:0]
+		for k, until := range s.held {
+			s.holds = append(s.holds, holdEntry{until, k})
+		}
+		heap.Init(&s.holds)
+	}
+}
+
+// due removes from the heap and returns the members whose hold-down ends
+// at or before now. An entry is stale, and skipped, when its member was
+// released, removed or held anew since: the map says what holds. Stale
+// entries cost nothing until they reach the top; every change re-pushes
+// (a rolled-back command's members included), so a member held in the map
+// always has an entry.
+func (s *store) due(now int64) []memberKey {
+	var keys []memberKey
+	for len(s.holds) > 0 && s.holds[0].until <= now {
+		e := heap.Pop(&s.holds).(holdEntry)
+		if until, ok := s.held[e.key]; ok && until == e.until {
+			keys = append(keys, e.key)
+		}
+	}
+	return keys
+}
+
+// nextHold is the earliest end of a hold-down, or 0.
+func (s *store) nextHold() int64 {
+	for len(s.holds) > 0 {
+		if e := s.holds[0]; s.held[e.key] == e.until {
+			return e.until
+		}
+		heap.Pop(&s.holds)
+	}
+	return 0
+}
+
+type holdEntry struct {
+	until int64
+	key   memberKey
+}
+
+// holdHeap is a min-heap of hold-down ends (container/heap).
+type holdHeap []holdEntry
+
+func (h holdHeap) Len() int           { return len(h) }
+func (h holdHeap) Less(i, j int) bool { return h[i].until < h[j].until }
+func (h holdHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *holdHeap) Push(x any)        { *h = append(*h, x.(holdEntry)) }
+func (h *holdHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }
 
 // setPoolMsg stores msg as the settings of pool name, adding the pool.
@@ -318,7 +382,7 @@ func storeOf(st *gwelbv1.State) *store {
 		p.members[m.GetRoute()] = rec
 		p.routes = append(p.routes, m.GetRoute())
 		if until := m.GetHoldDownUntilUnixNanos(); until != 0 {
-			s.held[memberKey{m.GetPool(), m.GetRoute()}] = until
+			s.hold(memberKey{m.GetPool(), m.GetRoute()}, until)
 		}
 	}
 	s.outcomes = st.GetOutcomes()

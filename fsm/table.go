@@ -313,10 +313,34 @@ func (p *Pool) Schedule() []int { return p.lay.wrr }
 // the same members (routes, URLs and weights, in the same order): the two
 // differ at most in admin states and verdicts. The data plane carries its
 // per-member state (quarantine, connections in flight, cookies) over by
-// index between such versions instead of rebuilding it (DESIGN.md §5.7). A
+// index between such versions instead of rebuilding it (DESIGN.md §5.2). A
 // pool the FSM did not touch is the same pointer, which is SameLayout too.
 func (p *Pool) SameLayout(q *Pool) bool {
 	return q != nil && p.lay == q.lay && p.spec.Name == q.spec.Name
+}
+
+// Changed returns the indexes of the members that differ between prev and
+// p, a later version of the same pool with the same layout, comparing only
+// the member blocks the two do not share: O(members/64 + 64 × changed).
+// It reports false when the layouts differ (members came, went or moved;
+// SameLayout): then every member may have changed.
+func (p *Pool) Changed(prev *Pool) ([]int, bool) {
+	if !p.SameLayout(prev) {
+		return nil, false
+	}
+	var changed []int
+	for bi, b := range p.blocks {
+		old := prev.blocks[bi]
+		if &b[0] == &old[0] {
+			continue // shared: unchanged
+		}
+		for j := range b {
+			if b[j] != old[j] {
+				changed = append(changed, bi<<blockShift+j)
+			}
+		}
+	}
+	return changed, true
 }
 
 // Usable reports whether member i may take traffic by the cluster's view:

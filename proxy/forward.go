@@ -59,6 +59,9 @@ type exchange struct {
 	status int   // the status answered to the client; 0 if none was
 	bytes  int64 // response body bytes written to the client
 	close  bool  // the connection closes after this answer
+	// extraHeader is a header line (CRLF included) for the balancer's own
+	// answer (answer), "" for none.
+	extraHeader string
 
 	send *bodySender // the attempt's body sender, nil without a body
 }
@@ -68,7 +71,7 @@ type exchange struct {
 func (s *Server) serve(x *exchange) bool {
 	x.start = time.Now()
 	x.st = reqState{member: -1}
-	x.status, x.bytes, x.send = 0, 0, nil
+	x.status, x.bytes, x.send, x.extraHeader = 0, 0, nil, ""
 	x.close = !x.head.keepAlive || x.head.upgrade
 	s.exchange(x)
 	if b := x.st.body; b != nil {
@@ -115,6 +118,15 @@ func (s *Server) exchange(x *exchange) {
 		st.carried = fsm.RouteOf(st.value)
 		st.member = pv.pick(st.value, st.carried, time.Now().UnixNano())
 		moves := st.carried != "" && (st.member < 0 || pv.pool.Member(st.member).Route != st.carried)
+		if held && moves && s.refuseStaleMove(pv, st.carried) {
+			// Still behind after the wait: 503 keeps the visitor's
+			// cookie, and their retry reaches a node that knows the
+			// member, or this one caught up (DESIGN.md §6.1).
+			st.member = -1
+			x.extraHeader = "Retry-After: 1\r\n"
+			x.answer(http.StatusServiceUnavailable, "gwelb: this node may be behind the cluster: route "+st.carried+" is unknown or disabled here; try again")
+			return
+		}
 		if held || !moves || !s.awaitFresh(s.ctx, x.start) {
 			break
 		}
@@ -658,6 +670,7 @@ func (x *exchange) answer(code int, msg string) {
 	if code == http.StatusMethodNotAllowed {
 		bw.WriteString("Allow: " + allowHeader + "\r\n")
 	}
+	bw.WriteString(x.extraHeader)
 	bw.WriteString("Date: ")
 	bw.Write(time.Now().UTC().AppendFormat(bw.AvailableBuffer(), http.TimeFormat))
 	bw.WriteString("\r\nContent-Length: ")

@@ -47,6 +47,12 @@ type Freshness interface {
 	// bound on waiting has passed (a node cut off from its peers still
 	// serves), or when ctx ends.
 	AwaitFresh(ctx context.Context)
+	// MayMove reports, after AwaitFresh, whether a request at now (unix
+	// nanoseconds) may move a session whose route the table does not
+	// know or knows as disabled: when the table is fresh, or once the node
+	// has been behind for so long that it routes on what it has
+	// (DESIGN.md §6.1). It may take a lock.
+	MayMove(now int64) bool
 }
 
 // Options configure a Server; the zero value of each field picks the default.
@@ -167,12 +173,32 @@ func (s *Server) awaitFresh(ctx context.Context, start time.Time) bool {
 	return true
 }
 
+// refuseStaleMove reports whether a request that waited for a catch-up
+// must not be moved after all: the node is still behind, and the route it
+// carries is unknown to this table or disabled in it, so the operator may
+// have added or enabled that member meanwhile and a move would cost the
+// visitor their session (DESIGN.md §6.1, invariant 1). A member whose
+// verdict is DOWN, or that this node quarantined, still fails over: that
+// is news about the member, not about the table.
+func (s *Server) refuseStaleMove(pv *poolView, route string) bool {
+	f := s.freshness.Load()
+	if f == nil || (*f).MayMove(time.Now().UnixNano()) {
+		return false
+	}
+	i, ok := pv.pool.Lookup(route)
+	return !ok || pv.pool.Member(i).State == fsm.Disabled
+}
+
 // Update makes t the table every new request is routed by. Per-member local
 // state (quarantine, requests in flight) survives updates that keep the
 // member's pool, route and URL.
 func (s *Server) Update(t *fsm.Table) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v := s.carriedOver(t); v != nil {
+		s.view.Store(v)
+		return
+	}
 	v := &view{table: t}
 	seen := map[string]bool{}
 	for _, p := range t.Pools() {
@@ -183,7 +209,7 @@ func (s *Server) Update(t *fsm.Table) {
 			s.rr[spec.Name] = rr
 		}
 		pv := &poolView{pool: p, spec: spec, rr: rr, metrics: s.poolMetricsFor(spec.Name)}
-		for i := range p.Members() {
+		for i := range p.Len() {
 			m := p.Member(i)
 			key := spec.Name + "\x00" + m.Route + "\x00" + m.URL
 			ms := s.members[key]
@@ -205,6 +231,40 @@ func (s *Server) Update(t *fsm.Table) {
 	}
 	s.pruneMetrics(t)
 	s.view.Store(v)
+}
+
+// carriedOver returns the view of t built from the current view when every
+// pool of t is a pool of it or a version with the same layout (the FSM
+// changed admin states or verdicts only, fsm.Pool.SameLayout): member
+// states, cookies and metrics are kept by index, so a change costs the
+// number of pools, not of members (DESIGN.md §5.2). Otherwise nil: members
+// came, went or moved, and Update builds the view afresh. Called with s.mu
+// held.
+func (s *Server) carriedOver(t *fsm.Table) *view {
+	old := s.view.Load()
+	if old == nil || len(old.pools) != len(t.Pools()) {
+		return nil
+	}
+	v := &view{table: t, pools: make([]*poolView, len(t.Pools()))}
+	for i, p := range t.Pools() {
+		var pv *poolView
+		for _, o := range old.pools {
+			if o.spec.Name == p.Name() {
+				pv = o
+				break
+			}
+		}
+		switch {
+		case pv == nil || !p.SameLayout(pv.pool):
+			return nil
+		case pv.pool != p:
+			c := *pv
+			c.pool = p
+			pv = &c
+		}
+		v.pools[i] = pv
+	}
+	return v
 }
 
 // Table returns the table requests are routed by, or nil before the first Update.

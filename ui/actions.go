@@ -47,12 +47,13 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, sess *session) {
 	var (
 		index uint64
 		err   error
+		rid   = randomHex(8) // the write's request_id: exact retries, and its audit record
 	)
 	switch op {
 	case "drain", "disable", "enable":
 		state := map[string]gwelbv1.AdminState{"drain": gwelbv1.AdminState_ADMIN_STATE_DRAIN,
 			"disable": gwelbv1.AdminState_ADMIN_STATE_DISABLED, "enable": gwelbv1.AdminState_ADMIN_STATE_ACTIVE}[op]
-		index, err = s.setState(ctx, sess, pool, route, state)
+		index, err = s.setState(ctx, sess, pool, route, state, rid)
 	case "weight":
 		raw := strings.TrimSpace(r.PostFormValue("weight"))
 		what = fmt.Sprintf("set weight of %s/%s to %s", pool, route, raw)
@@ -61,7 +62,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, sess *session) {
 			err = status.Errorf(codes.InvalidArgument, "weight %q: want a whole number 1..1000", raw)
 			break
 		}
-		index, err = s.setWeight(ctx, sess, pool, route, w)
+		index, err = s.setWeight(ctx, sess, pool, route, w, rid)
 	default:
 		s.errorPage(w, r, http.StatusBadRequest, "op: want drain, disable, enable or weight")
 		return
@@ -73,24 +74,24 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, sess *session) {
 	} else {
 		sess.setFlash(true, fmt.Sprintf("%s: done (Raft index %d)", what, index))
 	}
-	if !s.history.fedByAudit() {
-		who := "dashboard (read-write token)"
+	if !s.history.Has(rid) { // this node's audit log did not record it: another node decided it
+		who := "token"
 		if s.opts.Token == "" && s.opts.ReadToken == "" {
-			who = "dashboard (-dev, no token)"
+			who = "anonymous (-dev)"
 		}
-		s.history.Record(Write{Time: time.Now(), Who: who + " via " + s.opts.Node, What: what, Outcome: outcome})
+		s.history.Record(Write{Time: time.Now(), Who: who + " on the dashboard of " + s.opts.Node, What: what, Outcome: outcome, RequestID: rid})
 	}
 	s.log.Info("dashboard action", "remote", r.RemoteAddr, "action", what, "outcome", outcome)
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
-func (s *Server) setState(ctx context.Context, sess *session, pool, route string, st gwelbv1.AdminState) (uint64, error) {
+func (s *Server) setState(ctx context.Context, sess *session, pool, route string, st gwelbv1.AdminState, rid string) (uint64, error) {
 	c, err := s.self()
 	if err != nil {
 		return 0, err
 	}
 	resp, err := c.SetMemberState(outgoing(ctx, sess.token, false), &gwelbv1.SetMemberStateRequest{
-		Pool: pool, Route: route, State: st, RequestId: randomHex(8),
+		Pool: pool, Route: route, State: st, RequestId: rid,
 	})
 	return resp.GetIndex(), err
 }
@@ -98,7 +99,7 @@ func (s *Server) setState(ctx context.Context, sess *session, pool, route string
 // setWeight changes a member's weight and nothing else: PutMember in
 // UPDATE mode keeps the admin state and is refused (NotFound) for a member
 // that is gone, decided by the FSM, so a drain racing it is not undone.
-func (s *Server) setWeight(ctx context.Context, sess *session, pool, route string, weight int) (uint64, error) {
+func (s *Server) setWeight(ctx context.Context, sess *session, pool, route string, weight int, rid string) (uint64, error) {
 	c, err := s.self()
 	if err != nil {
 		return 0, err
@@ -128,7 +129,7 @@ func (s *Server) setWeight(ctx context.Context, sess *session, pool, route strin
 		return 0, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
 	resp, err := c.PutMember(outgoing(ctx, sess.token, false), &gwelbv1.PutMemberRequest{
-		Member: m, RequestId: randomHex(8), Mode: gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE,
+		Member: m, RequestId: rid, Mode: gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE,
 	})
 	return resp.GetIndex(), err
 }

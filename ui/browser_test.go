@@ -38,7 +38,7 @@ func chromium(t *testing.T) string {
 // js evaluates expr in the tab and decodes its value.
 func js[T any](t *testing.T, tab context.Context, expr string) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	ctx, cancel := context.WithTimeout(tab, waitLimit)
 	defer cancel()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
@@ -47,12 +47,17 @@ func js[T any](t *testing.T, tab context.Context, expr string) T {
 	return v
 }
 
+// waitLimit bounds each wait of the browser tests: generous, for a busy
+// machine running them with -race next to other suites; waits end as soon
+// as their condition holds.
+const waitLimit = 30 * time.Second
+
 // waitJS waits until expr is truthy in the tab: the page changed by
 // itself (live updates), nothing reloads it. An evaluation that fails (the
 // tab is between two pages after a form post) is tried again.
 func waitJS(t *testing.T, tab context.Context, what, expr string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	var last error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(tab, 5*time.Second)
@@ -66,13 +71,13 @@ func waitJS(t *testing.T, tab context.Context, what, expr string) {
 	}
 	ctx, cancel := context.WithTimeout(tab, 2*time.Second)
 	defer cancel()
-	page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 1500)`))
-	t.Fatalf("waiting for %s (%s): not true after 15s (last error: %v); the page:\n%s", what, expr, last, page)
+	page, perr := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + "\n" + document.body.innerText.slice(0, 1500)`))
+	t.Fatalf("waiting for %s (%s): not true after %v (last error: %v); the page (%v):\n%s", what, expr, waitLimit, last, perr, page)
 }
 
 func do(t *testing.T, tab context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(tab, 15*time.Second)
+	ctx, cancel := context.WithTimeout(tab, waitLimit)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		dctx, dcancel := context.WithTimeout(tab, 2*time.Second)
@@ -126,28 +131,40 @@ func cellText(pool, route, sel string) string {
 func TestDashboardBrowser(t *testing.T) {
 	exe := chromium(t)
 	start := time.Now()
-	d := newDash(t, time.Second)
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
-	phase("cluster up")
 
+	// The browser starts while the cluster does.
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1440, 1000))...)
 	defer cancelAlloc()
 	browser, cancelBrowser := chromedp.NewContext(alloc)
 	defer cancelBrowser()
-	if err := chromedp.Do(browser); err != nil { // starts the browser with a first tab
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(browser) }() // starts the browser with a first tab
+	d := newDash(t, time.Second)
+	phase("cluster up")
+	if err := <-started; err != nil {
 		t.Fatalf("start %s: %v", exe, err)
 	}
 	phase("browser up")
+
 	tabs := map[string]context.Context{}
 	for _, name := range []string{"n1", "n2", "n3"} {
-		tab := newTab(t, browser)
-		tabs[name] = tab
-		// The session cookie is Secure on plain-http loopback: a browser
-		// that dropped it would land on the login form again.
-		browserLogin(t, tab, d.ui[name], clustertest.Token)
+		tabs[name] = newTab(t, browser)
 	}
-
+	t.Run("log in on every node", func(t *testing.T) {
+		for name, tab := range tabs {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				// The session cookie is Secure on plain-http loopback: a
+				// browser that dropped it would land on the login form again.
+				browserLogin(t, tab, d.ui[name], clustertest.Token)
+			})
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
 	phase("logged in on three nodes")
 	t.Run("every node's page shows three nodes and both pools", func(t *testing.T) {
 		for name, tab := range tabs {
@@ -198,7 +215,28 @@ func TestDashboardBrowser(t *testing.T) {
 		if got := js[string](t, tab, `document.getElementById('live-status').textContent`); got != "live" {
 			t.Errorf("live status %q, want live", got)
 		}
-		if screenshot := os.Getenv("GWELB_SCREENSHOT"); screenshot == "1" {
+	})
+
+	phase("local quarantine")
+	t.Run("local quarantine shows on the node that has it", func(t *testing.T) {
+		// GWE_F_1 dies; a visitor pinned to it reaches n2, which fails to
+		// connect, quarantines it for the pool's fail_timeout (30 s) and
+		// retries on the fallback (rule 8). Only n2 has it quarantined.
+		d.gwe["GWE_F_1"].Stop()
+		server, _, err := clustertest.Get(t, d.c.Nodes[1], "/frontend/x?alias=.GWE_F_1", "")
+		if err != nil || server == "GWE_F_1" || server == "" {
+			t.Fatalf("the retried request: served by %q, %v", server, err)
+		}
+		for name, tab := range tabs {
+			waitJS(t, tab, "n2's quarantine of GWE_F_1 on "+name+"'s page", cellText("frontend", "GWE_F_1", `td[data-node=n2] .quarantine`)+`?.startsWith('quarantined for')`)
+			if q := js[int](t, tab, `document.querySelectorAll('tr[data-member="frontend/GWE_F_1"] .quarantine').length`); q != 1 {
+				t.Errorf("%s's page shows GWE_F_1 quarantined on %d nodes, want 1 (n2)", name, q)
+			}
+		}
+		if os.Getenv("GWELB_SCREENSHOT") == "1" {
+			// The leader's page: its audit log recorded the drain.
+			tab := tabs[d.c.WaitLeader().Cfg.Name]
+			waitJS(t, tab, "the verdict of GWE_F_1 on the leader's page", cellText("frontend", "GWE_F_1", ".verdict")+` === 'down'`)
 			saveScreenshot(t, tab)
 		}
 	})

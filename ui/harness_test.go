@@ -3,6 +3,7 @@ package ui
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,9 +24,10 @@ const readToken = "test-read-token"
 // (node TLS, gossip key, tokens), seeded with the guide's two pools in
 // front of demo GWE servers on loopback, and a dashboard on every node.
 type dash struct {
-	c   *clustertest.Cluster
-	ui  map[string]*uiNode // by node name
-	gwe map[string]*clustertest.GWEServer
+	c    *clustertest.Cluster
+	ui   map[string]*uiNode // by node name
+	gwe  map[string]*clustertest.GWEServer
+	hist map[string]*History // each node's audit log feeds its dashboard, as in the daemon
 }
 
 type uiNode struct {
@@ -38,7 +40,7 @@ type uiNode struct {
 // dashboards' periodic re-render.
 func newDash(t *testing.T, refresh time.Duration) *dash {
 	t.Helper()
-	d := &dash{ui: map[string]*uiNode{}, gwe: map[string]*clustertest.GWEServer{}}
+	d := &dash{ui: map[string]*uiNode{}, gwe: map[string]*clustertest.GWEServer{}, hist: map[string]*History{}}
 	var front []fsm.MemberSpec
 	for _, r := range []string{"GWE_F_1", "GWE_F_2"} {
 		g := clustertest.StartGWE(t, r, "/frontend")
@@ -50,22 +52,25 @@ func newDash(t *testing.T, refresh time.Duration) *dash {
 	d.c = clustertest.New(t, 3, func(_ int, cfg *cluster.Config) {
 		cfg.ReadToken = readToken
 		cfg.Seed = append(cfg.Seed, frontend)
+		h := NewHistory(50)
+		d.hist[cfg.Name] = h
+		cfg.Logger = slog.New(AuditTee(cfg.Logger.Handler(), h))
 	})
 	maps := d.c.GWE
 	for r, g := range maps {
 		d.gwe[r] = g
 	}
 	for _, tn := range d.c.Nodes {
-		d.ui[tn.Cfg.Name] = startUI(t, d.c, tn, refresh)
+		d.ui[tn.Cfg.Name] = startUI(t, d.c, tn, refresh, d.hist[tn.Cfg.Name])
 	}
 	return d
 }
 
-func startUI(t *testing.T, c *clustertest.Cluster, tn *clustertest.Node, refresh time.Duration) *uiNode {
+func startUI(t *testing.T, c *clustertest.Cluster, tn *clustertest.Node, refresh time.Duration, h *History) *uiNode {
 	t.Helper()
 	srv, err := Handler(Options{
 		Node: tn.Cfg.Name, GRPCAddr: tn.Node.GRPCAddr(), CAFile: c.PKI().CAFile(),
-		Token: clustertest.Token, ReadToken: readToken, Refresh: refresh, Logger: tn.Cfg.Logger,
+		Token: clustertest.Token, ReadToken: readToken, Refresh: refresh, Logger: tn.Cfg.Logger, History: h,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"strings"
 	"sync"
 	"time"
 )
@@ -8,15 +9,21 @@ import (
 // Write is one admin write as the dashboard lists it under "recent admin
 // writes".
 type Write struct {
-	Time    time.Time
-	Who     string // token name, client certificate name, "dashboard (...)"
-	What    string // e.g. "drain backend/2"
-	Outcome string // "ok", or the error
+	Time      time.Time
+	Who       string // "token", "read_token", "client:<name>", "node:<name>" (audit log), or the dashboard
+	What      string // the RPC and its arguments, or the dashboard's action
+	Outcome   string // "ok", "ok (index N)", or the error
+	Node      string // the node that logged it ("" for the dashboard's own record)
+	RequestID string // the write's request_id, when it has one
 }
 
-// History is a small in-memory ring of recent admin writes. The audit log
-// records into it (Record is safe from any goroutine), and the dashboard's
-// own writes are recorded there when no audit log feeds it.
+// OK reports whether the write succeeded.
+func (w Write) OK() bool { return w.Outcome == "ok" || strings.HasPrefix(w.Outcome, "ok ") }
+
+// History is a small in-memory ring of recent admin writes. The node's
+// audit log records into it (AuditTee; Record is safe from any goroutine),
+// and so does the dashboard, for its own writes that this node's audit log
+// did not record (the leader logs the writes that go through Raft).
 type History struct {
 	mu    sync.Mutex
 	ring  []Write
@@ -44,8 +51,7 @@ func (h *History) Record(w Write) {
 	}
 }
 
-// FedByAudit marks the ring as fed by an audit log, which sees every write
-// (the dashboard's included), so the dashboard stops recording its own.
+// FedByAudit marks the ring as fed by this node's audit log.
 func (h *History) FedByAudit() {
 	h.mu.Lock()
 	h.audit = true
@@ -56,6 +62,22 @@ func (h *History) fedByAudit() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.audit
+}
+
+// Has reports whether a write with this request_id is in the ring: the
+// audit log of this node recorded it (this node was the leader).
+func (h *History) Has(requestID string) bool {
+	if requestID == "" {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, w := range h.ring {
+		if w.RequestID == requestID {
+			return true
+		}
+	}
+	return false
 }
 
 // Recent returns the writes, newest first.

@@ -3,7 +3,9 @@ package ui
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -108,10 +110,12 @@ func (s *Server) nodePage(w http.ResponseWriter, r *http.Request, sess *session)
 // "which node sends this value where, and why" from every node's Route.
 func (s *Server) buildMember(ctx context.Context, sess *session, sn *snapshot, rv *rateView, pool, route, value string, valueSet bool) *memberView {
 	mv := &memberView{}
+	var members []memberRow // the whole pool's
 	for _, p := range poolRows(sn, rv) {
 		if p.Name != pool {
 			continue
 		}
+		members = p.Members
 		for _, m := range p.Members {
 			if m.Route == route {
 				mv.Found, mv.Row = true, m
@@ -127,11 +131,14 @@ func (s *Server) buildMember(ctx context.Context, sess *session, sn *snapshot, r
 		value = "." + route
 	}
 	mv.Value = value
+	named := ""
 	if value != "" && !fsm.ValidSticky(value) {
 		mv.Note = "not a valid sticky value (rule 3): the nodes read it as no value"
+	} else {
+		named = fsm.RouteOf(value)
 	}
 	for _, a := range s.explain(ctx, sess, sn, pool, value) {
-		mv.Answers = append(mv.Answers, answerRow{*a, why(a.Reason)})
+		mv.Answers = append(mv.Answers, answerRow{*a, whyOn(a, pool, named, members)})
 	}
 	first := ""
 	for _, a := range mv.Answers {
@@ -154,6 +161,46 @@ func (s *Server) buildMember(ctx context.Context, sess *session, sn *snapshot, r
 		}
 	}
 	return mv
+}
+
+// whyOn explains one node's Route answer: for a fallback, why the member
+// the value names is not usable on that node (unknown, disabled, verdict
+// down, quarantined there), as this node's table and that node's Status
+// show it.
+func whyOn(a *routeAnswer, pool, named string, members []memberRow) string {
+	if a.Err != "" || (a.Reason != "fallback" && a.Reason != "none") || named == "" {
+		return why(a.Reason)
+	}
+	var m *memberRow
+	for i := range members {
+		if members[i].Route == named {
+			m = &members[i]
+		}
+	}
+	var because []string
+	switch {
+	case m == nil:
+		because = append(because, fmt.Sprintf("no member %q in pool %s", named, pool))
+	default:
+		if m.State == "disabled" {
+			because = append(because, "its admin state is disabled")
+		}
+		if m.Verdict == "down" {
+			because = append(because, "the cluster verdict is down")
+		}
+		for _, c := range m.Cells {
+			if c.Node == a.Node && c.Quarantine != "" {
+				because = append(because, a.Node+" quarantined it "+c.Quarantine)
+			}
+		}
+	}
+	if len(because) == 0 {
+		return why(a.Reason) // the tables differ, or it changed meanwhile
+	}
+	if a.Reason == "none" {
+		return fmt.Sprintf("%s/%s is not usable (%s) and no other member is: 503", pool, named, strings.Join(because, ", "))
+	}
+	return fmt.Sprintf("%s/%s is not usable (%s): the rendezvous replacement every node picks for this value (rule 6)", pool, named, strings.Join(because, ", "))
 }
 
 // buildNode is one node's page: its own answer to Status.

@@ -7,14 +7,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gwelb/gwelb/internal/metrics"
 )
 
-// The metric families the dashboard reads from this node's registry
-// (issue #10's names). Labels are bounded by the member table.
+// The metric families the dashboard reads from this node's registry.
 const (
-	metricRequests = "gwelb_requests_total" // {pool, route, code}
-	metricRetries  = "gwelb_retries_total"  // {pool, route}
-	metricRepins   = "gwelb_repins_total"   // {pool, cause}
+	metricRequests = metrics.RequestsTotal // {pool, route, code}
+	metricRetries  = metrics.RetriesTotal  // {pool, route}
+	metricRepins   = metrics.RepinsTotal   // {pool, cause}
 )
 
 // rateWindow is the span rates are computed over: long enough to smooth a

@@ -242,14 +242,13 @@ type loginData struct {
 	Node     string
 	Err      string
 	Dev      bool // no token configured
-	PlainOK  bool // plain HTTP from loopback
 	PlainBad bool // plain HTTP from elsewhere: logging in is refused
 }
 
 func (s *Server) loginData(r *http.Request, msg string) loginData {
 	return loginData{
 		Node: s.opts.Node, Err: msg, Dev: s.opts.Token == "" && s.opts.ReadToken == "",
-		PlainOK: r.TLS == nil && loopback(r), PlainBad: r.TLS == nil && !loopback(r),
+		PlainBad: r.TLS == nil && !loopback(r),
 	}
 }
 

@@ -163,6 +163,15 @@ func TestDashboardHTTP(t *testing.T) {
 		if !strings.Contains(body, "disable backend/1: done") {
 			t.Errorf("the page after the action does not say it was done")
 		}
+		// Route explain says, for every node, why the value moves.
+		_, body = c.do("GET", "/ui/member?pool=backend&route=1", nil, nil)
+		if n := strings.Count(body, "backend/1 is not usable (its admin state is disabled)"); n != 3 {
+			t.Errorf("route explain of .1 gives the reason on %d nodes, want 3", n)
+		}
+		_, body = c.do("GET", "/ui/member?pool=backend&route=1&value=abc.nosuch", nil, nil)
+		if n := strings.Count(body, "no member &#34;nosuch&#34; in pool backend"); n != 3 {
+			t.Errorf("route explain of abc.nosuch gives the reason on %d nodes, want 3", n)
+		}
 		c.do("POST", "/ui/action", url.Values{"csrf": {c.csrf}, "pool": {"backend"}, "route": {"1"}, "op": {"enable"}}, nil)
 		d.waitAll(t, "backend/1 active again", "backend", "1", func(m *gwelbv1.Member) bool {
 			return m.GetState() == gwelbv1.AdminState_ADMIN_STATE_ACTIVE
@@ -289,6 +298,38 @@ func TestDashboardHTTP(t *testing.T) {
 			}
 		}
 		t.Fatalf("the stream ended without showing frontend/GWE_F_1 drained (%v)", ctx.Err())
+	})
+
+	t.Run("recent admin writes", func(t *testing.T) {
+		leader := d.c.WaitLeader().Cfg.Name
+		follower := d.c.Followers()[0].Cfg.Name
+		c := login(t, d.ui[follower], clustertest.Token)
+		c.do("POST", "/ui/action", url.Values{"csrf": {c.csrf}, "pool": {"frontend"}, "route": {"GWE_F_2"}, "op": {"drain"}}, nil)
+		defer c.do("POST", "/ui/action", url.Values{"csrf": {c.csrf}, "pool": {"frontend"}, "route": {"GWE_F_2"}, "op": {"enable"}}, nil)
+		// The leader's audit log recorded it, naming the operator and the
+		// node that relayed it; the follower's dashboard shows its own.
+		var rec Write
+		clustertest.WaitFor(t, 10*time.Second, "the drain in the leader's audit log", func() bool {
+			for _, w := range d.hist[leader].Recent() {
+				if strings.Contains(w.What, "route=GWE_F_2") && strings.Contains(w.What, "state=drain") {
+					rec = w
+					return true
+				}
+			}
+			return false
+		})
+		if rec.Who != "token via "+follower || !rec.OK() || rec.Node != leader || !strings.HasPrefix(rec.What, "SetMemberState ") {
+			t.Errorf("the leader's audit record: %+v", rec)
+		}
+		_, body := c.do("GET", "/ui/", nil, nil)
+		if !strings.Contains(body, "token on the dashboard of "+follower) || !strings.Contains(body, "drain frontend/GWE_F_2") {
+			t.Errorf("the follower's dashboard does not list its own write")
+		}
+		lc := login(t, d.ui[leader], clustertest.Token)
+		_, body = lc.do("GET", "/ui/", nil, nil)
+		if !strings.Contains(body, "token via "+follower) || !strings.Contains(body, "SetMemberState pool=frontend route=GWE_F_2 state=drain") {
+			t.Errorf("the leader's dashboard does not show the audit record")
+		}
 	})
 
 	t.Run("logout", func(t *testing.T) {

@@ -98,7 +98,17 @@ type Ops struct {
 	Addr string `yaml:"addr"`
 	// Pprof serves Go's /debug/pprof/ profiles on the ops listener too.
 	Pprof bool `yaml:"pprof"`
+	// UI serves the dashboard at /ui/ (package ui): default true; false
+	// answers 404 there.
+	UI *bool `yaml:"ui"`
+	// TLS serves the ops listener over HTTPS (the dashboard's token and
+	// session then never cross the network in the clear); the files are
+	// read again when they change.
+	TLS *TLSConfig `yaml:"tls"`
 }
+
+// UIEnabled reports whether the dashboard is served (ops.ui, default true).
+func (o Ops) UIEnabled() bool { return o.UI == nil || *o.UI }
 
 // Shutdown times a graceful stop (DESIGN.md §6.3): /readyz fails at once,
 // the listeners keep serving for Delay so that whatever balances in front
@@ -287,6 +297,12 @@ func (c *Config) validate() error {
 		}
 	} else if c.Ops.Pprof {
 		bad("ops.pprof: needs ops.addr (pprof is served on the ops listener)")
+	}
+	if c.Ops.Addr == "" && c.Ops.TLS != nil {
+		bad("ops.tls: needs ops.addr (it is the ops listener's certificate)")
+	}
+	if t := c.Ops.TLS; t != nil && (t.Cert == "" || t.Key == "") {
+		bad("ops.tls: both cert and key are required")
 	}
 	if _, err := c.gossipKey(); err != nil {
 		errs = append(errs, err)

@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/internal/metrics"
 	"github.com/gwelb/gwelb/proxy"
+	"github.com/gwelb/gwelb/ui"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -129,7 +129,9 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 	opts.Metrics = reg.Proxy
 	srv := proxy.New(opts)
 	defer srv.Close()
-	cc.Logger = log
+	// The node's audit records also feed the dashboard's recent writes.
+	writes := ui.NewHistory(100)
+	cc.Logger = slog.New(ui.AuditTee(log.Handler(), writes))
 	cc.OnTable = srv.Update
 	cc.InFlight = srv.InFlight
 	cc.Quarantine = srv.QuarantinedUntil
@@ -148,9 +150,9 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 	errc := make(chan error, len(listenerConfigs)+1)
 	var ops *http.Server
 	if cfg.Ops.Addr != "" {
-		ln, err := net.Listen("tcp", cfg.Ops.Addr)
+		ln, err := listenOps(cfg.Ops, log) // TLS with ops.tls
 		if err != nil {
-			return fmt.Errorf("ops.addr %s: %w", cfg.Ops.Addr, err)
+			return err
 		}
 		ready := func() error {
 			if lc.stopping.Load() {
@@ -168,7 +170,13 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 		if cfg.Ops.Pprof {
 			opsOpts = append(opsOpts, proxy.WithPprof())
 		}
-		ops = &http.Server{Handler: proxy.OpsHandler(ready, node.LastContact, opsOpts...), ReadHeaderTimeout: 5 * time.Second}
+		opsHandler, closeUI, err := withDashboard(cfg, cc, node, reg.Gatherer(), writes, log, proxy.OpsHandler(ready, node.LastContact, opsOpts...))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		ops = &http.Server{Handler: opsHandler, ReadHeaderTimeout: 5 * time.Second}
+		ops.RegisterOnShutdown(closeUI) // live dashboard streams must not hold the stop
 		log.Info("ops listening", "addr", ln.Addr().String())
 		go func() {
 			if err := ops.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

@@ -114,7 +114,7 @@ func statusPools(st *gwelbv1.StatusResponse) []fsm.PoolSpec {
 type applyStep struct {
 	RPC   string   `json:"rpc"`
 	Lines []string `json:"changes"`
-	Index uint64   `json:"index,omitempty"`
+	Index uint64   `json:"index"` // 0 until applied: every field is always present (-o json)
 	call  func(context.Context, gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error)
 }
 

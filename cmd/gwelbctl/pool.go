@@ -176,7 +176,7 @@ durations (500ms, 10s, 1m30s).`,
 		plan := fsm.PlanChanges([]fsm.PoolSpec{old}, []fsm.PoolSpec{next})
 		if plan.Empty() {
 			if a.jsonOutput() {
-				return a.printJSON(map[string]any{"pool": name, "changes": []string{}})
+				return a.printJSON(map[string]any{"pool": name, "changes": []string{}, "index": 0})
 			}
 			_, err := fmt.Fprintf(a.stdout, "pool %s: no change\n", name)
 			return err

@@ -79,6 +79,12 @@ gwelb demo cluster is up (state and logs in .demo/):
   secure posture: Raft and node-to-node gRPC over mutual TLS (.demo/secrets/ca), gossip
   encrypted (.demo/secrets/gossip.key), admin API over TLS with a token
 
+Dashboard (every node serves one, for the whole cluster): open in a browser on this machine
+  http://127.0.0.1:8081/ui/   (n2: http://127.0.0.1:8181/ui/, n3: http://127.0.0.1:8281/ui/)
+  and log in with the token that  cat .demo/secrets/token  prints
+  (cat .demo/secrets/read-token for a read-only view). Drain a member there, or try
+  curl -X POST 'http://127.0.0.1:9092/_demo/health?state=down' and watch its verdict change live.
+
 Point gwelbctl at it (in another shell, from this directory):
   export GWELB_ADDR=127.0.0.1:7001
   export GWELB_TOKEN="$(cat .demo/secrets/token)"        # read-only: .demo/secrets/read-token

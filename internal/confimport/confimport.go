@@ -18,10 +18,12 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gwelb/gwelb/fsm"
 )
@@ -131,11 +133,32 @@ type builder struct {
 }
 
 func (b *builder) errorf(line int, format string, args ...any) *Error {
-	return &Error{File: b.file, Line: max(line, 1), Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: b.file, Line: max(line, 1), Msg: printable(fmt.Sprintf(format, args...))}
 }
 
 func (b *builder) warn(line int, format string, args ...any) {
-	b.cfg.Warnings = append(b.cfg.Warnings, Warning{File: b.file, Line: line, Msg: fmt.Sprintf(format, args...)})
+	b.cfg.Warnings = append(b.cfg.Warnings, Warning{File: b.file, Line: line, Msg: printable(fmt.Sprintf(format, args...))})
+}
+
+// printable escapes what a message quotes from the source so that it stays
+// one line of visible text, on a terminal and in a YAML comment (which
+// allows no control characters): control characters, invalid UTF-8 and
+// the code points YAML excludes become \xNN or \uNNNN.
+func printable(s string) string {
+	var sb strings.Builder
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && w == 1:
+			fmt.Fprintf(&sb, `\x%02x`, s[i])
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 || r == 0xfeff || r == 0xfffe || r == 0xffff || r == 0x2028 || r == 0x2029:
+			fmt.Fprintf(&sb, `\u%04x`, r)
+		default:
+			sb.WriteRune(r)
+		}
+		i += w
+	}
+	return sb.String()
 }
 
 // note is a comment of the output: subject (what the source said, with its
@@ -528,8 +551,13 @@ func listenAddr(s string) (string, bool) {
 	if host == "*" || host == "_default_" {
 		host = ""
 	}
+	if host != "" && net.ParseIP(host) == nil && !hostnameRE.MatchString(host) {
+		return "", false
+	}
 	return net.JoinHostPort(host, port), true
 }
+
+var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$`)
 
 // isLoopbackHost tells whether host names this machine.
 func isLoopbackHost(host string) bool {

@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gwelb/gwelb/fsm"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the importer's output")
@@ -571,4 +573,35 @@ func TestImportErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzImport: no input panics the importer, and whatever it accepts
+// renders to YAML that decodes strictly into pools fsm.ValidatePools
+// accepts (imported checks both). The seeds are the guide's samples.
+func FuzzImport(f *testing.F) {
+	for _, name := range []string{"apache-frontend.conf", "apache-backend.conf", "apache-single.conf", "nginx-frontend.conf", "nginx-backend.conf", "apache-frontend-template.conf"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(strings.HasPrefix(name, "nginx"), b)
+	}
+	f.Fuzz(func(t *testing.T, nginx bool, src []byte) {
+		kind := Apache
+		if nginx {
+			kind = Nginx
+		}
+		cfg, err := Import(kind, "fuzz.conf", src)
+		if err != nil {
+			var ie *Error
+			if !errors.As(err, &ie) || ie.Line < 1 {
+				t.Fatalf("error %v is not an *Error naming a line", err)
+			}
+			return
+		}
+		if err := fsm.ValidatePools(cfg.Pools); err != nil {
+			t.Fatalf("imported pools do not validate: %v", err)
+		}
+		imported(t, kind, "fuzz.conf", src)
+	})
 }

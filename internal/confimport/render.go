@@ -84,6 +84,7 @@ func mergeNotes(ns []note) []note {
 	var out []note
 	idx := map[string]int{}
 	for _, n := range ns {
+		n.subject, n.why = printable(n.subject), printable(n.why)
 		k := n.path + "\x00" + strconv.FormatBool(n.line) + "\x00" + n.why
 		if n.why == "" {
 			k += "\x00" + n.subject

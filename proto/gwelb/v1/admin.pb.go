@@ -1588,8 +1588,11 @@ func (x *ApplyRequest) GetCommand() []byte {
 }
 
 type CatchUpRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the asking node, for the leader's log
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the asking node, for the leader's log
+	// The index of the newest state the asker routes on or has applied: the
+	// leader leaves state out when its own is no newer.
+	HaveIndex     uint64 `protobuf:"varint,2,opt,name=have_index,json=haveIndex,proto3" json:"have_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1634,13 @@ func (x *CatchUpRequest) GetNode() string {
 	return ""
 }
 
+func (x *CatchUpRequest) GetHaveIndex() uint64 {
+	if x != nil {
+		return x.HaveIndex
+	}
+	return 0
+}
+
 type CatchUpResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The leader's Raft applied index after the barrier: the asker has caught
@@ -1638,8 +1648,14 @@ type CatchUpResponse struct {
 	AppliedIndex uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	// The index of the last command the leader's FSM applied (the State's
 	// index): the asker's FSM must have applied it too.
-	FsmIndex      uint64 `protobuf:"varint,2,opt,name=fsm_index,json=fsmIndex,proto3" json:"fsm_index,omitempty"`
-	Leader        string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"` // the answering leader's node name
+	FsmIndex uint64 `protobuf:"varint,2,opt,name=fsm_index,json=fsmIndex,proto3" json:"fsm_index,omitempty"`
+	Leader   string `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"` // the answering leader's node name
+	// The leader's State at fsm_index (deterministic protobuf, as a
+	// snapshot), unless the asker's have_index reaches it: the asker routes
+	// on it at once, validated as a snapshot is, without waiting for Raft to
+	// replicate the entries (DESIGN.md §6.1). Empty from a leader that
+	// predates the field; the asker then waits for Raft.
+	State         []byte `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1693,6 +1709,13 @@ func (x *CatchUpResponse) GetLeader() string {
 		return x.Leader
 	}
 	return ""
+}
+
+func (x *CatchUpResponse) GetState() []byte {
+	if x != nil {
+		return x.State
+	}
+	return nil
 }
 
 type KeyringRequest struct {
@@ -1975,13 +1998,16 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
-	"\acommand\x18\x01 \x01(\fR\acommand\"$\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"C\n" +
 	"\x0eCatchUpRequest\x12\x12\n" +
-	"\x04node\x18\x01 \x01(\tR\x04node\"k\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"have_index\x18\x02 \x01(\x04R\thaveIndex\"\x81\x01\n" +
 	"\x0fCatchUpResponse\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1b\n" +
 	"\tfsm_index\x18\x02 \x01(\x04R\bfsmIndex\x12\x16\n" +
-	"\x06leader\x18\x03 \x01(\tR\x06leader\"f\n" +
+	"\x06leader\x18\x03 \x01(\tR\x06leader\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\fR\x05state\"f\n" +
 	"\x0eKeyringRequest\x12#\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x13.gwelb.v1.KeyringOpR\x02op\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1d\n" +
