@@ -19,7 +19,6 @@ type chunkedReader struct {
 	r       *bufio.Reader
 	n       uint64 // data bytes left in the current chunk
 	excess  int64  // framing bytes beyond what the data justifies
-	inChunk bool   // a chunk was started: its data, then CRLF
 	needCR  bool   // the CRLF after the chunk data is still to be read
 	done    bool
 	err     error

@@ -42,6 +42,7 @@ type clientConn struct {
 	bw     *bufio.Writer
 	state  atomic.Int32
 
+	pre   prefixReader // the reader under br once the connection was parked
 	x     exchange
 	entry logEntry
 	// Body decoders: the request's (read by the body sender) and the
@@ -61,6 +62,7 @@ func (c *clientConn) serve() {
 		}
 		c.wg.Wait()
 		c.close()
+		c.release()
 	}()
 	if c.tc != nil {
 		c.tc.ConnectionState() // the handshake, bounded by the handshake timeout
@@ -71,12 +73,12 @@ func (c *clientConn) serve() {
 	for {
 		// Wait for the request's first byte: the header timeout for the
 		// first request, the keep-alive idle timeout between requests.
-		wait := lc.IdleTimeout
 		if first {
-			wait = lc.ReadHeaderTimeout
-		}
-		_ = c.g.SetReadDeadline(time.Now().Add(wait))
-		if _, err := c.br.Peek(1); err != nil {
+			_ = c.g.SetReadDeadline(time.Now().Add(lc.ReadHeaderTimeout))
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+		} else if !c.awaitRequest(lc.IdleTimeout) {
 			return
 		}
 		if !c.state.CompareAndSwap(connIdle, connActive) {
@@ -100,6 +102,78 @@ func (c *clientConn) serve() {
 			return
 		}
 	}
+}
+
+// hotWait is how long a keep-alive connection waits for its next request
+// with its buffers; after that it parks them (awaitRequest).
+const hotWait = time.Second
+
+// Buffers of connections, shared: an idle connection holds none.
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// awaitRequest waits up to idle for the first byte of the next request.
+// A client that keeps its connection busy finds it with its buffers; one
+// that goes quiet for hotWait has them given back to the pools, and the
+// connection waits on a one-byte read, so that thousands of idle
+// keep-alive connections cost little more than their goroutines.
+func (c *clientConn) awaitRequest(idle time.Duration) bool {
+	start := time.Now()
+	if c.br.Buffered() > 0 {
+		return true // pipelined: the next head is here already
+	}
+	_ = c.g.SetReadDeadline(start.Add(min(hotWait, idle)))
+	_, err := c.br.Peek(1)
+	if err == nil {
+		return true
+	}
+	if idle <= hotWait || !errors.Is(err, os.ErrDeadlineExceeded) || c.g.stopped.Load() {
+		return false
+	}
+	c.release()
+	_ = c.g.SetReadDeadline(start.Add(idle))
+	if n, err := c.g.Read(c.pre.b[:]); n != 1 || err != nil {
+		return false
+	}
+	c.pre.pending = true
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(&c.pre)
+	c.bw = writers.Get().(*bufio.Writer)
+	c.bw.Reset(c.g)
+	return true
+}
+
+// release gives the connection's buffers back to the pools.
+func (c *clientConn) release() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		readers.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writers.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+// prefixReader is a parked connection's reader: the byte that woke it,
+// then the connection.
+type prefixReader struct {
+	g       *guardConn
+	b       [1]byte
+	pending bool
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if p.pending && len(b) > 0 {
+		p.pending = false
+		b[0] = p.b[0]
+		return 1, nil
+	}
+	return p.g.Read(b)
 }
 
 // refuseHead answers a head the parser refused (400, 417, 431, 505) and
@@ -164,7 +238,7 @@ func (l *Listener) Serve() error {
 			return errors.Join(errors.New("serve "+l.ln.Addr().String()), err)
 		}
 		delay = 0
-		c := &clientConn{s: l.s, l: l, br: bufio.NewReaderSize(nil, 4<<10), bw: bufio.NewWriterSize(nil, 4<<10)}
+		c := &clientConn{s: l.s, l: l, br: readers.Get().(*bufio.Reader), bw: writers.Get().(*bufio.Writer)}
 		switch g := nc.(type) {
 		case *guardConn:
 			c.g = g
@@ -173,6 +247,7 @@ func (l *Listener) Serve() error {
 		}
 		c.br.Reset(c.g)
 		c.bw.Reset(c.g)
+		c.pre.g = c.g
 		c.x.c = c
 		c.remote = remoteHost(c.g.RemoteAddr())
 		if !l.track(c) {

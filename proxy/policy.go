@@ -105,15 +105,3 @@ func isWebSocket(h *reqHead) bool {
 	}
 	return n == 1 && ws && conn
 }
-
-// hasToken reports whether a comma-separated header names token (any case).
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.Trim(t, " \t"), token) {
-				return true
-			}
-		}
-	}
-	return false
-}

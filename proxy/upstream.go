@@ -40,25 +40,25 @@ type upstreamPool struct {
 // get returns the newest idle connection still fresh, or nil.
 func (p *upstreamPool) get(now time.Time) *upConn {
 	p.mu.Lock()
-	for len(p.idle) > 0 {
-		uc := p.idle[len(p.idle)-1]
-		p.idle[len(p.idle)-1] = nil
-		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(uc.idleSince) < upstreamIdle {
-			p.mu.Unlock()
-			return uc
-		}
-		// The oldest are at the bottom: everything below is staler.
-		stale := p.idle
-		p.idle = p.idle[:0:0]
+	if len(p.idle) == 0 {
 		p.mu.Unlock()
-		uc.conn.Close()
-		for _, c := range stale {
-			c.conn.Close()
-		}
 		return nil
 	}
+	uc := p.idle[len(p.idle)-1]
+	p.idle[len(p.idle)-1] = nil
+	p.idle = p.idle[:len(p.idle)-1]
+	if now.Sub(uc.idleSince) < upstreamIdle {
+		p.mu.Unlock()
+		return uc
+	}
+	// The newest is stale: all the others, older, are too.
+	stale := p.idle
+	p.idle = nil
 	p.mu.Unlock()
+	uc.conn.Close()
+	for _, c := range stale {
+		c.conn.Close()
+	}
 	return nil
 }
 
