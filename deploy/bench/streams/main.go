@@ -197,7 +197,9 @@ func idle(addr, cookie string, pid, conns int) (float64, error) {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	time.Sleep(time.Second)
+	// Idle for a while: a balancer may shed per-connection buffers then
+	// (gwelb parks them after 1 s).
+	time.Sleep(3 * time.Second)
 	after, err := rss(pid)
 	if err != nil {
 		return 0, err
