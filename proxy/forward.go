@@ -602,7 +602,7 @@ func (s *Server) relay(x *exchange, uc *upConn) (reusable bool) {
 // connection can serve another request only when the whole body went to
 // it and its answer was framed.
 func (x *exchange) finishBody(uc *upConn, r *respHead, framed bool) bool {
-	reusable := framed && !r.close && r.minor >= 1 && !x.close
+	reusable := framed && !r.close && r.minor >= 1
 	if x.send == nil {
 		return reusable
 	}
