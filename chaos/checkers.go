@@ -19,16 +19,20 @@ const (
 	invLinearizability = "linearizability"
 )
 
+// isPut tells whether an admin write puts the whole member (a create
+// that took effect did).
+func isPut(op *AdminOp) bool { return op.Kind == opPut || op.Kind == opCreate }
+
 // disabling tells whether an admin write may make its member unusable:
 // removed, or disabled.
 func disabling(op *AdminOp) bool {
-	return op.Kind == opRemove || (op.Kind == opPut || op.Kind == opSet) && op.State == "disabled"
+	return op.Kind == opRemove || (isPut(op) || op.Kind == opSet) && op.State == "disabled"
 }
 
 // enabling tells whether an admin write makes its member usable (active or
 // drain: a draining member keeps its sticky sessions).
 func enabling(op *AdminOp) bool {
-	return (op.Kind == opPut || op.Kind == opSet) && op.State != "disabled"
+	return (isPut(op) || op.Kind == opSet) && op.State != "disabled"
 }
 
 // adminUnusable returns, per member key, the windows during which an
@@ -51,7 +55,7 @@ func adminUnusable(ops []AdminOp, keys []string, slack, horizon T) map[string][]
 	for _, k := range keys {
 		end := never
 		for _, e := range byKey[k] {
-			if e.Outcome == outOK && e.Kind == opPut && enabling(e) && e.Return+slack < end {
+			if e.Outcome == outOK && isPut(e) && enabling(e) && e.Return+slack < end {
 				end = e.Return + slack
 			}
 		}
@@ -347,7 +351,7 @@ func checkDurability(h *History) []Violation {
 			}
 			want := effectOf(o)
 			candidates = append(candidates, fmt.Sprintf("op %d %s", o.ID, describeVal(want)))
-			if got.Present == want.Present && (!got.Present || got.State == want.State && (o.Kind != opPut || got.Weight == want.Weight)) {
+			if got.Present == want.Present && (!got.Present || got.State == want.State && (!isPut(o) || got.Weight == want.Weight)) {
 				match = true
 			}
 		}
@@ -378,7 +382,7 @@ func effectOf(op *AdminOp) MemberVal {
 	switch op.Kind {
 	case opRemove:
 		return MemberVal{}
-	case opPut:
+	case opPut, opCreate:
 		return MemberVal{Present: true, Weight: op.Weight, State: op.State}
 	}
 	return MemberVal{Present: true, State: op.State}
@@ -421,7 +425,7 @@ const adminGrace = T(1e9)
 // table honours is served, and a member it has as DOWN fails over.
 func refusedWhileBehind(h *History, r *Request, admin map[string][]Window) bool {
 	carried := routeOf(r.Sent)
-	if r.Err != "" || r.Status != http.StatusServiceUnavailable || carried == "" {
+	if !r.answered() || r.Status != http.StatusServiceUnavailable || carried == "" {
 		return false
 	}
 	from := never
@@ -472,7 +476,7 @@ func checkAvailability(h *History) ([]Violation, AvailabilityStats) {
 			st.StaleRefused++
 			continue
 		}
-		if r.Err == "" && (r.Status == http.StatusBadGateway || r.Status == http.StatusGatewayTimeout) {
+		if r.answered() && (r.Status == http.StatusBadGateway || r.Status == http.StatusGatewayTimeout) {
 			killed := false
 			for _, srv := range h.PoolServers[r.Pool] {
 				killed = killed || anyOverlap(h.Windows.ServerKilled[srv], r.Start, r.End)
@@ -502,7 +506,7 @@ func checkAvailability(h *History) ([]Violation, AvailabilityStats) {
 	for i := range h.Admin {
 		op := &h.Admin[i]
 		switch op.Outcome {
-		case outOK, outNotFound:
+		case outOK, outNotFound, outExists:
 			st.AdminOK++
 			continue
 		case outInvalid:

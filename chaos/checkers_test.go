@@ -477,3 +477,66 @@ func TestStickinessExcusesAMoveOnlyPastTheRefusalBound(t *testing.T) {
 		t.Fatalf("want one move excused past the bound, got %+v", st)
 	}
 }
+
+// gwelbctl member add creates: it is refused, changing nothing, when the
+// route exists. The model takes both outcomes, and catches a create that
+// claims to have found a member that was not there, or to have created one
+// that was.
+func TestLinearizabilityModelsCreate(t *testing.T) {
+	clean := []AdminOp{
+		write(1, opCreate, "drain", 2, 1*s, 2*s, outOK),
+		write(2, opCreate, "active", 3, 3*s, 4*s, outExists), // x1 was there: left as it is
+		read(3, 5*s, MemberVal{Present: true, Weight: 2, State: "drain"}),
+		write(4, opRemove, "", 0, 6*s, 7*s, outOK),
+		write(5, opCreate, "active", 1, 8*s, 9*s, outOK),
+		read(6, 10*s, MemberVal{Present: true, Weight: 1, State: "active"}),
+	}
+	for _, tc := range []struct {
+		name  string
+		admin []AdminOp
+		want  string // "" for no violation
+	}{
+		{"clean", clean, ""},
+		{"exists while absent", append(slices.Clone(clean[:4]), write(5, opCreate, "active", 1, 8*s, 9*s, outExists)), "backend/x1"},
+		{"created while present", append(slices.Clone(clean[:1]), write(2, opCreate, "active", 3, 3*s, 4*s, outOK)), "backend/x1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := baseHistory()
+			h.Admin = tc.admin
+			vs, _ := checkLinearizability(h, 10*time.Second, "")
+			if tc.want == "" {
+				none(t, vs)
+				return
+			}
+			only(t, vs, invLinearizability, tc.want)
+		})
+	}
+	// A refused create is an answer, not a failure, and changes nothing.
+	h := baseHistory()
+	h.Admin = clean
+	if vs, st := checkAvailability(h); len(vs) != 0 || st.AdminOK != len(clean) {
+		t.Errorf("availability of a clean create history: %+v, %+v", vs, st)
+	}
+	if vs := checkDurability(h); len(vs) != 0 {
+		t.Errorf("durability of a clean create history: %+v", vs)
+	}
+}
+
+// A WebSocket handshake the node answers 502 right after a GWE server's
+// death is excused as an HTTP request's is (the dial records its error
+// too); outside the window it is a violation.
+func TestAvailabilityJudgesAWebSocketHandshakeByItsAnswer(t *testing.T) {
+	h := baseHistory()
+	h.Windows.ServerKilled["2"] = []Window{{From: 30 * s, To: 32 * s}}
+	ws := func(id int64, start T) Request {
+		r := req(id, "n1", start, "backend", ".2", "", "")
+		r.Kind, r.Status, r.Err = "ws", 502, "failed to WebSocket dial: expected handshake response status code 101 but got 502"
+		return r
+	}
+	h.Requests = []Request{ws(1, 31*s), ws(2, 40*s)} // planted: request 2, long after the death
+	vs, st := checkAvailability(h)
+	only(t, vs, invAvailability, "request 2 ")
+	if st.ServerDeath != 1 {
+		t.Fatalf("want the handshake in the window excused, got %+v", st)
+	}
+}

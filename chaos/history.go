@@ -56,6 +56,11 @@ func (r *Request) ok() bool {
 	return r.Err == "" && (r.Status >= 200 && r.Status <= 299 || r.Kind == "ws" && r.Status == 101)
 }
 
+// answered tells whether the node answered r with r.Status: a WebSocket
+// dial that got an HTTP answer other than 101 records the dial's error
+// too.
+func (r *Request) answered() bool { return r.Err == "" || r.Kind == "ws" && r.Status != 0 }
+
 // WSBreak is a WebSocket session that ended without the visitor asking.
 type WSBreak struct {
 	Visitor int    `json:"visitor"`
@@ -70,13 +75,17 @@ type WSBreak struct {
 
 // Admin operation kinds and outcomes.
 const (
-	opPut    = "put"
+	opPut = "put"
+	// opCreate is gwelbctl's member add: a put that the FSM refuses when
+	// the route exists (outExists), leaving the member as it is.
+	opCreate = "create"
 	opRemove = "remove"
 	opSet    = "set"
 	opRead   = "read"
 
 	outOK            = "ok"
 	outNotFound      = "notfound"
+	outExists        = "exists"        // a create found the member there: certainly not applied
 	outFailed        = "failed"        // certainly not applied (the node was never reached)
 	outIndeterminate = "indeterminate" // may or may not have been applied
 	outInvalid       = "invalid"       // rejected as malformed: a driver bug

@@ -16,6 +16,8 @@ import (
 // so the history is checked per member key (porcupine's partitioning).
 //
 //   - put(weight, state) -> ok: the member becomes present with them.
+//   - create(weight, state) -> ok if absent (as put), exists if present
+//     (nothing changes): gwelbctl member add.
 //   - remove -> ok if present (it becomes absent), notfound if absent.
 //   - set(state) -> ok if present (the state changes, the weight stays),
 //     notfound if absent.
@@ -42,7 +44,7 @@ type linInput struct {
 
 type linOutput struct {
 	Unknown bool
-	Outcome string    // ok or notfound
+	Outcome string    // ok, notfound or exists
 	Val     MemberVal // read
 }
 
@@ -52,6 +54,11 @@ var memberModel = porcupine.Model{
 		s, in, out := state.(MemberVal), input.(linInput), output.(linOutput)
 		switch in.Kind {
 		case opPut:
+			return out.Unknown || out.Outcome == outOK, MemberVal{Present: true, Weight: in.Weight, State: in.State}
+		case opCreate:
+			if s.Present {
+				return out.Unknown || out.Outcome == outExists, s
+			}
 			return out.Unknown || out.Outcome == outOK, MemberVal{Present: true, Weight: in.Weight, State: in.State}
 		case opRemove:
 			if !s.Present {
@@ -75,8 +82,8 @@ var memberModel = porcupine.Model{
 			res = "?"
 		}
 		switch in.Kind {
-		case opPut:
-			return fmt.Sprintf("put(%s, w%d) -> %s", in.State, in.Weight, res)
+		case opPut, opCreate:
+			return fmt.Sprintf("%s(%s, w%d) -> %s", in.Kind, in.State, in.Weight, res)
 		case opSet:
 			return fmt.Sprintf("set(%s) -> %s", in.State, res)
 		case opRead:
@@ -104,7 +111,7 @@ func linOperations(h *History) map[string][]porcupine.Operation {
 					Call: int64(op.Invoke), Return: int64(op.Return), Metadata: op.ID,
 				})
 			}
-		case op.Outcome == outOK || op.Outcome == outNotFound:
+		case op.Outcome == outOK || op.Outcome == outNotFound || op.Outcome == outExists:
 			out[op.Key] = append(out[op.Key], porcupine.Operation{
 				ClientId: op.Client, Input: linInput{op.Kind, op.Weight, op.State}, Output: linOutput{Outcome: op.Outcome},
 				Call: int64(op.Invoke), Return: int64(op.Return), Metadata: op.ID,

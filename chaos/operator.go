@@ -84,6 +84,9 @@ func (o *operator) write(ctx context.Context) {
 	op.Via = n.name
 	if o.rng.IntN(4) == 0 {
 		op.Tool = "gwelbctl"
+		if op.Kind == opPut {
+			op.Kind = opCreate // member add refuses a route that exists
+		}
 		o.d.ctlWrite(ctx, n, e, &op)
 	} else {
 		op.Tool = "grpc"
@@ -143,7 +146,7 @@ func classify(err error) (string, string) {
 func (d *driver) ctlWrite(ctx context.Context, n *gnode, e extraMember, op *AdminOp) {
 	args := []string{"member"}
 	switch op.Kind {
-	case opPut:
+	case opCreate:
 		args = append(args, "add", e.pool, e.route, e.server.url, "--weight", strconv.Itoa(int(op.Weight)), "--state", op.State)
 	case opRemove:
 		args = append(args, "remove", e.pool, e.route)
@@ -165,6 +168,13 @@ func (d *driver) ctlWrite(ctx context.Context, n *gnode, e extraMember, op *Admi
 		}
 	case 6:
 		op.Outcome = outNotFound
+	case 1:
+		// gwelbctl gives "already exists" no exit code of its own; its
+		// message says the member was left as it is.
+		op.Outcome = outIndeterminate
+		if op.Kind == opCreate && strings.Contains(string(stderr), "already exists; it was not changed") {
+			op.Outcome = outExists
+		}
 	case 2, 5:
 		op.Outcome = outInvalid
 	case 3:

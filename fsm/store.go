@@ -14,8 +14,8 @@ import (
 
 // The FSM keeps the replicated state indexed for the commands that change
 // it (DESIGN.md §5.2): pools by name, each pool's members by route, each
-// member's observations with the member, and the members under a flap
-// hold-down apart. A command changes that state in place and logs how to
+// member's observations with the member, and the flap hold-downs by their
+// end. A command changes that state in place and logs how to
 // undo each step; a command that fails is undone, one that succeeds costs
 // what it touched. Every stored protobuf message (pool, member,
 // observation, outcome) is immutable once stored: a change stores a new

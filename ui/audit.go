@@ -30,6 +30,9 @@ func (a *auditTee) Enabled(ctx context.Context, l slog.Level) bool {
 func (a *auditTee) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message == "audit" {
 		a.h.Record(auditWrite(r, a.pre))
+		// An audit trail that log_level can silence is no trail
+		// (DESIGN.md §4.3): audit records are written at any level.
+		return a.next.Handle(ctx, r)
 	}
 	if !a.next.Enabled(ctx, r.Level) {
 		return nil

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,55 +38,25 @@ func withDashboard(cfg *Config, cc cluster.Config, node *cluster.Node, gather pr
 }
 
 // listenOps listens on ops.addr, over TLS when ops.tls names a
-// certificate. The certificate is read again when its files change
-// (polled every certPollInterval, like the listeners'); a file that fails
-// to load keeps the previous certificate, logged.
-func listenOps(ops Ops, log *slog.Logger) (net.Listener, error) {
+// certificate. It returns that certificate (nil without TLS) for the
+// reloader, which reads it again on SIGHUP and when its files change, like
+// the listeners' (reload.go).
+func listenOps(ops Ops) (net.Listener, *pki.KeyPair, error) {
 	var kp *pki.KeyPair
 	if ops.TLS != nil {
 		var err error
 		if kp, err = pki.LoadKeyPair("ops.tls.cert", ops.TLS.Cert, ops.TLS.Key, nil); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	ln, err := net.Listen("tcp", ops.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("ops.addr %s: %w", ops.Addr, err)
+		return nil, nil, fmt.Errorf("ops.addr %s: %w", ops.Addr, err)
 	}
 	if kp == nil {
-		return ln, nil
+		return ln, nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 	kp.Serve(cfg)
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(certPollInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				switch changed, err := kp.ReloadIfChanged(); {
-				case err != nil:
-					log.Error("TLS certificate not reloaded: still presenting the previous one", "field", kp.Field(), "err", err)
-				case changed:
-					log.Info("TLS certificate reloaded: new handshakes present it", "field", kp.Field(), "certificate", kp.Describe(), "why", "files changed")
-				}
-			}
-		}
-	}()
-	return &opsListener{Listener: tls.NewListener(ln, cfg), done: done}, nil
-}
-
-// opsListener stops the certificate poll when the ops server closes it.
-type opsListener struct {
-	net.Listener
-	once sync.Once
-	done chan struct{}
-}
-
-func (l *opsListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
+	return tls.NewListener(ln, cfg), kp, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/internal/metrics"
+	"github.com/gwelb/gwelb/internal/pki"
 	"github.com/gwelb/gwelb/proxy"
 	"github.com/gwelb/gwelb/ui"
 )
@@ -149,8 +150,9 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 	listenerConfigs := cfg.ListenerConfigs()
 	errc := make(chan error, len(listenerConfigs)+1)
 	var ops *http.Server
+	var opsKeyPair *pki.KeyPair // ops.tls, reloaded like the listeners'
 	if cfg.Ops.Addr != "" {
-		ln, err := listenOps(cfg.Ops, log) // TLS with ops.tls
+		ln, kp, err := listenOps(cfg.Ops)
 		if err != nil {
 			return err
 		}
@@ -175,6 +177,7 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 			ln.Close()
 			return err
 		}
+		opsKeyPair = kp
 		ops = &http.Server{Handler: opsHandler, ReadHeaderTimeout: 5 * time.Second}
 		ops.RegisterOnShutdown(closeUI) // live dashboard streams must not hold the stop
 		log.Info("ops listening", "addr", ln.Addr().String())
@@ -194,7 +197,7 @@ func runAgent(lc *lifecycle, configPath string, dev bool, cfg *Config, cc cluste
 	defer cancelWait()
 	caught := make(chan error, 1)
 	go func() { caught <- node.WaitCaughtUp(waitCtx) }()
-	rl := &reloader{path: configPath, dev: dev, log: log, level: level, access: accessLog, node: node, cfg: cfg}
+	rl := &reloader{path: configPath, dev: dev, log: log, level: level, access: accessLog, node: node, ops: opsKeyPair, cfg: cfg}
 	poll := time.NewTicker(certPollInterval)
 	defer poll.Stop()
 	var runErr error

@@ -43,13 +43,17 @@ type reloader struct {
 	access    *accessLogFile // nil when access_log is off
 	node      *cluster.Node
 	listeners []*proxy.Listener
-	cfg       *Config // the settings in effect
+	ops       *pki.KeyPair // ops.tls; nil without it
+	cfg       *Config      // the settings in effect
 }
 
-// keyPairs are the certificates the node presents: its listeners' and its
-// own (Raft, admin API, node-to-node).
+// keyPairs are the certificates the node presents: its listeners', the ops
+// listener's and its own (Raft, admin API, node-to-node).
 func (r *reloader) keyPairs() []*pki.KeyPair {
 	var out []*pki.KeyPair
+	if r.ops != nil {
+		out = append(out, r.ops)
+	}
 	for _, l := range r.listeners {
 		if kp := l.KeyPair(); kp != nil {
 			out = append(out, kp)
