@@ -22,7 +22,7 @@ type prober struct {
 	client *http.Client
 
 	mu     sync.Mutex
-	probes map[string]*probe // by pool and route
+	probes map[string]map[string]*probe // by pool, then route
 }
 
 // probe is the goroutine that watches one member.
@@ -51,47 +51,77 @@ func newProber(n *Node) *prober {
 			// A redirect is an answer; the expected status decides.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		probes: map[string]*probe{},
+		probes: map[string]map[string]*probe{},
 	}
 }
 
 // sync starts probes for new members and stops those of removed or changed
-// ones. It runs on every new table and must not block.
-func (p *prober) sync(ctx context.Context, t *fsm.Table) {
+// ones. It runs on every new table, after prev (nil at first), and must not
+// block. It costs what the change touched (DESIGN.md §5.2): a pool with the
+// layout it had in prev has the same settings, routes and URLs, so its
+// probes stand as they are; only a pool whose layout changed, or that came
+// or went, is walked.
+func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	seen := map[string]bool{}
 	for _, pool := range t.Pools() {
-		spec := pool.Spec().Health
-		for _, m := range pool.Members() {
-			key := pool.Name() + "\x00" + m.Route
-			seen[key] = true
-			if old := p.probes[key]; old != nil {
-				if old.url == m.URL && old.spec == spec {
-					continue
-				}
-				old.cancel()
+		if prev != nil && pool.SameLayout(prev.Pool(pool.Name())) {
+			continue
+		}
+		p.syncPool(ctx, pool)
+	}
+	for name, probes := range p.probes {
+		if t.Pool(name) == nil {
+			for route, pr := range probes {
+				p.stopProbe(pr)
+				delete(probes, route)
 			}
-			pctx, cancel := context.WithCancel(ctx)
-			pr := &probe{pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, passive: make(chan error, 8), cancel: cancel,
-				metrics: p.n.probeMetricsFor(pool.Name(), m.Route)}
-			p.probes[key] = pr
-			go p.run(pctx, pr)
+			delete(p.probes, name)
 		}
 	}
-	for key, pr := range p.probes {
-		if !seen[key] {
-			pr.cancel()
-			delete(p.probes, key)
-			p.n.deleteProbeMetrics(pr.pool, pr.route)
+}
+
+// syncPool makes the probes of one pool match its members.
+func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
+	spec := pool.Spec().Health
+	probes := p.probes[pool.Name()]
+	if probes == nil {
+		probes = map[string]*probe{}
+		p.probes[pool.Name()] = probes
+	}
+	seen := make(map[string]bool, pool.Len())
+	for _, m := range pool.All() {
+		seen[m.Route] = true
+		if old := probes[m.Route]; old != nil {
+			if old.url == m.URL && old.spec == spec {
+				continue
+			}
+			old.cancel()
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		pr := &probe{pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, passive: make(chan error, 8), cancel: cancel,
+			metrics: p.n.probeMetricsFor(pool.Name(), m.Route)}
+		probes[m.Route] = pr
+		go p.run(pctx, pr)
+	}
+	for route, pr := range probes {
+		if !seen[route] {
+			p.stopProbe(pr)
+			delete(probes, route)
 		}
 	}
+}
+
+// stopProbe ends a probe of a member that is gone.
+func (p *prober) stopProbe(pr *probe) {
+	pr.cancel()
+	p.n.deleteProbeMetrics(pr.pool, pr.route)
 }
 
 // fail counts a failure the data plane saw as a failed probe.
 func (p *prober) fail(pool, route string, err error) {
 	p.mu.Lock()
-	pr := p.probes[pool+"\x00"+route]
+	pr := p.probes[pool][route]
 	p.mu.Unlock()
 	if pr == nil {
 		return
@@ -105,9 +135,11 @@ func (p *prober) fail(pool, route string, err error) {
 func (p *prober) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for key, pr := range p.probes {
-		pr.cancel()
-		delete(p.probes, key)
+	for name, probes := range p.probes {
+		for _, pr := range probes {
+			pr.cancel()
+		}
+		delete(p.probes, name)
 	}
 }
 
@@ -167,10 +199,16 @@ func (p *prober) run(ctx context.Context, pr *probe) {
 
 // lastObserved returns what the FSM last recorded from this node about the
 // member, so a restarted node reports only real changes. A member never
-// observed by this node counts as up and reported.
+// observed by this node counts as up and reported. It reads that one
+// member's observations (FSM.Member), not the whole state: at 10,000
+// members a node starts 10,000 probes.
 func (p *prober) lastObserved(pr *probe) (down, reported bool) {
-	for _, o := range p.n.fsm.State().GetObservations() {
-		if o.GetPool() == pr.pool && o.GetRoute() == pr.route && o.GetNode() == p.n.cfg.Name {
+	_, obs, ok := p.n.fsm.Member(pr.pool, pr.route)
+	if !ok {
+		return false, false
+	}
+	for _, o := range obs {
+		if o.GetNode() == p.n.cfg.Name {
 			return o.GetDown(), o.GetDown()
 		}
 	}

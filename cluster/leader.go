@@ -78,7 +78,7 @@ func (n *Node) leaderLoop(ctx context.Context) {
 			n.log.Warn("leader barrier", "err", err)
 		}
 	}
-	if len(n.cfg.Seed) > 0 && !n.fsm.State().GetSeeded() {
+	if len(n.cfg.Seed) > 0 && !n.fsm.Seeded() {
 		if _, err := n.apply(ctx, fsm.SeedCommand(n.cfg.Seed)); err != nil {
 			n.log.Warn("seed the member table", "err", err)
 		} else {
@@ -105,15 +105,11 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 }
 
-// nextHoldDownEnd is the earliest end of a flap hold-down still pending.
+// nextHoldDownEnd is the earliest end of a flap hold-down still pending;
+// the FSM keeps hold-downs by their end, so this does not walk the members.
 func (n *Node) nextHoldDownEnd() (time.Time, bool) {
-	var next int64
-	for _, m := range n.fsm.State().GetMembers() {
-		if u := m.GetHoldDownUntilUnixNanos(); u > 0 && (next == 0 || u < next) {
-			next = u
-		}
-	}
-	if next == 0 {
+	next, ok := n.fsm.NextHoldDownEnd()
+	if !ok {
 		return time.Time{}, false
 	}
 	return time.Unix(0, next), true
@@ -123,7 +119,7 @@ func (n *Node) nextHoldDownEnd() (time.Time, bool) {
 // verdicts only when a command arrives, and a member held down for flapping
 // must be released at its hold-down end even if nobody observes anything.
 func (n *Node) rederiveVerdicts(ctx context.Context) {
-	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: n.fsm.State().GetBalancers()}}}
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: n.fsm.Balancers()}}}
 	if _, err := n.apply(ctx, cmd); err != nil {
 		n.log.Warn("release hold-downs", "err", err)
 	}
@@ -192,7 +188,7 @@ func (n *Node) syncBalancers(ctx context.Context) {
 		}
 	}
 	sort.Strings(voters)
-	if slices.Equal(voters, n.fsm.State().GetBalancers()) {
+	if slices.Equal(voters, n.fsm.Balancers()) {
 		return
 	}
 	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: voters}}}

@@ -45,8 +45,8 @@ type Node struct {
 	tls        *nodeTLS // node certificate configurations (nodetls.go); nil without TLS
 	watchers   *watchers
 	prober     *prober
-	verdicts   map[string]fsm.Verdict // last verdict per member, to log changes on the leader
 	tables     *tablePublisher
+	lastTable  *fsm.Table // the table onTable saw last; only onTable touches it
 	view       gossipView // gossip membership and graceful leaves, kept from gossip events (gossip.go)
 	fresh      freshness  // whether the table may be behind the cluster's (catchup.go)
 	startup    *catchUp   // the catch-up a starting node makes before it routes
@@ -91,13 +91,7 @@ func Start(cfg Config) (*Node, error) {
 	n.initMetrics(cfg.Metrics)
 	n.tables = newTablePublisher(filepath.Join(cfg.DataDir, "table.cache"), cfg.OnTable, func() *gwelbv1.State { return n.fsm.State() }, n.log)
 	n.prober = newProber(n)
-	n.fsm = fsm.NewFSM(func(t *fsm.Table) {
-		n.tables.publish(t)
-		n.tables.save()
-		n.prober.sync(n.ctx, t)
-		n.logVerdictChanges(t)
-		n.watchers.notify()
-	})
+	n.fsm = fsm.NewFSM(n.onTable)
 	if err := n.start(); err != nil {
 		n.Kill()
 		return nil, err
@@ -209,25 +203,55 @@ func (n *Node) startRaft() (existing bool, err error) {
 	return existing, nil
 }
 
+// onTable is the FSM's publish hook: the data plane gets the table first,
+// then the prober, the verdict log and Watch streams. It runs on the FSM's
+// goroutine, one table at a time, so lastTable needs no lock.
+func (n *Node) onTable(t *fsm.Table) {
+	n.tables.publish(t)
+	n.tables.save()
+	n.prober.sync(n.ctx, n.lastTable, t)
+	n.logVerdictChanges(n.lastTable, t)
+	n.lastTable = t
+	n.watchers.notify()
+}
+
 // logVerdictChanges logs each verdict change once, on the leader, with the
-// cause the FSM recorded.
-func (n *Node) logVerdictChanges(t *fsm.Table) {
-	seen := make(map[string]fsm.Verdict)
-	st := n.fsm.State()
-	causes := map[string]string{}
-	for _, m := range st.GetMembers() {
-		causes[m.GetPool()+"/"+m.GetRoute()] = m.GetVerdictCause()
+// cause the FSM recorded. It costs what the change touched (DESIGN.md
+// §5.2): a pool the FSM did not touch is the same pointer, one whose layout
+// is the same is compared by the member blocks it does not share
+// (Pool.Changed), and only a pool whose members came, went or moved is
+// walked whole. Only changed members' causes are read (FSM.Member).
+func (n *Node) logVerdictChanges(prev, t *fsm.Table) {
+	if prev == nil || !n.IsLeader() {
+		return
 	}
 	for _, p := range t.Pools() {
-		for _, m := range p.Members() {
-			key := p.Name() + "/" + m.Route
-			seen[key] = m.Verdict
-			if old, ok := n.verdicts[key]; ok && old != m.Verdict && n.IsLeader() {
-				n.log.Info("verdict changed", "pool", p.Name(), "route", m.Route, "verdict", m.Verdict.String(), "cause", causes[key])
+		old := prev.Pool(p.Name())
+		if old == p || old == nil {
+			continue // untouched, or new: no earlier verdict to change from
+		}
+		if changed, ok := p.Changed(old); ok {
+			for _, i := range changed {
+				if m, o := p.Member(i), old.Member(i); m.Verdict != o.Verdict {
+					n.logVerdict(p.Name(), m.Route, m.Verdict)
+				}
+			}
+			continue
+		}
+		for _, m := range p.All() {
+			if j, ok := old.Lookup(m.Route); ok && old.Member(j).Verdict != m.Verdict {
+				n.logVerdict(p.Name(), m.Route, m.Verdict)
 			}
 		}
 	}
-	n.verdicts = seen
+}
+
+func (n *Node) logVerdict(pool, route string, v fsm.Verdict) {
+	cause := ""
+	if m, _, ok := n.fsm.Member(pool, route); ok {
+		cause = m.GetVerdictCause()
+	}
+	n.log.Info("verdict changed", "pool", pool, "route", route, "verdict", v.String(), "cause", cause)
 }
 
 // goRun runs f in a goroutine tied to the node's lifetime.

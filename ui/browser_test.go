@@ -133,7 +133,11 @@ func TestDashboardBrowser(t *testing.T) {
 	start := time.Now()
 	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 
-	// The browser starts while the cluster does.
+	// The browser starts once the cluster has its leader: Chromium's start
+	// is CPU-heavy, and on a busy 2-core machine starting both at once
+	// starved the nodes' first election past the wait for a leader.
+	d := newDash(t, time.Second)
+	phase("cluster up")
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe), chromedp.NoSandbox, chromedp.WindowSize(1440, 1000))...)
 	defer cancelAlloc()
@@ -141,8 +145,6 @@ func TestDashboardBrowser(t *testing.T) {
 	defer cancelBrowser()
 	started := make(chan error, 1)
 	go func() { started <- chromedp.Do(browser) }() // starts the browser with a first tab
-	d := newDash(t, time.Second)
-	phase("cluster up")
 	if err := <-started; err != nil {
 		t.Fatalf("start %s: %v", exe, err)
 	}
