@@ -33,6 +33,7 @@ FUZZ_TARGETS := \
 	./proxy/:FuzzSticky:15000 \
 	./proxy/:FuzzRequestHead:4000 \
 	./proxy/:FuzzGuardFraming:20000 \
+	./proxy/:FuzzHeadDifferential:20000 \
 	./fsm/:FuzzApply:20000 \
 	./fsm/:FuzzRestore:20000 \
 	./cluster/:FuzzDecodeTableCache:10000 \

@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -94,16 +91,26 @@ func newAccessLogger(w io.Writer, format AccessLogFormat, node string) *accessLo
 
 var lineBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-func (l *accessLogger) log(r *http.Request, lw *logWriter, st *reqState, start time.Time) {
+// logEntry is what the access log shows of a request and its answer; its
+// strings may point into the connection's head buffer (head.go).
+type logEntry struct {
+	remote             string // the client's address, without the port
+	method, uri, proto string
+	referer, userAgent string
+	status             int   // answered to the client; 0 if none was
+	bytes              int64 // response body bytes
+}
+
+func (l *accessLogger) log(e *logEntry, st *reqState, start time.Time) {
 	if l == nil {
 		return
 	}
 	bp := lineBuffers.Get().(*[]byte)
 	b := (*bp)[:0]
 	if l.format == AccessLogJSON {
-		b = l.appendJSON(b, r, lw, st, start)
+		b = l.appendJSON(b, e, st, start)
 	} else {
-		b = l.appendCombined(b, r, lw, st, start)
+		b = l.appendCombined(b, e, st, start)
 	}
 	l.mu.Lock()
 	l.w.Write(b)
@@ -118,15 +125,10 @@ type logFields struct {
 	status                                   int
 }
 
-func fieldsOf(r *http.Request, lw *logWriter, st *reqState) logFields {
-	f := logFields{status: lw.status, retriedFrom: st.retriedFrom}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	f.host = host
+func fieldsOf(e *logEntry, st *reqState) logFields {
+	f := logFields{status: e.status, retriedFrom: st.retriedFrom, host: e.remote}
 	if f.status == 0 {
-		f.status = st.status // upgraded connections answer through the hijacked conn
+		f.status = st.status
 	}
 	if st.pv != nil {
 		f.pool = st.pv.spec.Name
@@ -138,21 +140,21 @@ func fieldsOf(r *http.Request, lw *logWriter, st *reqState) logFields {
 	return f
 }
 
-func (l *accessLogger) appendCombined(b []byte, r *http.Request, lw *logWriter, st *reqState, start time.Time) []byte {
-	f := fieldsOf(r, lw, st)
+func (l *accessLogger) appendCombined(b []byte, e *logEntry, st *reqState, start time.Time) []byte {
+	f := fieldsOf(e, st)
 	b = appendField(b, f.host)
 	b = append(b, " - - ["...)
 	b = start.AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, "] "...)
-	b = appendQuotedRequestLine(b, r.Method, r.RequestURI, r.Proto)
+	b = appendQuotedRequestLine(b, e.method, e.uri, e.proto)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(f.status), 10)
 	b = append(b, ' ')
-	b = strconv.AppendInt(b, lw.bytes, 10)
+	b = strconv.AppendInt(b, e.bytes, 10)
 	b = append(b, ' ')
-	b = appendQuoted(b, r.Referer())
+	b = appendQuoted(b, e.referer)
 	b = append(b, ' ')
-	b = appendQuoted(b, r.UserAgent())
+	b = appendQuoted(b, e.userAgent)
 	if st.pv != nil {
 		b = append(b, " pool="...)
 		b = appendField(b, f.pool)
@@ -176,8 +178,8 @@ func (l *accessLogger) appendCombined(b []byte, r *http.Request, lw *logWriter, 
 	return append(b, '\n')
 }
 
-func (l *accessLogger) appendJSON(b []byte, r *http.Request, lw *logWriter, st *reqState, start time.Time) []byte {
-	f := fieldsOf(r, lw, st)
+func (l *accessLogger) appendJSON(b []byte, e *logEntry, st *reqState, start time.Time) []byte {
+	f := fieldsOf(e, st)
 	b = append(b, `{"timestamp":"`...)
 	b = start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
 	b = append(b, `","node":`...)
@@ -185,19 +187,19 @@ func (l *accessLogger) appendJSON(b []byte, r *http.Request, lw *logWriter, st *
 	b = append(b, `,"remote_addr":`...)
 	b = appendJSONString(b, f.host)
 	b = append(b, `,"method":`...)
-	b = appendJSONString(b, r.Method)
+	b = appendJSONString(b, e.method)
 	b = append(b, `,"uri":`...)
-	b = appendJSONString(b, r.RequestURI)
+	b = appendJSONString(b, e.uri)
 	b = append(b, `,"proto":`...)
-	b = appendJSONString(b, r.Proto)
+	b = appendJSONString(b, e.proto)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(f.status), 10)
 	b = append(b, `,"bytes":`...)
-	b = strconv.AppendInt(b, lw.bytes, 10)
+	b = strconv.AppendInt(b, e.bytes, 10)
 	b = append(b, `,"referer":`...)
-	b = appendJSONString(b, r.Referer())
+	b = appendJSONString(b, e.referer)
 	b = append(b, `,"user_agent":`...)
-	b = appendJSONString(b, r.UserAgent())
+	b = appendJSONString(b, e.userAgent)
 	b = append(b, `,"pool":`...)
 	b = appendJSONString(b, f.pool)
 	b = append(b, `,"alias":`...)
@@ -317,46 +319,4 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
-}
-
-// logWriter records the status and body size for the access log. It
-// unwraps for http.ResponseController, so flushing and the WebSocket
-// hijack reach the real connection.
-type logWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-	// closeUnlessSwitched closes the connection after any final answer:
-	// set for requests that asked to upgrade (101 Switching Protocols is
-	// written on the hijacked connection, not here).
-	closeUnlessSwitched bool
-}
-
-func (w *logWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-		if w.closeUnlessSwitched {
-			w.Header().Set("Connection", "close")
-		}
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-func (w *logWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
-
-func (w *logWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// Hijack is here for callers that type-assert http.Hijacker instead of
-// using http.ResponseController.
-func (w *logWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
 }

@@ -640,7 +640,7 @@ func TestAttackAccessLogOneLinePerRequest(t *testing.T) {
 	l := newAccessLogger(&buf, AccessLogCombined, "n1\n127.0.0.1 - -")
 	pv := &poolView{spec: fsm.PoolSpec{Name: "pool\n127.0.0.1 - - [forged]"}, members: []*memberState{{route: "r\" x=\"1", host: "h\r\nx"}}}
 	req := httptest.NewRequest(http.MethodGet, "/backend/x", nil)
-	l.log(req, &logWriter{status: 200}, &reqState{pv: pv, member: 0, retriedFrom: "f\n"}, time.Now())
+	l.log(entryOf(req, 200, 0), &reqState{pv: pv, member: 0, retriedFrom: "f\n"}, time.Now())
 	got := buf.String()
 	if strings.Count(got, "\n") != 1 || !strings.HasSuffix(got, "\n") {
 		t.Fatalf("one request wrote %q", got)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"io"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,9 +25,9 @@ import (
 //     answering can be sent once more to the fallback (routing contract
 //     rule 8) without buffering bodies up front.
 type reqBody struct {
-	src     io.ReadCloser
-	rc      *http.ResponseController // sets the client connection's read deadline
-	limit   int64                    // bytes kept for a retry at most; 0 keeps nothing
+	src     io.Reader // the client's body, decoded (chunk.go)
+	rc      deadliner // the client connection, whose read deadline the timeout sets
+	limit   int64     // bytes kept for a retry at most; 0 keeps nothing
 	budget  *retryBudget
 	grace   time.Duration // 0: no body timeout
 	minRate int64         // bytes per second that extend grace; 0: none
@@ -36,9 +35,10 @@ type reqBody struct {
 	mu        sync.Mutex
 	err       error // the first error reading the client (not io.EOF)
 	eof       bool
-	timedOut  bool // the body timeout fired
-	finished  bool // the handler returned
-	gen       int  // attempt: readers of an earlier attempt are cut off
+	timedOut  bool  // the body timeout fired
+	finished  bool  // the handler returned
+	gen       int   // attempt: readers of an earlier attempt are cut off
+	replayLen int64 // bytes the current attempt replays from the copy before reading on
 	received  int64
 	waited    time.Duration // time spent blocked reading the client
 	readStart time.Time     // zero unless a read of the client is in progress
@@ -69,7 +69,10 @@ const (
 // no read was in progress to be interrupted.
 var errBodyTimeout = errors.New("gwelb: request body read timeout")
 
-func (s *Server) newBody(src io.ReadCloser, rc *http.ResponseController) *reqBody {
+// deadliner is what the body timeout needs of the client connection.
+type deadliner interface{ SetReadDeadline(time.Time) error }
+
+func (s *Server) newBody(src io.Reader, rc deadliner) *reqBody {
 	b := &reqBody{
 		src: src, rc: rc, limit: s.opts.RetryBodyBytes, budget: s.retryBudget,
 		grace: s.opts.BodyReadTimeout, minRate: s.opts.BodyMinRate,
@@ -79,12 +82,21 @@ func (s *Server) newBody(src io.ReadCloser, rc *http.ResponseController) *reqBod
 	return b
 }
 
-// Read is the first attempt's reader.
-func (b *reqBody) Read(p []byte) (int, error) { return b.read(p, 0) }
+// reader returns the current attempt's body: the client's for the
+// first, the kept copy and then the rest of the client's after a rewind.
+func (b *reqBody) reader() io.Reader {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gen == 0 {
+		return firstAttempt{b}
+	}
+	return &replayReader{b: b, gen: b.gen, limit: b.replayLen}
+}
 
-// Close leaves the client's body open: the server closes it when the
-// handler returns, and a retry may still need it.
-func (b *reqBody) Close() error { return nil }
+// firstAttempt is the first attempt's reader.
+type firstAttempt struct{ b *reqBody }
+
+func (f firstAttempt) Read(p []byte) (int, error) { return f.b.read(p, 0) }
 
 func (b *reqBody) read(p []byte, gen int) (int, error) {
 	b.mu.Lock()
@@ -118,8 +130,18 @@ func (b *reqBody) read(p []byte, gen int) (int, error) {
 	b.readStart = time.Time{}
 	b.waited += time.Since(start)
 	b.received += int64(n)
-	if n > 0 && b.keeping && gen == 0 {
+	if n > 0 && b.keeping && gen == b.gen {
 		b.keep(p[:n])
+	}
+	if f, ok := b.src.(interface{ finished() bool }); ok && err == nil && f.finished() {
+		// A Content-Length body whose last byte just arrived: it is
+		// complete now, not at the next read (a member that has it all
+		// may answer before that read).
+		err = nil
+		b.eof = true
+		if b.timer != nil {
+			b.timer.Stop()
+		}
 	}
 	switch {
 	case err == io.EOF:
@@ -211,19 +233,18 @@ func (b *reqBody) drop() {
 	b.reserved = 0
 }
 
-// rewind returns the body for the retry: what the first attempt read, then
-// the rest of the client's body; or nil when that cannot be had (bytes
-// were read and not kept, the client failed, a read is in progress). The
-// first attempt's reader is cut off.
-func (b *reqBody) rewind() io.ReadCloser {
+// rewind prepares the body for another attempt (reader): what the
+// attempts so far read, then the rest of the client's body. It reports
+// false when that cannot be had (bytes were read and not kept, the client
+// failed, a read is in progress). The earlier attempt's reader is cut off
+// either way.
+func (b *reqBody) rewind() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.gen != 0 || b.err != nil || b.timedOut || !b.readStart.IsZero() || b.keptLen != b.received {
-		return nil
-	}
-	b.gen = 1
-	b.keeping = false // one retry only: nothing more to keep
-	return &replayReader{b: b, gen: 1, kept: b.kept}
+	ok := b.err == nil && !b.timedOut && b.readStart.IsZero() && b.keptLen == b.received
+	b.gen++
+	b.replayLen = b.keptLen
+	return ok
 }
 
 // answered tells the body a member has answered: no retry can follow, so
@@ -235,7 +256,7 @@ func (b *reqBody) answered() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.gen == 0 {
-		b.drop()
+		b.drop() // a later attempt may still be replaying it: finish gives it back
 	}
 }
 
@@ -268,30 +289,46 @@ func (b *reqBody) clientFailure() (timedOut bool, err error) {
 	return b.timedOut, b.err
 }
 
-// replayReader is the retry's body.
+// replayReader is a later attempt's body: the first limit bytes of the
+// kept copy, then the client's.
 type replayReader struct {
-	b    *reqBody
-	gen  int
-	kept [][]byte
+	b     *reqBody
+	gen   int
+	pos   int64
+	limit int64
 }
 
 func (r *replayReader) Read(p []byte) (int, error) {
-	for len(r.kept) > 0 {
-		c := r.kept[0]
-		n := copy(p, c)
-		if n == len(c) {
-			r.kept = r.kept[1:]
-		} else {
-			r.kept[0] = c[n:]
+	if r.pos < r.limit && len(p) > 0 {
+		b := r.b
+		b.mu.Lock()
+		if r.gen != b.gen {
+			b.mu.Unlock()
+			return 0, io.ErrClosedPipe
 		}
-		if n > 0 || len(p) == 0 {
-			return n, nil
+		off := r.pos
+		n := 0
+		for _, c := range b.kept {
+			if off >= int64(len(c)) {
+				off -= int64(len(c))
+				continue
+			}
+			k := copy(p[n:], c[off:min(int64(len(c)), off+r.limit-r.pos-int64(n))])
+			n += k
+			off = 0
+			if n == len(p) || r.pos+int64(n) == r.limit {
+				break
+			}
 		}
+		b.mu.Unlock()
+		if n == 0 {
+			return 0, io.ErrUnexpectedEOF // the copy is gone
+		}
+		r.pos += int64(n)
+		return n, nil
 	}
 	return r.b.read(p, r.gen)
 }
-
-func (r *replayReader) Close() error { return nil }
 
 // retryBudget bounds the bytes all requests together keep for retries
 // (limits.retry_buffer_total): beyond it a body is simply not kept, and
@@ -327,4 +364,86 @@ func (r *retryBudget) give(n int64) {
 // limits.retry_buffer_total.
 func (s *Server) RetryBuffered() (inUse, peak int64) {
 	return s.retryBudget.used.Load(), s.retryBudget.peak.Load()
+}
+
+// bodySender copies one attempt's request body to the member, while the
+// request's goroutine reads the answer (full duplex, rule 9): chunked
+// bodies are sent chunked, trailer included. With Expect: 100-continue it
+// waits for the member's 100 (or a second, as Go's transport does).
+type bodySender struct {
+	x        *exchange
+	uc       *upConn
+	r        io.Reader
+	chunked  bool
+	cont     chan struct{} // closed by proceed; nil without Expect
+	contOnce sync.Once
+	done     chan struct{} // closed when run returns
+	ok       bool          // the whole body went to the member (read after done)
+}
+
+// expectContinueWait is how long a body waits for the member's 100 Continue.
+const expectContinueWait = time.Second
+
+func newBodySender(x *exchange, uc *upConn, r io.Reader, chunked, expect bool) *bodySender {
+	bs := &bodySender{x: x, uc: uc, r: r, chunked: chunked, done: make(chan struct{})}
+	if expect {
+		bs.cont = make(chan struct{})
+	}
+	return bs
+}
+
+// proceed lets a body waiting for 100 Continue go.
+func (bs *bodySender) proceed() {
+	if bs.cont != nil {
+		bs.contOnce.Do(func() { close(bs.cont) })
+	}
+}
+
+func (bs *bodySender) run() {
+	defer bs.x.c.wg.Done()
+	defer close(bs.done)
+	if bs.cont != nil {
+		t := time.NewTimer(expectContinueWait)
+		select {
+		case <-bs.cont:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	bw := bs.uc.bw
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, err := bs.r.Read(buf)
+		if n > 0 {
+			if bs.chunked {
+				bw.Write(appendChunkHeader(bw.AvailableBuffer(), n))
+			}
+			bw.Write(buf[:n])
+			if bs.chunked {
+				bw.WriteString("\r\n")
+			}
+			if bw.Flush() != nil {
+				return // the member's side: its answer (or failure) says more
+			}
+		}
+		if err == io.EOF {
+			if bs.chunked {
+				bw.WriteString("0\r\n")
+				bw.Write(bs.x.c.reqChunked.trailer)
+				bw.WriteString("\r\n")
+			}
+			bs.ok = bw.Flush() == nil
+			return
+		}
+		if err != nil {
+			if err != io.ErrClosedPipe {
+				// The client's side failed: wake the request's goroutine,
+				// which may be waiting for the member's answer.
+				bs.uc.conn.Close()
+			}
+			return
+		}
+	}
 }

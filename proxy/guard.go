@@ -120,24 +120,6 @@ type guardConn struct {
 	once     sync.Once
 }
 
-// guardKey keys a request's *guardConn in its context (http.Server.ConnContext).
-type guardKey struct{}
-
-func withGuard(ctx context.Context, c net.Conn) context.Context {
-	switch g := c.(type) {
-	case *guardConn:
-		return context.WithValue(ctx, guardKey{}, g)
-	case *tlsGuardConn:
-		return context.WithValue(ctx, guardKey{}, g.guardConn)
-	}
-	return ctx
-}
-
-func guardOf(ctx context.Context) *guardConn {
-	g, _ := ctx.Value(guardKey{}).(*guardConn)
-	return g
-}
-
 // refused reports whether the guard refused what the client sent on this
 // connection: whatever failed after that is the client's doing.
 func (c *guardConn) refused() bool { return c != nil && c.poisoned.Load() }

@@ -1,13 +1,11 @@
 package proxy
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gwelb/gwelb/internal/pki"
@@ -32,16 +30,23 @@ type ListenerConfig struct {
 
 // Listener is a bound data-plane listener.
 type Listener struct {
-	srv  *http.Server
-	ln   net.Listener
-	keys *pki.KeyPair // nil for plain HTTP
+	s       *Server
+	lc      ListenerConfig // defaults filled in
+	ln      *guardListener
+	keys    *pki.KeyPair // nil for plain HTTP
+	maxHead int          // bytes of a request head at most (then 431)
+
+	mu       sync.Mutex
+	conns    map[*clientConn]struct{}
+	shutting atomic.Bool
 }
 
 // Listen binds lc.Addr and prepares to serve s on it. Every connection
 // goes through the guard (guard.go), which refuses request heads with
-// ambiguous framing before net/http parses them. Request bodies are bound
-// by the body read timeout (body.go); WebSockets have no deadline: they
-// stream for as long as both sides keep them open.
+// ambiguous framing before the head parser (head.go) reads them, and is
+// served by the forwarding path (conn.go, forward.go). Request bodies are
+// bound by the body read timeout (body.go); WebSockets have no deadline:
+// they stream for as long as both sides keep them open.
 func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 	if lc.ReadHeaderTimeout == 0 {
 		lc.ReadHeaderTimeout = 10 * time.Second
@@ -54,14 +59,6 @@ func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 	}
 	if lc.MaxConns == 0 {
 		lc.MaxConns = 10000
-	}
-	srv := &http.Server{
-		Handler:           s.Handler(lc.Pools...),
-		ReadHeaderTimeout: lc.ReadHeaderTimeout,
-		IdleTimeout:       lc.IdleTimeout,
-		MaxHeaderBytes:    lc.MaxHeaderBytes,
-		ConnContext:       withGuard, // the handler asks the guard whether it refused the client
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	if (lc.CertFile == "") != (lc.KeyFile == "") {
 		return nil, fmt.Errorf("listener %s: tls needs both cert and key", lc.Addr)
@@ -87,12 +84,12 @@ func (s *Server) Listen(lc ListenerConfig) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", lc.Addr, err)
 	}
-	// The guard bounds a head well above net/http's own limit
-	// (MaxHeaderBytes plus 4 KiB, read through a 4 KiB buffer), so that
-	// oversized heads still get net/http's 431.
-	maxHead := lc.MaxHeaderBytes + 16<<10
-	gl := newGuardListener(ln, tc, lc.MaxConns, maxHead, lc.ReadHeaderTimeout, s.log)
-	return &Listener{srv: srv, ln: gl, keys: keys}, nil
+	// A head may be MaxHeaderBytes plus 4 KiB (net/http's slack) before
+	// 431; the guard's own bound is above that, so that oversized heads
+	// get the 431 rather than the guard's 400.
+	maxHead := lc.MaxHeaderBytes + 4<<10
+	gl := newGuardListener(ln, tc, lc.MaxConns, lc.MaxHeaderBytes+16<<10, lc.ReadHeaderTimeout, s.log)
+	return &Listener{s: s, lc: lc, ln: gl, keys: keys, maxHead: maxHead, conns: map[*clientConn]struct{}{}}, nil
 }
 
 // KeyPair is the listener's TLS certificate, to reload on SIGHUP or when
@@ -101,23 +98,3 @@ func (l *Listener) KeyPair() *pki.KeyPair { return l.keys }
 
 // Addr is the bound address (useful when the config asked for port 0).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
-
-// Serve accepts connections until Shutdown; it then returns nil.
-func (l *Listener) Serve() error {
-	if err := l.srv.Serve(l.ln); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", l.ln.Addr(), err)
-	}
-	return nil
-}
-
-// Shutdown stops accepting, closes idle keep-alive connections, waits for
-// requests in flight until ctx ends, then closes what remains. WebSocket
-// tunnels are not its business: Server.CloseWebSockets ends them
-// (DESIGN.md §6.3).
-func (l *Listener) Shutdown(ctx context.Context) error {
-	err := l.srv.Shutdown(ctx)
-	if err != nil {
-		l.srv.Close()
-	}
-	return err
-}

@@ -235,7 +235,7 @@ func (s *Server) websocketOpened(st *reqState) {
 
 // record counts a finished request: its code and upstream time on the
 // member that served it last, and a re-pin by cause. It allocates nothing.
-func (s *Server) record(st *reqState, lw *logWriter) {
+func (s *Server) record(st *reqState, answered int) {
 	pv := st.pv
 	if pv == nil {
 		return // answered before a pool was chosen (404, 400, 405)
@@ -248,9 +248,9 @@ func (s *Server) record(st *reqState, lw *logWriter) {
 	if st.websocket {
 		ms.websockets.Add(-1)
 	}
-	status := lw.status
+	status := answered
 	if status == 0 {
-		status = st.status // upgraded connections answer through the hijacked conn
+		status = st.status
 	}
 	mm := ms.metrics
 	mm.code(status).Inc()

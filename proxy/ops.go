@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -83,3 +84,13 @@ var (
 	errNoTable = errors.New("no routing table yet")
 	errNoPools = errors.New("the routing table has no pools (the cluster has not applied its seed yet, or every pool was removed)")
 )
+
+// plain writes a short text answer.
+func plain(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}

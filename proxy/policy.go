@@ -19,12 +19,12 @@ const allowHeader = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 //     backslash ("%2f", "%5c") and a raw backslash. GWE never sends them;
 //     a member that normalises "/backend/../frontend/x" or decodes
 //     "%2f" would otherwise serve a pool the listener does not.
-func refuse(r *http.Request) (code int, reason string) {
-	switch r.Method {
+func refuse(method, target string) (code int, reason string) {
+	switch method {
 	case http.MethodConnect, http.MethodTrace:
 		return http.StatusMethodNotAllowed, "gwelb: method not allowed"
 	}
-	if badPath(rawPath(r.RequestURI)) {
+	if badPath(rawPath(target)) {
 		return http.StatusBadRequest, "gwelb: dot-segments and encoded slashes are not accepted in the path"
 	}
 	return 0, ""
@@ -83,36 +83,25 @@ func badPath(p string) bool {
 	return false
 }
 
-// restrictUpgrade lets only WebSocket upgrades through: a GET over HTTP/1.1
+// isWebSocket lets only WebSocket upgrades through: a GET over HTTP/1.1
 // whose Upgrade is exactly "websocket" and whose Connection names upgrade.
 // Any other Upgrade (h2c above all: a member that accepts it would speak
 // HTTP/2 through the tunnel, past every check of the balancer) is removed
-// with HTTP2-Settings, so the member sees a plain request; HAProxy does the
-// same. It reports whether the request is a WebSocket upgrade.
-func restrictUpgrade(r *http.Request) bool {
-	up, ok := r.Header["Upgrade"]
-	if !ok {
+// with HTTP2-Settings when the head is forwarded (forward.go), so the
+// member sees a plain request; HAProxy does the same.
+func isWebSocket(h *reqHead) bool {
+	if !h.upgrade || h.method != http.MethodGet || h.minor < 1 {
 		return false
 	}
-	if r.Method == http.MethodGet && r.ProtoAtLeast(1, 1) && len(up) == 1 &&
-		strings.EqualFold(strings.Trim(up[0], " \t"), "websocket") && hasToken(r.Header["Connection"], "upgrade") {
-		return true
-	}
-	// ReverseProxy tunnels only when Upgrade is set, and drops the
-	// Connection header and whatever it names.
-	delete(r.Header, "Upgrade")
-	delete(r.Header, "Http2-Settings")
-	return false
-}
-
-// hasToken reports whether a comma-separated header names token (any case).
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.Trim(t, " \t"), token) {
-				return true
-			}
+	n, ws, conn := 0, false, false
+	for _, hd := range h.headers {
+		switch {
+		case strings.EqualFold(hd.name, "upgrade"):
+			n++
+			ws = strings.EqualFold(hd.value, "websocket")
+		case strings.EqualFold(hd.name, "connection"):
+			conn = conn || hasTokenString(hd.value, "upgrade")
 		}
 	}
-	return false
+	return n == 1 && ws && conn
 }

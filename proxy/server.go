@@ -10,8 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,8 +81,8 @@ type Options struct {
 type Server struct {
 	opts      Options
 	log       *slog.Logger
-	transport *http.Transport
-	rp        *httputil.ReverseProxy
+	dialer    *net.Dialer
+	ctx       context.Context // what freshness waits are bound by
 	accessLog *accessLogger
 
 	retryBudget *retryBudget // limits.retry_buffer_total
@@ -149,25 +148,8 @@ func New(opts Options) *Server {
 	s.SetObserver(opts.Observer)
 	s.initMetrics(opts.Metrics)
 	s.accessLog = newAccessLogger(opts.AccessLog, opts.AccessLogFormat, opts.NodeName)
-	s.transport = &http.Transport{
-		DialContext:            (&net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:        opts.UpstreamTLS,
-		TLSHandshakeTimeout:    opts.ConnectTimeout,
-		ResponseHeaderTimeout:  opts.ResponseHeaderTimeout,
-		ExpectContinueTimeout:  time.Second,
-		MaxIdleConns:           4096,
-		MaxIdleConnsPerHost:    1024, // warm connections per member; Go's default of 2 would redial under load
-		IdleConnTimeout:        90 * time.Second,
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-	s.rp = &httputil.ReverseProxy{
-		Rewrite:        s.rewrite,
-		Transport:      &retryTransport{s: s},
-		ModifyResponse: s.modifyResponse,
-		ErrorHandler:   s.errorHandler,
-		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
-		BufferPool:     bufferPool{},
-	}
+	s.dialer = &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	s.ctx = context.Background()
 	return s
 }
 
@@ -232,7 +214,7 @@ func (s *Server) Update(t *fsm.Table) {
 			key := spec.Name + "\x00" + m.Route + "\x00" + m.URL
 			ms := s.members[key]
 			if ms == nil {
-				ms = &memberState{route: m.Route, host: m.Target.Host, metrics: s.memberMetricsFor(spec.Name, m.Route)}
+				ms = newMemberState(m.Route, m.Target.Scheme, m.Target.Host, s.memberMetricsFor(spec.Name, m.Route))
 				s.members[key] = ms
 			}
 			seen[key] = true
@@ -241,8 +223,9 @@ func (s *Server) Update(t *fsm.Table) {
 		}
 		v.pools = append(v.pools, pv)
 	}
-	for key := range s.members {
+	for key, ms := range s.members {
 		if !seen[key] {
+			ms.pool.close(true) // requests in flight to it finish on their own connections
 			delete(s.members, key)
 		}
 	}
@@ -293,7 +276,13 @@ func (s *Server) Table() *fsm.Table {
 }
 
 // Close drops idle upstream connections.
-func (s *Server) Close() { s.transport.CloseIdleConnections() }
+func (s *Server) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ms := range s.members {
+		ms.pool.close(false)
+	}
+}
 
 // InFlight returns the requests (and open WebSockets) in flight to member
 // route of pool through this node.
@@ -360,7 +349,10 @@ func (pv *poolView) pickExcept(value, route string, now int64, except int) int {
 // memberState is this node's local knowledge of one member.
 type memberState struct {
 	route            string
-	host             string
+	host             string // the URL's host[:port], the Host header sent to it
+	addr             string // host:port to dial
+	tls              bool   // an https member
+	pool             upstreamPool
 	quarantinedUntil atomic.Int64 // unix nanoseconds
 	inflight         atomic.Int64
 	websockets       atomic.Int64   // open WebSocket tunnels, for gwelb_websockets
@@ -369,18 +361,17 @@ type memberState struct {
 
 func (m *memberState) quarantined(now int64) bool { return m.quarantinedUntil.Load() > now }
 
-// bufferPool shares 32 KiB copy buffers between requests.
-type bufferPool struct{}
-
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
-
-// stateKey keys the per-request routing state in a request's context.
-type stateKey struct{}
-
-func stateOf(ctx context.Context) *reqState {
-	st, _ := ctx.Value(stateKey{}).(*reqState)
-	return st
+func newMemberState(route, scheme, host string, mm *memberMetrics) *memberState {
+	ms := &memberState{route: route, host: host, addr: host, tls: scheme == "https", metrics: mm}
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		if ms.tls {
+			ms.addr = net.JoinHostPort(strings.Trim(host, "[]"), "443")
+		} else {
+			ms.addr = net.JoinHostPort(strings.Trim(host, "[]"), "80")
+		}
+	}
+	return ms
 }
+
+// copyBuffers shares 32 KiB copy buffers between requests.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

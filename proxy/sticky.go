@@ -36,6 +36,27 @@ func readSticky(r *http.Request, queryName, cookieName string) stickyKeys {
 	return k
 }
 
+// readStickyHead is readSticky on a parsed head (head.go): the values
+// point into the head's buffer, and nothing is allocated unless the query
+// value holds percent-escapes.
+func readStickyHead(h *reqHead, queryName, cookieName string) stickyKeys {
+	var k stickyKeys
+	if queryName != "" && h.rawQuery != "" {
+		k.query = queryParam(h.rawQuery, queryName)
+	}
+	if cookieName != "" {
+		for _, hd := range h.headers {
+			if len(hd.name) == 6 && strings.EqualFold(hd.name, "cookie") {
+				if v, found := cookieInLine(hd.value, cookieName); found {
+					k.cookie = v
+					break
+				}
+			}
+		}
+	}
+	return k
+}
+
 // queryParam returns the URL-decoded value of the first occurrence of name
 // in a raw query, or "" when it is absent, empty or malformed. Names are
 // compared raw and case-sensitively, as Apache does.
@@ -67,23 +88,33 @@ func queryParam(rawQuery, name string) string {
 // when it is absent, empty or malformed.
 func cookieValue(lines []string, name string) string {
 	for _, line := range lines {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimLeft(part, " \t")
-			key, val, ok := strings.Cut(part, "=")
-			if !ok || key != name {
-				continue
-			}
-			val = strings.TrimRight(val, " \t")
-			if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
-				val = val[1 : len(val)-1]
-			}
-			if !fsm.ValidSticky(val) {
-				return ""
-			}
-			return val
+		if v, found := cookieInLine(line, name); found {
+			return v
 		}
 	}
 	return ""
+}
+
+// cookieInLine looks for the first cookie called name in one Cookie line:
+// found reports whether there is one, and value is its value ("" when
+// malformed).
+func cookieInLine(line, name string) (value string, found bool) {
+	for line != "" {
+		var part string
+		part, line, _ = strings.Cut(line, ";")
+		part = strings.TrimLeft(part, " \t")
+		key, val, ok := strings.Cut(part, "=")
+		if !ok || key != name {
+			continue
+		}
+		val = strings.TrimRight(val, " \t")
+		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+			val = val[1 : len(val)-1]
+		}
+		if !fsm.ValidSticky(val) {
+			return "", true
+		}
+		return val, true
+	}
+	return "", false
 }

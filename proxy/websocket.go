@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"os"
 	"strings"
 	"sync"
@@ -46,44 +45,106 @@ const clientCloseWait = time.Second
 // both connections at once (the server end closes first, RFC 6455 §7.1.1).
 var errGoneAway = errors.New("websocket closed: the node is going away")
 
-// wsConnKey keys, in an upgrade request's context, where the transport's
-// connection to the member is recorded.
-type wsConnKey struct{}
-
-// memberConn records the connection an upgrade request went out on (the
-// last one, after a retry): the tunnel sets read deadlines on it to stop a
-// blocked read when the node goes away.
-type memberConn struct{ c atomic.Pointer[net.Conn] }
-
-// traceUpgrade returns ctx for a WebSocket upgrade request: the transport
-// reports the member connection it uses (httptrace), which a tunnel needs.
-// Only upgrades pay for the trace.
-func traceUpgrade(ctx context.Context) context.Context {
-	mc := &memberConn{}
-	ctx = context.WithValue(ctx, wsConnKey{}, mc)
-	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
-		GotConn: func(i httptrace.GotConnInfo) { mc.c.Store(&i.Conn) },
-	})
-}
-
-// tunnel wraps the body of a 101 response (the member's connection, as
-// ReverseProxy copies it) in a wsTunnel registered for draining.
-func (s *Server) tunnel(resp *http.Response) {
-	body, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok || !hasToken(resp.Header["Connection"], "upgrade") || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
-		return // not a WebSocket: ReverseProxy answers 502 for it
+// tunnelWebSocket answers a 101 Switching Protocols: if the request was
+// a WebSocket upgrade and the member switched to WebSocket, the 101 goes
+// to the client (with the route cookie, rule 7) and the connection
+// becomes a tunnel, copied both ways until either side ends it (or the
+// node goes away, CloseWebSockets); else the member's switch is refused
+// with 502, as Go's ReverseProxy does.
+func (s *Server) tunnelWebSocket(x *exchange, uc *upConn, websocket bool) {
+	r, c, st := &x.resp, x.c, &x.st
+	if !websocket || !r.connUp || !strings.EqualFold(r.upgrade, "websocket") {
+		uc.conn.Close()
+		x.st.status = 0
+		s.log.Warn("member switched protocols unasked", "pool", st.pv.spec.Name, "route", st.pv.members[st.member].route, "upgrade", r.upgrade)
+		x.answer(http.StatusBadGateway, "gwelb: upstream unavailable")
+		return
 	}
-	t := &wsTunnel{body: body, set: &s.tunnels, clientClosed: make(chan struct{})}
-	if mc, _ := resp.Request.Context().Value(wsConnKey{}).(*memberConn); mc != nil {
-		if c := mc.c.Load(); c != nil {
-			t.conn = *c
+	x.close = true
+	bw := c.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(r.statusLine)
+	bw.WriteString("\r\n")
+	for _, hd := range r.headers {
+		if dropResponseHeader(hd.name) || (r.connNames && namedByConnection(r.headers, hd.name)) {
+			continue
 		}
+		bw.WriteString(hd.name)
+		bw.WriteString(": ")
+		bw.WriteString(hd.value)
+		bw.WriteString("\r\n")
 	}
-	resp.Body = t
+	x.writeSetCookie()
+	bw.WriteString("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	x.status = http.StatusSwitchingProtocols
+	if err := bw.Flush(); err != nil {
+		uc.conn.Close()
+		return
+	}
+	s.websocketOpened(st) // gwelb_websockets, until the tunnel closes
+	c.state.Store(connTunnel)
+	t := &wsTunnel{body: memberSide{uc}, conn: uc.conn, set: &s.tunnels, clientClosed: make(chan struct{})}
 	if s.tunnels.add(t) {
 		go t.goAway() // the node is already stopping
 	}
+	// Both directions at once: the client's bytes (those already read
+	// first) to the member, the member's to the client. A side that ends
+	// cleanly half-closes the other and the tunnel waits for the second;
+	// an error ends both at once.
+	errc := make(chan error, 1)
+	go func() {
+		bp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bp)
+		_, err := io.CopyBuffer(t, onlyReader{c.br}, *bp)
+		if err == nil {
+			err = t.CloseWrite()
+			if errors.Is(err, http.ErrNotSupported) {
+				err = nil
+			}
+		} else {
+			t.Close()
+			c.g.Close()
+		}
+		errc <- err
+	}()
+	bp := copyBuffers.Get().(*[]byte)
+	_, err := io.CopyBuffer(onlyWriter{c.g}, t, *bp)
+	copyBuffers.Put(bp)
+	if err == nil {
+		err = c.g.CloseWrite()
+	}
+	if err != nil {
+		t.Close()
+		c.g.Close()
+	}
+	<-errc
+	t.Close()
+	c.g.Close()
 }
+
+// memberSide is the member's end of a tunnel: what its reader buffered
+// after the 101 is read first.
+type memberSide struct{ uc *upConn }
+
+func (m memberSide) Read(p []byte) (int, error)  { return m.uc.br.Read(p) }
+func (m memberSide) Write(p []byte) (int, error) { return m.uc.conn.Write(p) }
+func (m memberSide) Close() error                { return m.uc.conn.Close() }
+func (m memberSide) CloseWrite() error {
+	if cw, ok := m.uc.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return http.ErrNotSupported
+}
+
+// onlyReader and onlyWriter hide the other methods of what they wrap, so
+// that io.CopyBuffer uses the pooled buffer.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+type onlyWriter struct{ w io.Writer }
+
+func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
 
 // tunnelSet is the server's open tunnels.
 type tunnelSet struct {
@@ -169,7 +230,7 @@ func (s *Server) CloseWebSockets(ctx context.Context) (int, error) {
 // member's frames to the client, Write the client's to the member
 // (ReverseProxy calls each from its own goroutine).
 type wsTunnel struct {
-	body io.ReadWriteCloser // the 101 response's body: the member connection
+	body io.ReadWriteCloser // the member connection (memberSide)
 	conn net.Conn           // the same connection, for read deadlines; nil if unknown
 	set  *tunnelSet
 

@@ -32,6 +32,10 @@
 #   BENCH_NO_PIN=1            do not pin with taskset
 #   BENCH_SKIP_BUILD=1        do not build bin/gwelb bin/gwe-demo
 #   BENCH_KEEP_RUNDIR=1       keep the temp dir with configs and logs
+#   BENCH_STREAMS=0           skip the second table (deploy/bench/streams: 16 MiB
+#                             bodies both ways in MB/s, WebSocket echo messages/s,
+#                             memory per idle client connection)
+#   BENCH_IDLE_CONNS=500      idle connections for the memory figure
 #   GWELB_BIN=bin/gwelb GWE_DEMO_BIN=bin/gwe-demo
 set -euo pipefail
 
@@ -466,6 +470,10 @@ ratio() { # ratio A B -> A/B with 2 decimals, or "-"
   awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) printf "-"; else printf "%.2f", a / b }'
 }
 
+numeric() { # numeric V [ELSE]: V if it is a number, else ELSE (default "")
+  if [[ ${1-} =~ ^[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf '%s' "${2-}"; fi
+}
+
 json_str() { # minimal JSON string escaping
   local s=${1//\\/\\\\}
   s=${s//\"/\\\"}
@@ -554,6 +562,31 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for t in "${order[@]}"; do bench "$t" "$s" "${round}"; done
   done
 done
+# The second table (deploy/bench/streams): big bodies, WebSockets, idle
+# connections, through every target.
+STREAMS=${BENCH_STREAMS:-1} IDLE_CONNS=${BENCH_IDLE_CONNS:-500}
+declare -A UP=() DOWN=() WS=() IDLEK=()
+if [[ ${STREAMS} == 1 ]]; then
+  go build -o "${RUNDIR}/streams" ./deploy/bench/streams >&2 || die "go build ./deploy/bench/streams failed (or BENCH_STREAMS=0)"
+  spin=()
+  [[ ${PIN} == 1 ]] && spin=(taskset -c "${WRK_CPU}")
+  for t in "${TARGET_LIST[@]}"; do
+    url="http://127.0.0.1:${TPORT[$t]}"
+    log "streams ${t}: 16 MiB bodies both ways, WebSocket echo$([[ $t != direct ]] && echo ", ${IDLE_CONNS} idle connections")"
+    line=$("${spin[@]}" "${RUNDIR}/streams" -mode body -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
+    for kv in ${line}; do
+      case ${kv} in up_mbps=*) UP[$t]=${kv#*=} ;; down_mbps=*) DOWN[$t]=${kv#*=} ;; esac
+    done
+    line=$("${spin[@]}" "${RUNDIR}/streams" -mode ws -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
+    WS[$t]=${line#ws_msgs=}
+    if [[ $t != direct ]]; then
+      line=$("${spin[@]}" "${RUNDIR}/streams" -mode idle -url "${url}" -cookie "${STICKY_COOKIE}" \
+        -pid "${TPID[$t]}" -conns "${IDLE_CONNS}" 2>>"${RUNDIR}/streams.log") || line=""
+      IDLEK[$t]=${line#idle_kib=}
+    fi
+    check_alive "after streams ${t}"
+  done
+fi
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 IDLE_BUSY_END=$(cpu_busy_pct)
 for s in "${SCENARIO_LIST[@]}"; do
@@ -579,18 +612,36 @@ done
       "${IDLE_BUSY}" "${IDLE_BUSY_END}"
     printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
   fi
-  printf '| %-8s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s |\n' \
-    target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx'
-  printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '----------' '-----------:' '---------:' \
-    '---------:' '--------:' '----------:' '---------:'
+  printf '| %-8s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s |\n' \
+    target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx' 'x haproxy' 'p99 x haproxy'
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '----------' '-----------:' '---------:' \
+    '---------:' '--------:' '----------:' '---------:' '-----------:' '---------------:'
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
-      printf '| %-8s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s |\n' \
+      printf '| %-8s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s |\n' \
         "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
-        "$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}")" "$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}")"
+        "$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}")" "$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}")" \
+        "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}")" "$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}")"
     done
   done
-  printf '\nx direct / x nginx = req/s of the row divided by req/s of direct / nginx in the same scenario.\n'
+  printf '\nx direct / x nginx / x haproxy = req/s of the row divided by req/s of direct / nginx / haproxy in the\n'
+  printf 'same scenario (new = new sessions: the balancer inserts the route cookie); p99 x haproxy below 1 is better.\n'
+  if [[ ${STREAMS} == 1 ]]; then
+    printf '\n| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' \
+      target '16 MiB up MB/s' '16 MiB down MB/s' 'ws msg/s' 'idle KiB/conn' 'up x haproxy' 'down x haproxy' 'ws x haproxy'
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '---------------:' '-----------------:' '----------:' \
+      '--------------:' '-------------:' '---------------:' '-------------:'
+    for t in "${TARGET_LIST[@]}"; do
+      printf '| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' "$t" \
+        "${UP[$t]:--}" "${DOWN[$t]:--}" "${WS[$t]:--}" "${IDLEK[$t]:--}" \
+        "$(ratio "$(numeric "${UP[$t]-}")" "$(numeric "${UP[haproxy]-}")")" \
+        "$(ratio "$(numeric "${DOWN[$t]-}")" "$(numeric "${DOWN[haproxy]-}")")" \
+        "$(ratio "$(numeric "${WS[$t]-}")" "$(numeric "${WS[haproxy]-}")")"
+    done
+    printf '\nup = POST 16 MiB to /backend/echo, which streams it back at once (MB/s each way); down = GET 16 MiB;\n'
+    printf 'ws = 64-byte messages echoed over 8 WebSockets; idle = the balancer RSS growth per idle keep-alive\n'
+    printf 'connection (%s connections, child processes included); "-" = refused (e.g. nginx: 1 MiB body limit).\n' "${IDLE_CONNS}"
+  fi
 } | tee "${OUT_DIR}/results.md"
 
 {
@@ -626,6 +677,14 @@ done
         "$(tr ' ' ',' <<<"${RPS_R[$t,$s]}")"
       sep=$',\n'
     done
+  done
+  printf '\n  ],\n  "streams": ['
+  sep=""
+  for t in "${TARGET_LIST[@]}"; do
+    printf '%s\n    {"target": %s, "body_up_mbps": %s, "body_down_mbps": %s, "ws_msgs_per_s": %s, "idle_kib_per_conn": %s}' \
+      "${sep}" "$(json_str "$t")" "$(numeric "${UP[$t]-}" null)" "$(numeric "${DOWN[$t]-}" null)" \
+      "$(numeric "${WS[$t]-}" null)" "$(numeric "${IDLEK[$t]-}" null)"
+    sep=","
   done
   printf '\n  ]\n}\n'
 } >"${OUT_DIR}/results.json"
