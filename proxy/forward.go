@@ -508,19 +508,7 @@ func (s *Server) relay(x *exchange, uc *upConn) (reusable bool) {
 		}
 	}
 	bw := c.bw
-	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(r.statusLine)
-	bw.WriteString("\r\n")
-	for _, hd := range r.headers {
-		if dropResponseHeader(hd.name) || (r.connNames && namedByConnection(r.headers, hd.name)) {
-			continue
-		}
-		bw.WriteString(hd.name)
-		bw.WriteString(": ")
-		bw.WriteString(hd.value)
-		bw.WriteString("\r\n")
-	}
-	x.writeSetCookie()
+	x.writeResponseHead()
 	switch {
 	case toClientChunked:
 		bw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -624,6 +612,26 @@ func (x *exchange) finishBody(uc *upConn, r *respHead, framed bool) bool {
 	<-x.send.done
 	_ = uc.conn.SetWriteDeadline(time.Time{})
 	return reusable && x.send.ok
+}
+
+// writeResponseHead writes the member's status line and its headers less
+// the hop-by-hop ones, then the route cookie (rule 7); the caller adds the
+// framing headers and the blank line.
+func (x *exchange) writeResponseHead() {
+	bw, r := x.c.bw, &x.resp
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(r.statusLine)
+	bw.WriteString("\r\n")
+	for _, hd := range r.headers {
+		if dropResponseHeader(hd.name) || (r.connNames && namedByConnection(r.headers, hd.name)) {
+			continue
+		}
+		bw.WriteString(hd.name)
+		bw.WriteString(": ")
+		bw.WriteString(hd.value)
+		bw.WriteString("\r\n")
+	}
+	x.writeSetCookie()
 }
 
 // writeSetCookie inserts the route cookie when the member serving is not

@@ -62,19 +62,7 @@ func (s *Server) tunnelWebSocket(x *exchange, uc *upConn, websocket bool) {
 	}
 	x.close = true
 	bw := c.bw
-	bw.WriteString("HTTP/1.1 ")
-	bw.WriteString(r.statusLine)
-	bw.WriteString("\r\n")
-	for _, hd := range r.headers {
-		if dropResponseHeader(hd.name) || (r.connNames && namedByConnection(r.headers, hd.name)) {
-			continue
-		}
-		bw.WriteString(hd.name)
-		bw.WriteString(": ")
-		bw.WriteString(hd.value)
-		bw.WriteString("\r\n")
-	}
-	x.writeSetCookie()
+	x.writeResponseHead()
 	bw.WriteString("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
 	x.status = http.StatusSwitchingProtocols
 	if err := bw.Flush(); err != nil {
