@@ -42,6 +42,7 @@ type reqBody struct {
 	received  int64
 	waited    time.Duration // time spent blocked reading the client
 	readStart time.Time     // zero unless a read of the client is in progress
+	readDone  sync.Cond     // on mu: signalled when a read of the client ends
 	timer     *time.Timer
 	// The retry copy, in chunks that double from the first read's size
 	// (at least minChunk) to maxChunk, so that a 200-byte long-poll body
@@ -79,6 +80,7 @@ func (s *Server) newBody(src io.Reader, rc deadliner) *reqBody {
 		keeping: s.opts.RetryBodyBytes > 0,
 	}
 	b.kept = b.keptArr[:0]
+	b.readDone.L = &b.mu
 	return b
 }
 
@@ -128,6 +130,7 @@ func (b *reqBody) read(p []byte, gen int) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.readStart = time.Time{}
+	b.readDone.Broadcast()
 	b.waited += time.Since(start)
 	b.received += int64(n)
 	if n > 0 && b.keeping && gen == b.gen {
@@ -241,6 +244,14 @@ func (b *reqBody) drop() {
 func (b *reqBody) rewind() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// A read of the client the abandoned attempt started is still in
+	// flight (a member that closed a pooled connection fails the attempt
+	// while the body is still arriving): wait for it, so its bytes land in
+	// the copy before the replay is measured. The read ends with the
+	// client's bytes, its error or the body timeout.
+	for !b.readStart.IsZero() && b.err == nil && !b.timedOut {
+		b.readDone.Wait()
+	}
 	ok := b.err == nil && !b.timedOut && b.readStart.IsZero() && b.keptLen == b.received
 	b.gen++
 	b.replayLen = b.keptLen
