@@ -312,9 +312,7 @@ func startGWE(t *testing.T, name string) string {
 // serves that visitor on the new member too (it notices it did not run,
 // and catches up before moving a session).
 func TestAgentCatchesUpBeforeListening(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs gwelb processes")
-	}
+	skipInShortMode(t)
 	as := startAgents(t, 3, map[string]string{"1": startGWE(t, "1"), "2": startGWE(t, "2")})
 	leader, f := leaderAndFollower(t, as)
 
@@ -383,5 +381,13 @@ func TestAgentCatchesUpBeforeListening(t *testing.T) {
 	}
 	for _, a := range as {
 		a.stop(t, syscall.SIGTERM)
+	}
+}
+
+// skipInShortMode skips a test that runs gwelb processes under -short.
+func skipInShortMode(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs gwelb processes")
 	}
 }

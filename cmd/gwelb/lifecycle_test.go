@@ -191,9 +191,7 @@ func wsWorker(ctx context.Context, lb *lbClient, route string, f *loadFigures) {
 // serves for shutdown.delay, and every WebSocket is closed with 1001 and
 // reconnects through another node to the same GWE server.
 func TestAgentRollingRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs gwelb processes")
-	}
+	skipInShortMode(t)
 	routes := []string{"1", "2", "3"}
 	gwe := map[string]string{}
 	for _, r := range routes {
@@ -286,9 +284,7 @@ func TestAgentRollingRestart(t *testing.T) {
 // TestAgentSecondSignal: a second SIGTERM during the shutdown delay stops
 // the process at once (exit status 1), without waiting out the delay.
 func TestAgentSecondSignal(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs gwelb processes")
-	}
+	skipInShortMode(t)
 	as := startAgentsWith(t, 1, map[string]string{"1": startGWE(t, "1")}, agentOptions{extra: func(*agent) string {
 		return "shutdown: {delay: 5m}\n"
 	}})
@@ -323,9 +319,7 @@ func TestAgentSecondSignal(t *testing.T) {
 // TestHealthCommand: gwelb health exits 0 against a ready node, 1 against
 // a stopping one and against nothing, 2 on bad usage.
 func TestHealthCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs gwelb processes")
-	}
+	skipInShortMode(t)
 	as := startAgentsWith(t, 1, map[string]string{"1": startGWE(t, "1")}, agentOptions{extra: func(*agent) string {
 		return "shutdown: {delay: 5m}\n"
 	}})

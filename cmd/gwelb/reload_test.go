@@ -107,9 +107,7 @@ func editConfig(t *testing.T, a *agent, old, new string) {
 // load is an ERROR naming the field and changes nothing; a config whose
 // pools differ from the table is one WARN with the plan, never applied.
 func TestAgentReload(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs gwelb processes")
-	}
+	skipInShortMode(t)
 	dir := t.TempDir()
 	accessLog := filepath.Join(dir, "access.log")
 	listenerCert, listenerKey := filepath.Join(dir, "listener", "l.pem"), filepath.Join(dir, "listener", "l-key.pem")
