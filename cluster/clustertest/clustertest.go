@@ -15,7 +15,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,7 +155,12 @@ func Insecure(_ int, cfg *cluster.Config) {
 
 // FreeAddr returns a loopback address whose port is free for TCP and UDP
 // (gossip uses both), chosen outside the kernel's ephemeral range
-// (32768-60999 on Linux) and never handed out twice by this process.
+// (32768-60999 on Linux) and never handed out twice while this process
+// lives, by this process or by any other test binary that uses FreeAddr:
+// go test runs packages in parallel, and a node restarted by a test must
+// bind its ports again after they sat free for a moment (a rolling
+// restart), so a port is reserved machine-wide by a file naming this
+// process (reserve).
 //
 // Why not listen on port 0 and close: the kernel then hands the same
 // ephemeral port to the next socket anyone opens — another test binary's
@@ -164,7 +172,7 @@ func FreeAddr(t testing.TB) string {
 	defer freeMu.Unlock()
 	for range 1000 {
 		port := 20000 + mrand.IntN(12000)
-		if freeUsed[port] {
+		if freeUsed[port] || !reserve(port) {
 			continue
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -183,6 +191,36 @@ func FreeAddr(t testing.TB) string {
 	}
 	t.Fatal("no free loopback port in 20000-31999")
 	return ""
+}
+
+// reserve claims port for this process across test binaries: it creates
+// <tmp>/gwelb-test-ports/<port> holding this process's id, or takes over
+// such a file whose process is gone. It reports whether the port is now
+// this process's.
+func reserve(port int) bool {
+	dir := filepath.Join(os.TempDir(), "gwelb-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true // no shared directory: fall back to this process's own bookkeeping
+	}
+	path := filepath.Join(dir, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o666)
+		if err == nil {
+			fmt.Fprint(f, os.Getpid())
+			f.Close()
+			return true
+		}
+		b, rerr := os.ReadFile(path)
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
+		if rerr != nil || perr != nil || pid <= 0 {
+			return false // being written right now, or unreadable: leave it
+		}
+		if err := syscall.Kill(pid, 0); pid == os.Getpid() || err == nil || errors.Is(err, syscall.EPERM) {
+			return false // a live test process holds it
+		}
+		os.Remove(path) // its process is gone: try once more
+	}
+	return false
 }
 
 var (
