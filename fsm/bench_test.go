@@ -168,7 +168,7 @@ func BenchmarkApplyPutMember(b *testing.B) {
 			cmds := make([][]byte, b.N)
 			for i := range cmds {
 				c := &gwelbv1.Command{UnixNanos: fzT0 + int64(i), RequestId: fmt.Sprintf("req-%d", i),
-					Op: &gwelbv1.Command_PutMember{PutMember: &gwelbv1.PutMember{Member: &gwelbv1.Member{Pool: "backend", Route: "GWE_B_new", Url: "http://10.9.9.9:9080"}}}}
+					Op: &gwelbv1.Command_PutMember{PutMember: &gwelbv1.PutMember{Member: &gwelbv1.Member{Pool: "backend", Route: "GWE_B_new", Url: "http://127.0.0.1:9089"}}}}
 				if i%2 == 1 {
 					c.Op = &gwelbv1.Command_RemoveMember{RemoveMember: &gwelbv1.RemoveMember{Pool: "backend", Route: "GWE_B_new"}}
 				}
