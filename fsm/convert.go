@@ -39,6 +39,7 @@ func PoolFromProto(p *gwelbv1.Pool) PoolSpec {
 			FlapLimit:    int(hc.GetFlapLimit()),
 			FlapWindow:   msToDuration(hc.GetFlapWindowMs()),
 			HoldDown:     msToDuration(hc.GetHoldDownMs()),
+			Probers:      int(hc.GetProbers()),
 		},
 	}
 	if p.FailTimeoutMs != nil {
@@ -84,6 +85,7 @@ func PoolToProto(s PoolSpec) *gwelbv1.Pool {
 			FlapLimit:    clamp32(h.FlapLimit),
 			FlapWindowMs: h.FlapWindow.Milliseconds(),
 			HoldDownMs:   h.HoldDown.Milliseconds(),
+			Probers:      clamp32(h.Probers),
 		}
 	}
 	return p

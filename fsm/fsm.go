@@ -24,8 +24,9 @@ import (
 const CommandVersion = 1
 
 // MaxCommandVersion is the highest Command.version this build applies:
-// version 2 added PutMember's mode (DESIGN.md §5.2).
-const MaxCommandVersion = putModeVersion
+// version 2 added PutMember's mode, version 3 bounded probing (a pool's
+// health.probers, passive observations; DESIGN.md §5.2, §5.5).
+const MaxCommandVersion = boundedProbingVersion
 
 var (
 	// ErrNotFound reports a command naming a pool or member that does not exist.
@@ -121,11 +122,19 @@ func (f *FSM) Seeded() bool {
 	return f.s.seeded
 }
 
-// Balancers returns the nodes whose majority decides verdicts, sorted.
+// Balancers returns the balancer nodes (the live voters) among which each
+// member's probers are chosen, sorted.
 func (f *FSM) Balancers() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.s.balancers)
+}
+
+// Observers returns the live non-voters whose passive observations count, sorted.
+func (f *FSM) Observers() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.s.observers)
 }
 
 // NextHoldDownEnd returns the earliest end of a flap hold-down (unix
@@ -387,7 +396,7 @@ func applyToStore(s *store, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_Seed:
 		err = applySeed(s, op.Seed, now)
 	case *gwelbv1.Command_PutPool:
-		err = putPool(s, op.PutPool.GetPool())
+		err = putPool(s, op.PutPool.GetPool(), now)
 	case *gwelbv1.Command_RemovePool:
 		err = removePool(s, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
@@ -397,7 +406,7 @@ func applyToStore(s *store, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_SetMemberState:
 		err = setMemberState(s, op.SetMemberState.GetPool(), op.SetMemberState.GetRoute(), op.SetMemberState.GetState())
 	case *gwelbv1.Command_SetBalancers:
-		err = setBalancers(s, op.SetBalancers.GetNodes(), now)
+		err = setBalancers(s, op.SetBalancers.GetNodes(), op.SetBalancers.GetObservers(), now)
 	case *gwelbv1.Command_Observe:
 		err = observe(s, op.Observe.GetObservation(), now)
 	case nil:
@@ -490,11 +499,24 @@ func operatorFields(m *gwelbv1.Member) *gwelbv1.Member {
 	return c
 }
 
-func putPool(s *store, p *gwelbv1.Pool) error {
+func putPool(s *store, p *gwelbv1.Pool, now int64) error {
 	if err := validatePool(p); err != nil {
 		return err
 	}
+	existed := s.pools[p.GetName()] != nil
+	oldK := 0
+	if existed {
+		oldK = int(s.pools[p.GetName()].msg.GetHealth().GetProbers())
+	}
 	s.setPoolMsg(p.GetName(), proto.Clone(p).(*gwelbv1.Pool))
+	// A new health.probers moves the pool's members to other probers: the
+	// one case where PutPool visits the pool's members (DESIGN.md §5.5).
+	if k := int(p.GetHealth().GetProbers()); existed && k != oldK {
+		pr := s.pools[p.GetName()]
+		for _, route := range pr.routes {
+			reassign(s, pr, route, Probers(p.GetName(), route, oldK, s.balancers), Probers(p.GetName(), route, k, s.balancers), now)
+		}
+	}
 	return nil
 }
 
@@ -565,41 +587,87 @@ func setMemberState(s *store, pool, route string, state gwelbv1.AdminState) erro
 	return nil
 }
 
-// setBalancers records the nodes whose majority decides verdicts, forgets
-// what other nodes observed and re-derives every verdict, since the
-// majority itself may have moved. It is the one command that visits every
-// member; a member whose verdict stands costs a count of its observations.
-func setBalancers(s *store, nodes []string, now int64) error {
-	if slices.Contains(nodes, "") {
+// setBalancers records the balancer nodes (live voters) and the live
+// non-voters, forgets what nodes no longer entitled to observe a member
+// observed of it and re-derives every verdict, since each member's probers
+// may have moved. It is the one command that visits every member; a member
+// whose probers and verdict stand costs a count of its observations.
+func setBalancers(s *store, nodes, observers []string, now int64) error {
+	if slices.Contains(nodes, "") || slices.Contains(observers, "") {
 		return fmt.Errorf("empty node name: %w", ErrInvalid)
 	}
-	set := slices.Clone(nodes)
-	slices.Sort(set)
-	set = slices.Compact(set)
-	if !slices.Equal(set, s.balancers) {
-		s.setBalancers(set)
+	set := sortedSet(nodes)
+	obsSet := sortedSet(observers)
+	before := s.balancers
+	if !slices.Equal(set, s.balancers) || !slices.Equal(obsSet, s.observers) {
+		s.setBalancers(set, obsSet)
 	}
 	for _, name := range s.names() {
 		p := s.pools[name]
+		k := int(p.msg.GetHealth().GetProbers())
 		for _, route := range p.routes {
-			rec := p.members[route]
-			next := rec
-			if len(set) > 0 && slices.ContainsFunc(rec.obs, func(o *gwelbv1.Observation) bool { return !slices.Contains(set, o.GetNode()) }) {
-				next = &memberRec{msg: rec.msg, obs: slices.DeleteFunc(slices.Clone(rec.obs), func(o *gwelbv1.Observation) bool {
-					_, ok := slices.BinarySearch(set, o.GetNode())
-					return !ok
-				})}
-			}
-			next = rederive(s, p, next, now)
-			if next != rec {
-				s.setMember(memberKey{name, route}, next)
-			}
+			reassign(s, p, route, Probers(name, route, k, before), Probers(name, route, k, set), now)
 		}
 	}
 	return nil
 }
 
-// observe records a node's latest view of a member and re-derives its verdict.
+// sortedSet returns names sorted without duplicates, in a new slice.
+func sortedSet(names []string) []string {
+	set := slices.Clone(names)
+	slices.Sort(set)
+	return slices.Compact(set)
+}
+
+// reassign makes one member's observations and verdict follow a change of
+// its probers from old to probers (equal when they did not move): it
+// drops the observations of nodes no longer entitled to one (keepObservation)
+// and re-derives the verdict, giving the probers new to the member time to
+// judge (deriveVerdict's pending).
+func reassign(s *store, p *poolRec, route string, old, probers []string, now int64) {
+	rec := p.members[route]
+	next := rec
+	keep := func(o *gwelbv1.Observation) bool { return keepObservation(s, probers, o) }
+	if len(s.balancers) > 0 && !allFunc(rec.obs, keep) {
+		next = &memberRec{msg: rec.msg, obs: slices.DeleteFunc(slices.Clone(rec.obs), func(o *gwelbv1.Observation) bool { return !keep(o) })}
+	}
+	pending := 0
+	if len(old) > 0 {
+		for _, n := range probers {
+			if !isMember(old, n) && !slices.ContainsFunc(next.obs, func(o *gwelbv1.Observation) bool { return o.GetNode() == n }) {
+				pending++
+			}
+		}
+	}
+	next = rederiveWith(s, p, next, probers, pending, now)
+	if next != rec {
+		s.setMember(memberKey{p.msg.GetName(), route}, next)
+	}
+}
+
+// keepObservation reports whether o may stay on record with a member whose
+// probers are probers: a prober's own, or a passive one of a live node
+// (balancer or observer). With no balancer set every observation stays.
+func keepObservation(s *store, probers []string, o *gwelbv1.Observation) bool {
+	if len(s.balancers) == 0 || isMember(probers, o.GetNode()) {
+		return true
+	}
+	return o.GetPassive() && (isMember(s.balancers, o.GetNode()) || isMember(s.observers, o.GetNode()))
+}
+
+func allFunc[T any](xs []T, f func(T) bool) bool {
+	for _, x := range xs {
+		if !f(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// observe records a node's latest view of a member and re-derives its
+// verdict. A node has a say on a member when it is one of its probers, or,
+// with a passive observation, when it is a live balancer or non-voter
+// (DESIGN.md §5.5); other observations are ignored.
 func observe(s *store, o *gwelbv1.Observation, now int64) error {
 	if o == nil {
 		return fmt.Errorf("no observation: %w", ErrInvalid)
@@ -611,10 +679,10 @@ func observe(s *store, o *gwelbv1.Observation, now int64) error {
 	if rec == nil {
 		return fmt.Errorf("member %w", ErrNotFound)
 	}
-	if len(s.balancers) > 0 {
-		if _, ok := slices.BinarySearch(s.balancers, o.GetNode()); !ok {
-			return nil // not (or no longer) a balancer: it has no say
-		}
+	p := s.pools[o.GetPool()]
+	probers := s.probersOf(p, o.GetRoute())
+	if !keepObservation(s, probers, o) {
+		return nil // not (or no longer) entitled to observe this member: it has no say
 	}
 	c := proto.Clone(o).(*gwelbv1.Observation)
 	j, ok := slices.BinarySearchFunc(rec.obs, o.GetNode(), func(x *gwelbv1.Observation, node string) int { return cmp.Compare(x.GetNode(), node) })
@@ -628,9 +696,13 @@ func observe(s *store, o *gwelbv1.Observation, now int64) error {
 		obs = slices.Clone(rec.obs)
 		obs[j] = c
 	}
-	p := s.pools[o.GetPool()]
-	s.setMember(memberKey{o.GetPool(), o.GetRoute()}, rederive(s, p, &memberRec{msg: rec.msg, obs: obs}, now))
+	s.setMember(memberKey{o.GetPool(), o.GetRoute()}, rederiveWith(s, p, &memberRec{msg: rec.msg, obs: obs}, probers, 0, now))
 	return nil
+}
+
+// probersOf returns the probers of member route of pool p (Probers).
+func (s *store) probersOf(p *poolRec, route string) []string {
+	return Probers(p.msg.GetName(), route, int(p.msg.GetHealth().GetProbers()), s.balancers)
 }
 
 // releaseHolds re-derives every member whose hold-down has ended by now:
@@ -642,7 +714,9 @@ func releaseHolds(s *store, now int64) {
 		rec := p.members[k.route]
 		next := rederive(s, p, rec, now)
 		if next == rec {
-			s.hold(k, rec.msg.GetHoldDownUntilUnixNanos()) // cannot happen: an ended hold is released
+			if until := rec.msg.GetHoldDownUntilUnixNanos(); until != 0 {
+				s.hold(k, until) // cannot happen: an ended hold is released
+			}
 			continue
 		}
 		s.setMember(k, next)
@@ -652,6 +726,12 @@ func releaseHolds(s *store, now int64) {
 // rederive returns rec with its verdict recomputed at command time now,
 // or rec itself when the verdict stands.
 func rederive(s *store, p *poolRec, rec *memberRec, now int64) *memberRec {
+	return rederiveWith(s, p, rec, s.probersOf(p, rec.msg.GetRoute()), 0, now)
+}
+
+// rederiveWith is rederive with the member's probers given, and pending of
+// them new to it (deriveVerdict).
+func rederiveWith(s *store, p *poolRec, rec *memberRec, probers []string, pending int, now int64) *memberRec {
 	m := rec.msg
 	// deriveVerdict changes nothing for a member held down until after
 	// now, or not held and already judged as its observations say: tell
@@ -660,11 +740,11 @@ func rederive(s *store, p *poolRec, rec *memberRec, now int64) *memberRec {
 		if now < until {
 			return rec
 		}
-	} else if countObservations(rec.obs, s.balancers).verdict() == m.GetVerdict() {
+	} else if countObservations(rec.obs, probers).verdict() == m.GetVerdict() {
 		return rec
 	}
 	cur := verdictOf(m)
-	next := deriveVerdict(cur, rec.obs, s.balancers, p.msg.GetHealth(), now)
+	next := deriveVerdict(cur, rec.obs, probers, pending, p.msg.GetHealth(), now)
 	if next.equal(cur) {
 		return rec
 	}
@@ -695,6 +775,8 @@ func normalize(st *gwelbv1.State) error {
 	slices.SortFunc(st.Observations, compareObservations)
 	slices.Sort(st.Balancers)
 	st.Balancers = slices.Compact(st.Balancers)
+	slices.Sort(st.Observers)
+	st.Observers = slices.Compact(st.Observers)
 	for i := 1; i < len(st.Pools); i++ {
 		if comparePools(st.Pools[i-1], st.Pools[i]) == 0 {
 			return fmt.Errorf("pool %s twice: %w", st.Pools[i].GetName(), ErrInvalid)

@@ -1161,3 +1161,17 @@ func TestFSMConcurrentReaders(t *testing.T) {
 		s.Release()
 	}
 }
+
+func cmdPassive(at int64, pool, route, node string, down bool, obsAt int64, cause string) *gwelbv1.Command {
+	c := cmdObserve(at, pool, route, node, down, obsAt, cause)
+	c.GetObserve().GetObservation().Passive = true
+	return c
+}
+
+func withProbers(p *gwelbv1.Pool, k int32) *gwelbv1.Pool {
+	if p.Health == nil {
+		p.Health = &gwelbv1.HealthCheck{}
+	}
+	p.Health.Probers = k
+	return p
+}

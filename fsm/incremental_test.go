@@ -35,6 +35,9 @@ type icGen struct {
 	ids    []string
 }
 
+// icNonVoters are the non-voters of the generated logs: passive observers.
+var icNonVoters = []string{"nv1", "nv2"}
+
 var icPools = []string{"big", "backend", "frontend", "spare"}
 
 func newICGen(seed uint64) *icGen {
@@ -57,7 +60,7 @@ func (g *icGen) pool() *gwelbv1.Pool {
 		p.Prefix = g.pick([]string{"/", "/a/b", "bad"})
 	}
 	if g.r.IntN(2) == 0 {
-		p.Health = &gwelbv1.HealthCheck{FlapLimit: int32(g.r.IntN(3)), FlapWindowMs: 1 + g.r.Int64N(2000), HoldDownMs: 1 + g.r.Int64N(200)}
+		p.Health = &gwelbv1.HealthCheck{FlapLimit: int32(g.r.IntN(3)), FlapWindowMs: 1 + g.r.Int64N(2000), HoldDownMs: 1 + g.r.Int64N(200), Probers: int32(g.r.IntN(4))}
 	}
 	if g.r.IntN(4) == 0 {
 		p.FailTimeoutMs = proto.Int64(g.r.Int64N(3) * 1000)
@@ -78,7 +81,7 @@ func (g *icGen) member(pool string) *gwelbv1.Member {
 func (g *icGen) seed() *gwelbv1.Command {
 	s := &gwelbv1.Seed{Pools: []*gwelbv1.Pool{
 		{Name: "big", Prefix: "/big", Cookie: "ROUTEID", InsertCookie: true,
-			Health: &gwelbv1.HealthCheck{FlapLimit: 2, FlapWindowMs: 2000, HoldDownMs: 150}},
+			Health: &gwelbv1.HealthCheck{FlapLimit: 2, FlapWindowMs: 2000, HoldDownMs: 150, Probers: 2}},
 		{Name: "backend", Prefix: "/backend", QueryParam: "alias"},
 		{Name: "frontend", Prefix: "/frontend", Cookie: "F"},
 	}}
@@ -126,6 +129,11 @@ func (g *icGen) command() *gwelbv1.Command {
 			nodes = append(nodes, "")
 		}
 		c = cmdBalancers(at, nodes...)
+		for _, n := range icNonVoters {
+			if g.r.IntN(2) == 0 {
+				c.GetSetBalancers().Observers = append(c.GetSetBalancers().Observers, n)
+			}
+		}
 	case k == 18:
 		c = fxCmd(at, nil) // no operation
 	default:
@@ -134,10 +142,15 @@ func (g *icGen) command() *gwelbv1.Command {
 			pool, route = g.pick(icPools), g.pick(g.routes)
 		}
 		node := g.pick(fxNodes)
+		passive := g.r.IntN(4) == 0
+		if passive && g.r.IntN(2) == 0 {
+			node = g.pick(icNonVoters)
+		}
 		if g.r.IntN(20) == 0 {
 			node = ""
 		}
 		c = cmdObserve(at, pool, route, node, g.r.IntN(2) == 0, at-g.r.Int64N(50*int64(time.Millisecond)), g.pick(fxCauses))
+		c.GetObserve().GetObservation().Passive = passive
 	}
 	// Operators' writes carry request ids, retried now and then.
 	if c.GetObserve() == nil && c.GetSetBalancers() == nil && g.r.IntN(3) > 0 {
@@ -266,7 +279,7 @@ func TestApplyMatchesReference(t *testing.T) {
 			gotState, _ := marshalOpts.Marshal(f.State())
 			wantState, _ := marshalOpts.Marshal(ref.st)
 			if !bytes.Equal(gotState, wantState) {
-				t.Fatalf("%s (%s): state\n%v\nreference\n%v", where, describe(&cmd), f.State(), ref.st)
+				t.Fatalf("%s (%s): state differs:\n%s", where, describe(&cmd), stateDiff(f.State(), ref.st))
 			}
 			if !wantPub {
 				if f.Table() != prev {
@@ -428,4 +441,30 @@ func TestRestoreRefusesOrphanObservations(t *testing.T) {
 			t.Errorf("restore with an observation of %s/%s: %v", o.GetPool(), o.GetRoute(), err)
 		}
 	}
+}
+
+// stateDiff names the members and observations two states disagree on.
+func stateDiff(got, want *gwelbv1.State) string {
+	var b strings.Builder
+	gm := map[string]string{}
+	for _, m := range got.GetMembers() {
+		gm[m.GetPool()+"/"+m.GetRoute()] = m.String()
+	}
+	for _, m := range want.GetMembers() {
+		k := m.GetPool() + "/" + m.GetRoute()
+		if gm[k] != m.String() {
+			fmt.Fprintf(&b, "member %s:\n  got  %s\n  want %s\n", k, gm[k], m.String())
+		}
+		delete(gm, k)
+	}
+	for k, v := range gm {
+		fmt.Fprintf(&b, "member %s only in got: %s\n", k, v)
+	}
+	if fmt.Sprint(got.GetObservations()) != fmt.Sprint(want.GetObservations()) {
+		fmt.Fprintf(&b, "observations:\n  got  %v\n  want %v\n", got.GetObservations(), want.GetObservations())
+	}
+	if fmt.Sprint(got.GetBalancers(), got.GetObservers()) != fmt.Sprint(want.GetBalancers(), want.GetObservers()) {
+		fmt.Fprintf(&b, "balancers: got %v %v, want %v %v\n", got.GetBalancers(), got.GetObservers(), want.GetBalancers(), want.GetObservers())
+	}
+	return b.String()
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -23,8 +24,21 @@ const MaxWeight = maxWeight
 // the admin state), so it must refuse them.
 const putModeVersion = 2
 
+// boundedProbingVersion is the Command.version that introduced bounded
+// probing (DESIGN.md §5.5): a version 2 node would count every voter's
+// observation of a member whose pool sets health.probers, and every
+// passive observation, as a prober's, so it must refuse a pool with
+// probers set and a passive observation. SetBalancers' observers need no
+// new version: an older node ignores them, and it refuses the passive
+// observations they admit.
+const boundedProbingVersion = 3
+
 // commandVersion is the lowest Command.version that applies c right.
 func commandVersion(c *gwelbv1.Command) uint32 {
+	if c.GetObserve().GetObservation().GetPassive() || c.GetPutPool().GetPool().GetHealth().GetProbers() != 0 ||
+		slices.ContainsFunc(c.GetSeed().GetPools(), func(p *gwelbv1.Pool) bool { return p.GetHealth().GetProbers() != 0 }) {
+		return boundedProbingVersion
+	}
 	if pm := c.GetPutMember(); pm != nil && pm.GetMode() != gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPSERT {
 		return putModeVersion
 	}

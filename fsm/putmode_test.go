@@ -108,6 +108,12 @@ func TestPutMemberModeVersion(t *testing.T) {
 		{cmdPutMode(t0, gwelbv1.PutMemberMode_PUT_MEMBER_MODE_UPDATE, &gwelbv1.Member{Pool: "backend", Route: "1", Weight: 2}), 2},
 		{cmdSetState(t0, "backend", "1", gwelbv1.AdminState_ADMIN_STATE_DRAIN), 1},
 		{cmdPutPool(t0, fxBackend()), 1},
+		{cmdPutPool(t0, withProbers(fxBackend(), 3)), 3},
+		{fxCmd(t0, &gwelbv1.Seed{Pools: []*gwelbv1.Pool{fxFrontend(), withProbers(fxBackend(), 2)}}), 3},
+		{cmdBalancers(t0, "a", "b"), 1},
+		{fxCmd(t0, &gwelbv1.SetBalancers{Nodes: []string{"a"}, Observers: []string{"nv"}}), 1},
+		{cmdObserve(t0, "backend", "1", "a", true, t0, ""), 1},
+		{cmdPassive(t0, "backend", "1", "nv", true, t0, ""), 3},
 	} {
 		data, err := EncodeCommand(tc.cmd)
 		if err != nil {
@@ -121,7 +127,7 @@ func TestPutMemberModeVersion(t *testing.T) {
 			t.Errorf("%s mode %v: version %d, want %d", describe(tc.cmd), tc.cmd.GetPutMember().GetMode(), back.GetVersion(), tc.want)
 		}
 	}
-	if MaxCommandVersion != 2 || CommandVersion != 1 {
+	if MaxCommandVersion != 3 || CommandVersion != 1 {
 		t.Errorf("versions: writes %d, applies up to %d", CommandVersion, MaxCommandVersion)
 	}
 }

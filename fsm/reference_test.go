@@ -90,7 +90,7 @@ func applyCommand(st *gwelbv1.State, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_Seed:
 		err = refApplySeed(st, op.Seed, now)
 	case *gwelbv1.Command_PutPool:
-		err = refPutPool(st, op.PutPool.GetPool())
+		err = refPutPool(st, op.PutPool.GetPool(), now)
 	case *gwelbv1.Command_RemovePool:
 		err = refRemovePool(st, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
@@ -107,7 +107,7 @@ func applyCommand(st *gwelbv1.State, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_SetMemberState:
 		err = refSetMemberState(st, op.SetMemberState.GetPool(), op.SetMemberState.GetRoute(), op.SetMemberState.GetState())
 	case *gwelbv1.Command_SetBalancers:
-		err = refSetBalancers(st, op.SetBalancers.GetNodes(), now)
+		err = refSetBalancers(st, op.SetBalancers.GetNodes(), op.SetBalancers.GetObservers(), now)
 	case *gwelbv1.Command_Observe:
 		err = refObserve(st, op.Observe.GetObservation(), now)
 	case nil:
@@ -167,15 +167,24 @@ func refApplySeed(st *gwelbv1.State, seed *gwelbv1.Seed, now int64) error {
 	return nil
 }
 
-func refPutPool(st *gwelbv1.State, p *gwelbv1.Pool) error {
+func refPutPool(st *gwelbv1.State, p *gwelbv1.Pool, now int64) error {
 	if err := validatePool(p); err != nil {
 		return err
 	}
 	c := proto.Clone(p).(*gwelbv1.Pool)
-	if i, ok := findPool(st, p.GetName()); ok {
-		st.Pools[i] = c
-	} else {
+	i, ok := findPool(st, p.GetName())
+	if !ok {
 		st.Pools = slices.Insert(st.Pools, i, c)
+		return nil
+	}
+	oldK := int(st.Pools[i].GetHealth().GetProbers())
+	st.Pools[i] = c
+	if k := int(c.GetHealth().GetProbers()); k != oldK {
+		lo, hi := memberRange(st, p.GetName())
+		for mi := lo; mi < hi; mi++ {
+			m := st.Members[mi]
+			refReassign(st, m.GetPool(), m.GetRoute(), Probers(m.GetPool(), m.GetRoute(), oldK, st.Balancers), Probers(m.GetPool(), m.GetRoute(), k, st.Balancers), now)
+		}
 	}
 	return nil
 }
@@ -243,27 +252,55 @@ func refSetMemberState(st *gwelbv1.State, pool, route string, state gwelbv1.Admi
 	return nil
 }
 
-// setBalancers records the nodes whose majority decides verdicts, forgets
-// what other nodes observed and re-derives every verdict, since the
-// majority itself may have moved.
-func refSetBalancers(st *gwelbv1.State, nodes []string, now int64) error {
-	if slices.Contains(nodes, "") {
+// setBalancers records the balancers and observers, forgets what nodes no
+// longer entitled to observe a member observed of it and re-derives every
+// verdict, since each member's probers may have moved.
+func refSetBalancers(st *gwelbv1.State, nodes, observers []string, now int64) error {
+	if slices.Contains(nodes, "") || slices.Contains(observers, "") {
 		return fmt.Errorf("empty node name: %w", ErrInvalid)
 	}
-	set := slices.Clone(nodes)
-	slices.Sort(set)
-	set = slices.Compact(set)
-	st.Balancers = set
-	if len(set) > 0 {
-		st.Observations = slices.DeleteFunc(st.Observations, func(o *gwelbv1.Observation) bool {
-			_, ok := slices.BinarySearch(set, o.GetNode())
-			return !ok
-		})
-	}
-	for i := range st.Members {
-		refRederive(st, i, now)
+	set := slices.Compact(slices.Sorted(slices.Values(nodes)))
+	obsSet := slices.Compact(slices.Sorted(slices.Values(observers)))
+	before := st.Balancers
+	st.Balancers, st.Observers = set, obsSet
+	for i := 0; i < len(st.Members); i++ {
+		m := st.Members[i]
+		k := refProbersK(st, m.GetPool())
+		refReassign(st, m.GetPool(), m.GetRoute(), Probers(m.GetPool(), m.GetRoute(), k, before), Probers(m.GetPool(), m.GetRoute(), k, set), now)
 	}
 	return nil
+}
+
+func refProbersK(st *gwelbv1.State, pool string) int {
+	pi, _ := findPool(st, pool)
+	return int(st.Pools[pi].GetHealth().GetProbers())
+}
+
+// refEntitled is whether node's observation o of a member with the given
+// probers may be on record.
+func refEntitled(st *gwelbv1.State, probers []string, o *gwelbv1.Observation) bool {
+	if len(st.Balancers) == 0 || slices.Contains(probers, o.GetNode()) {
+		return true
+	}
+	return o.GetPassive() && (slices.Contains(st.Balancers, o.GetNode()) || slices.Contains(st.Observers, o.GetNode()))
+}
+
+// refReassign drops the observations of a member no longer entitled and
+// re-derives its verdict, the probers new to it pending.
+func refReassign(st *gwelbv1.State, pool, route string, old, probers []string, now int64) {
+	st.Observations = slices.DeleteFunc(st.Observations, func(o *gwelbv1.Observation) bool {
+		return o.GetPool() == pool && o.GetRoute() == route && !refEntitled(st, probers, o)
+	})
+	pending := 0
+	if len(old) > 0 {
+		for _, n := range probers {
+			if _, heard := findObservation(st, pool, route, n); !slices.Contains(old, n) && !heard {
+				pending++
+			}
+		}
+	}
+	mi, _ := findMember(st, pool, route)
+	refRederiveWith(st, mi, pending, now)
 }
 
 // observe records a node's latest view of a member and re-derives its verdict.
@@ -278,10 +315,8 @@ func refObserve(st *gwelbv1.State, o *gwelbv1.Observation, now int64) error {
 	if !ok {
 		return fmt.Errorf("member %w", ErrNotFound)
 	}
-	if len(st.Balancers) > 0 {
-		if _, ok := slices.BinarySearch(st.Balancers, o.GetNode()); !ok {
-			return nil // not (or no longer) a balancer: it has no say
-		}
+	if !refEntitled(st, Probers(o.GetPool(), o.GetRoute(), refProbersK(st, o.GetPool()), st.Balancers), o) {
+		return nil // not (or no longer) entitled: it has no say
 	}
 	c := proto.Clone(o).(*gwelbv1.Observation)
 	j, ok := findObservation(st, o.GetPool(), o.GetRoute(), o.GetNode())
@@ -307,7 +342,9 @@ func refReleaseHolds(st *gwelbv1.State, now int64) {
 }
 
 // rederive recomputes the verdict of member i at command time now.
-func refRederive(st *gwelbv1.State, i int, now int64) {
+func refRederive(st *gwelbv1.State, i int, now int64) { refRederiveWith(st, i, 0, now) }
+
+func refRederiveWith(st *gwelbv1.State, i, pending int, now int64) {
 	m := st.Members[i]
 	var hc *gwelbv1.HealthCheck
 	if pi, ok := findPool(st, m.GetPool()); ok {
@@ -315,7 +352,8 @@ func refRederive(st *gwelbv1.State, i int, now int64) {
 	}
 	lo, hi := observationRange(st, m.GetPool(), m.GetRoute())
 	cur := verdictOf(m)
-	if next := deriveVerdict(cur, st.Observations[lo:hi], st.Balancers, hc, now); !next.equal(cur) {
+	probers := Probers(m.GetPool(), m.GetRoute(), int(hc.GetProbers()), st.Balancers)
+	if next := deriveVerdict(cur, st.Observations[lo:hi], probers, pending, hc, now); !next.equal(cur) {
 		next.applyTo(m)
 	}
 }

@@ -67,6 +67,11 @@ type HealthSpec struct {
 	FlapLimit    int           `yaml:"flap_limit"`    // verdict flips within FlapWindow that trigger a hold-down; 0 = off
 	FlapWindow   time.Duration `yaml:"flap_window"`   // window in which flips are counted
 	HoldDown     time.Duration `yaml:"hold_down"`     // how long a flapping member is held down
+	// Probers is how many balancer nodes probe each member (bounded
+	// probing, DESIGN.md §5.5): the k live voters with the highest
+	// rendezvous score for the member; the verdict is their majority.
+	// 0 = every live voter.
+	Probers int `yaml:"probers"`
 }
 
 // MemberSpec describes one GWE server of a pool.

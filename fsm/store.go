@@ -52,6 +52,7 @@ type store struct {
 	seeded    bool
 	pools     map[string]*poolRec
 	balancers []string           // sorted; replaced, never modified in place
+	observers []string           // sorted live non-voters; replaced, never modified in place
 	outcomes  []*gwelbv1.Outcome // oldest first; appended, trimmed by reslicing
 	byRequest map[string]*gwelbv1.Outcome
 	held      map[memberKey]int64 // members with a hold-down, by its end
@@ -74,6 +75,7 @@ type undoStep struct {
 	pool      *poolRec   // stepPoolRemoved: the removed pool
 	msg       *gwelbv1.Pool
 	balancers []string
+	observers []string
 	seeded    bool
 }
 
@@ -152,6 +154,9 @@ func (s *store) due(now int64) []memberKey {
 	for len(s.holds) > 0 && s.holds[0].until <= now {
 		e := heap.Pop(&s.holds).(holdEntry)
 		if until, ok := s.held[e.key]; ok && until == e.until {
+			// A member re-held with the same end has several entries: it
+			// is due once (a second release would find nothing held).
+			delete(s.held, e.key)
 			keys = append(keys, e.key)
 		}
 	}
@@ -209,9 +214,9 @@ func (s *store) removePool(name string) {
 	delete(s.pools, name)
 }
 
-func (s *store) setBalancers(nodes []string) {
-	s.undo = append(s.undo, undoStep{kind: stepBalancers, balancers: s.balancers})
-	s.balancers = nodes
+func (s *store) setBalancers(nodes, observers []string) {
+	s.undo = append(s.undo, undoStep{kind: stepBalancers, balancers: s.balancers, observers: s.observers})
+	s.balancers, s.observers = nodes, observers
 }
 
 func (s *store) setSeeded() {
@@ -235,7 +240,7 @@ func (s *store) rollback() {
 		case stepPoolRemoved:
 			s.pools[u.key.pool] = u.pool
 		case stepBalancers:
-			s.balancers = u.balancers
+			s.balancers, s.observers = u.balancers, u.observers
 		case stepSeeded:
 			s.seeded = u.seeded
 		}
@@ -267,7 +272,7 @@ func (s *store) delta() *delta {
 	d := &delta{members: map[memberKey]*memberRec{}, pools: map[string]*gwelbv1.Pool{}}
 	seenMember := map[memberKey]bool{}
 	seenPool := map[string]bool{}
-	var balancersBefore []string
+	var balancersBefore, observersBefore []string
 	var balancersTouched bool
 	seededBefore, seededTouched := false, false
 	// The first step naming a thing holds its value before the command.
@@ -302,7 +307,7 @@ func (s *store) delta() *delta {
 			}
 		case stepBalancers:
 			if !balancersTouched {
-				balancersTouched, balancersBefore = true, u.balancers
+				balancersTouched, balancersBefore, observersBefore = true, u.balancers, u.observers
 			}
 		case stepSeeded:
 			if !seededTouched {
@@ -310,7 +315,7 @@ func (s *store) delta() *delta {
 			}
 		}
 	}
-	d.balancers = balancersTouched && !slices.Equal(balancersBefore, s.balancers)
+	d.balancers = balancersTouched && (!slices.Equal(balancersBefore, s.balancers) || !slices.Equal(observersBefore, s.observers))
 	d.seeded = seededTouched && seededBefore != s.seeded
 	return d
 }
@@ -338,7 +343,7 @@ func (s *store) checkPools() error {
 // messages: cheap enough to take under the FSM's lock, and safe to encode
 // or copy after it is released. Slices are in the order State documents.
 func (s *store) state() *gwelbv1.State {
-	st := &gwelbv1.State{Index: s.index, Seeded: s.seeded, Balancers: s.balancers, Outcomes: s.outcomes}
+	st := &gwelbv1.State{Index: s.index, Seeded: s.seeded, Balancers: s.balancers, Observers: s.observers, Outcomes: s.outcomes}
 	n := 0
 	for _, p := range s.pools {
 		n += len(p.routes)
@@ -363,7 +368,7 @@ func (s *store) state() *gwelbv1.State {
 // a pool, every observation of a member); the store takes its messages over.
 func storeOf(st *gwelbv1.State) *store {
 	s := newStore()
-	s.index, s.seeded, s.balancers = st.GetIndex(), st.GetSeeded(), st.GetBalancers()
+	s.index, s.seeded, s.balancers, s.observers = st.GetIndex(), st.GetSeeded(), st.GetBalancers(), st.GetObservers()
 	s.unknown = slices.Clone(st.ProtoReflect().GetUnknown())
 	for _, p := range st.GetPools() {
 		s.pools[p.GetName()] = &poolRec{msg: p, members: map[string]*memberRec{}}

@@ -23,6 +23,7 @@ const (
 	maxWeight     = 1000
 	maxProbeCount = 100 // rise, fall
 	maxFlapLimit  = 1000
+	maxProbers    = 64        // health.probers; more than any sane voter count
 	maxProbeTime  = time.Hour // interval, timeout
 	maxHoldTime   = 24 * time.Hour
 	maxNameLen    = 64
@@ -232,6 +233,9 @@ func checkPool(c checker, p PoolSpec) {
 	}
 	if h.HoldDown < 0 || h.HoldDown > maxHoldTime {
 		c.add("health.hold_down", h.HoldDown, "want 0s to %v", maxHoldTime)
+	}
+	if h.Probers < 0 || h.Probers > maxProbers {
+		c.add("health.probers", h.Probers, "want 0 (every live voter) to %d", maxProbers)
 	}
 	if h.FlapLimit > 0 && (h.FlapWindow <= 0 || h.HoldDown <= 0) {
 		c.add("health.flap_limit", h.FlapLimit, "needs health.flap_window and health.hold_down")

@@ -75,21 +75,63 @@ func (v verdictFields) applyTo(m *gwelbv1.Member) {
 	m.FlipsUnixNanos = v.flips
 }
 
-// tally counts what the deciding balancer nodes observe of one member.
+// Probers returns the balancer nodes assigned to probe member route of
+// pool (bounded probing, DESIGN.md §5.5): the k nodes of balancers (sorted)
+// with the highest rendezvous score of (node, pool, route), sorted by name;
+// every balancer when k is 0 or at least their number. Every node computes
+// the same set from the replicated balancers and the pool's health.probers,
+// and when a balancer goes only the members it probed move, each to the
+// next node in its own ranking. With no balancers it returns nil: the
+// observing nodes decide (a lone -dev node).
+func Probers(pool, route string, k int, balancers []string) []string {
+	if k <= 0 || k >= len(balancers) {
+		return balancers
+	}
+	type scored struct {
+		node  string
+		score uint64
+	}
+	key := pool + "\x00" + route
+	all := make([]scored, len(balancers))
+	for i, b := range balancers {
+		all[i] = scored{b, hrwHash(b, key)}
+	}
+	slices.SortFunc(all, func(a, b scored) int {
+		if a.score != b.score {
+			if a.score > b.score {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.node, b.node)
+	})
+	out := make([]string, k)
+	for i := range out {
+		out[i] = all[i].node
+	}
+	slices.Sort(out)
+	return out
+}
+
+// tally counts what the deciding nodes observe of one member: its assigned
+// probers, and the nodes that do not probe it but whose data plane saw it
+// fail (passive observations of down).
 type tally struct {
-	nodes int    // size of the deciding set
-	down  int    // how many of them observe down
-	cause string // first non-empty cause of a down observation, in node order
+	nodes   int    // size of the deciding set
+	down    int    // how many of them observe down
+	pending int    // assigned probers that have not judged since they were assigned (SetBalancers only)
+	cause   string // first non-empty cause of a down observation, in node order
 }
 
 // countObservations tallies obs (the latest observation per node of one
-// member) against the balancer set. With an empty set the observing nodes
+// member) against the member's assigned probers (Probers, sorted). Each
+// prober counts, as up until it reports down; a node outside the set counts
+// only while its passive observation says down, adding itself to both sides
+// of the majority. With no probers (no balancer set) the observing nodes
 // are the set, so a lone -dev node decides alone.
-func countObservations(obs []*gwelbv1.Observation, balancers []string) tally {
+func countObservations(obs []*gwelbv1.Observation, probers []string) tally {
 	var t tally
-	if len(balancers) > 0 {
-		t.nodes = len(balancers)
-	}
+	t.nodes = len(probers)
 	// Walk in node order so "first cause" is the same on every node whatever
 	// order the caller keeps observations in (the FSM keeps them in node
 	// order: then there is nothing to copy).
@@ -105,12 +147,14 @@ func countObservations(obs []*gwelbv1.Observation, balancers []string) tally {
 			continue // one voice per node
 		}
 		prev = o.GetNode()
-		if len(balancers) > 0 {
-			if _, ok := slices.BinarySearch(balancers, o.GetNode()); !ok {
-				continue
-			}
-		} else {
+		switch {
+		case len(probers) == 0:
 			t.nodes++
+		case isMember(probers, o.GetNode()):
+		case o.GetPassive() && o.GetDown():
+			t.nodes++ // a passive reporter is counted while it reports down
+		default:
+			continue
 		}
 		if o.GetDown() {
 			t.down++
@@ -120,6 +164,12 @@ func countObservations(obs []*gwelbv1.Observation, balancers []string) tally {
 		}
 	}
 	return t
+}
+
+// isMember reports whether sorted holds name.
+func isMember(sorted []string, name string) bool {
+	_, ok := slices.BinarySearch(sorted, name)
+	return ok
 }
 
 // quorum is a strict majority of the deciding set.
@@ -146,10 +196,15 @@ func (t tally) String() string {
 }
 
 // deriveVerdict re-derives a member's verdict fields at command time now
-// from the latest observations of that member by the balancer nodes
-// (balancers sorted; empty means the observing nodes decide) and the pool's
-// health check (nil: no flap damping). It is a pure function: it reads no
-// clock and leaves its arguments unchanged.
+// from the latest observations of that member, counted against its
+// assigned probers (sorted; empty means the observing nodes decide), and
+// the pool's health check (nil: no flap damping). pending is how many of
+// the probers were assigned by this command and have not judged yet: a
+// DOWN verdict stands while they could still make the majority, so that
+// replacing a prober that observed down does not lift the verdict before
+// its successor has probed (it reports its first judgment promptly,
+// cluster/health.go). It is a pure function: it reads no clock and leaves
+// its arguments unchanged.
 //
 // Flap damping: a flip is a change of verdict. When flap_limit > 0 and a
 // flip would make the flips within flap_window exceed flap_limit, the member
@@ -157,8 +212,9 @@ func (t tally) String() string {
 // the hold, a flip to UP is refused. While held the verdict stays DOWN
 // whatever the observations say; the first derivation at or after the end of
 // the hold forgets the old flips, so the member is judged afresh.
-func deriveVerdict(cur verdictFields, obs []*gwelbv1.Observation, balancers []string, hc *gwelbv1.HealthCheck, now int64) verdictFields {
-	t := countObservations(obs, balancers)
+func deriveVerdict(cur verdictFields, obs []*gwelbv1.Observation, probers []string, pending int, hc *gwelbv1.HealthCheck, now int64) verdictFields {
+	t := countObservations(obs, probers)
+	t.pending = pending
 	next := cur
 	next.flips = slices.Clone(cur.flips)
 
@@ -174,6 +230,9 @@ func deriveVerdict(cur verdictFields, obs []*gwelbv1.Observation, balancers []st
 	}
 
 	target := t.verdict()
+	if target == gwelbv1.Verdict_VERDICT_UP && cur.verdict == gwelbv1.Verdict_VERDICT_DOWN && t.down+t.pending >= t.quorum() {
+		return next // new probers have not judged yet: the verdict stands
+	}
 	if target == cur.verdict {
 		if released {
 			next.cause = t.String() + "; hold-down over"

@@ -48,7 +48,7 @@ func TestVerdictMajority(t *testing.T) {
 				cur = verdictFields{verdict: down, since: 1}
 			}
 			obs := slices.Clone(tt.obs)
-			got := deriveVerdict(cur, obs, tt.balancers, nil, t0)
+			got := deriveVerdict(cur, obs, tt.balancers, 0, nil, t0)
 			if got.verdict != tt.want || got.cause != tt.cause || got.since != t0 {
 				t.Errorf("got %v %q since %d, want %v %q since t0", got.verdict, got.cause, got.since, tt.want, tt.cause)
 			}
@@ -57,7 +57,7 @@ func TestVerdictMajority(t *testing.T) {
 			}
 			// Deriving again at a later time changes nothing: verdicts move
 			// only when what is observed does.
-			if again := deriveVerdict(got, obs, tt.balancers, nil, t0+1); !again.equal(got) {
+			if again := deriveVerdict(got, obs, tt.balancers, 0, nil, t0+1); !again.equal(got) {
 				t.Errorf("not stable: %+v then %+v", got, again)
 			}
 		})
@@ -142,11 +142,17 @@ func TestVerdictBalancerSetChanges(t *testing.T) {
 	if h.member("backend", "1").GetVerdict() != down {
 		t.Fatal("want DOWN with 2/3")
 	}
-	// a leaves; d joins. Only b's down view is left: 1/3, so UP again.
+	// a leaves; d joins. Only b's down view is left, but d has not
+	// judged yet and could make 2/3: the verdict stands until it does.
 	h.must(cmdBalancers(t0+10, "b", "c", "d"))
+	if m := h.member("backend", "1"); m.GetVerdict() != down {
+		t.Fatalf("after a left, before d judged: %v", m)
+	}
+	// d sees it up: 1/3, so UP again.
+	h.must(cmdObserve(t0+11, "backend", "1", "d", false, t0+11, ""))
 	m := h.member("backend", "1")
-	if m.GetVerdict() != up || m.GetVerdictSinceUnixNanos() != t0+10 || m.GetVerdictCause() != "up: 1/3 nodes observe down" {
-		t.Fatalf("after a left: %v", m)
+	if m.GetVerdict() != up || m.GetVerdictSinceUnixNanos() != t0+11 || m.GetVerdictCause() != "up: 1/3 nodes observe down" {
+		t.Fatalf("after a left and d judged: %v", m)
 	}
 	for _, o := range h.f.State().GetObservations() {
 		if o.GetNode() == "a" {
@@ -155,7 +161,7 @@ func TestVerdictBalancerSetChanges(t *testing.T) {
 	}
 	// a is no balancer now: its views are ignored.
 	h.must(cmdObserve(t0+20, "backend", "1", "a", true, t0+20, ""))
-	if len(h.f.State().GetObservations()) != 1 {
+	if len(h.f.State().GetObservations()) != 2 {
 		t.Fatalf("observation by a non-balancer recorded: %v", h.f.State().GetObservations())
 	}
 	// Shrinking the set can make a minority a majority.
@@ -242,7 +248,7 @@ func TestVerdictFlapDampingRefusesUp(t *testing.T) {
 	hc := &gwelbv1.HealthCheck{FlapLimit: 1, FlapWindowMs: 10_000, HoldDownMs: 5_000}
 	sec := int64(time.Second)
 	cur := verdictFields{verdict: down, since: t0, flips: []int64{t0}}
-	got := deriveVerdict(cur, []*gwelbv1.Observation{fxObs("a", false, "")}, []string{"a"}, hc, t0+sec)
+	got := deriveVerdict(cur, []*gwelbv1.Observation{fxObs("a", false, "")}, []string{"a"}, 0, hc, t0+sec)
 	if got.verdict != down || got.holdUntil != t0+6*sec || got.since != t0 || !slices.Equal(got.flips, []int64{t0}) {
 		t.Fatalf("got %+v", got)
 	}
@@ -250,7 +256,7 @@ func TestVerdictFlapDampingRefusesUp(t *testing.T) {
 		t.Fatal("input modified")
 	}
 	// Flips older than the window do not count.
-	got = deriveVerdict(cur, []*gwelbv1.Observation{fxObs("a", false, "")}, []string{"a"}, hc, t0+10*sec)
+	got = deriveVerdict(cur, []*gwelbv1.Observation{fxObs("a", false, "")}, []string{"a"}, 0, hc, t0+10*sec)
 	if got.verdict != up || got.holdUntil != 0 || !slices.Equal(got.flips, []int64{t0 + 10*sec}) {
 		t.Fatalf("got %+v", got)
 	}
@@ -261,7 +267,7 @@ func TestVerdictFlipHistoryBounded(t *testing.T) {
 	hc := &gwelbv1.HealthCheck{FlapWindowMs: 1 << 40} // damping off, huge window
 	for i := range 200 {
 		isDown := cur.verdict == up
-		cur = deriveVerdict(cur, []*gwelbv1.Observation{fxObs("a", isDown, "")}, nil, hc, t0+int64(i))
+		cur = deriveVerdict(cur, []*gwelbv1.Observation{fxObs("a", isDown, "")}, nil, 0, hc, t0+int64(i))
 	}
 	if len(cur.flips) != maxFlips || cur.flips[maxFlips-1] != t0+199 {
 		t.Fatalf("%d flips kept, last %d", len(cur.flips), cur.flips[len(cur.flips)-1])

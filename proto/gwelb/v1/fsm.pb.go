@@ -315,16 +315,21 @@ func (x *CookieAttrs) GetSameSite() string {
 
 // HealthCheck configures the active probe of a pool's members.
 type HealthCheck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`                                      // default "<prefix>/about"
-	IntervalMs    int64                  `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`       // default 2000
-	TimeoutMs     int64                  `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`          // default 1000
-	Rise          int32                  `protobuf:"varint,4,opt,name=rise,proto3" json:"rise,omitempty"`                                     // default 2
-	Fall          int32                  `protobuf:"varint,5,opt,name=fall,proto3" json:"fall,omitempty"`                                     // default 2
-	ExpectStatus  int32                  `protobuf:"varint,6,opt,name=expect_status,json=expectStatus,proto3" json:"expect_status,omitempty"` // default 200
-	FlapLimit     int32                  `protobuf:"varint,7,opt,name=flap_limit,json=flapLimit,proto3" json:"flap_limit,omitempty"`          // verdict flips within flap_window that trigger hold-down; 0 = off
-	FlapWindowMs  int64                  `protobuf:"varint,8,opt,name=flap_window_ms,json=flapWindowMs,proto3" json:"flap_window_ms,omitempty"`
-	HoldDownMs    int64                  `protobuf:"varint,9,opt,name=hold_down_ms,json=holdDownMs,proto3" json:"hold_down_ms,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Path         string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`                                      // default "<prefix>/about"
+	IntervalMs   int64                  `protobuf:"varint,2,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`       // default 2000
+	TimeoutMs    int64                  `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`          // default 1000
+	Rise         int32                  `protobuf:"varint,4,opt,name=rise,proto3" json:"rise,omitempty"`                                     // default 2
+	Fall         int32                  `protobuf:"varint,5,opt,name=fall,proto3" json:"fall,omitempty"`                                     // default 2
+	ExpectStatus int32                  `protobuf:"varint,6,opt,name=expect_status,json=expectStatus,proto3" json:"expect_status,omitempty"` // default 200
+	FlapLimit    int32                  `protobuf:"varint,7,opt,name=flap_limit,json=flapLimit,proto3" json:"flap_limit,omitempty"`          // verdict flips within flap_window that trigger hold-down; 0 = off
+	FlapWindowMs int64                  `protobuf:"varint,8,opt,name=flap_window_ms,json=flapWindowMs,proto3" json:"flap_window_ms,omitempty"`
+	HoldDownMs   int64                  `protobuf:"varint,9,opt,name=hold_down_ms,json=holdDownMs,proto3" json:"hold_down_ms,omitempty"`
+	// How many balancer nodes probe each member: the k with the highest
+	// rendezvous score of (node, pool, route) among the balancers; the verdict
+	// is their majority (DESIGN.md §5.5). 0 = every balancer. Needs
+	// Command.version 3 when set.
+	Probers       int32 `protobuf:"varint,10,opt,name=probers,proto3" json:"probers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +423,13 @@ func (x *HealthCheck) GetFlapWindowMs() int64 {
 func (x *HealthCheck) GetHoldDownMs() int64 {
 	if x != nil {
 		return x.HoldDownMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetProbers() int32 {
+	if x != nil {
+		return x.Probers
 	}
 	return 0
 }
@@ -645,13 +657,16 @@ func (x *Member) GetFlipsUnixNanos() []int64 {
 
 // Observation is one balancer node's view of one member.
 type Observation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pool          string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
-	Route         string                 `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
-	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
-	Down          bool                   `protobuf:"varint,4,opt,name=down,proto3" json:"down,omitempty"`
-	UnixNanos     int64                  `protobuf:"varint,5,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"` // when the node's view changed
-	Cause         string                 `protobuf:"bytes,6,opt,name=cause,proto3" json:"cause,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Pool      string                 `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Route     string                 `protobuf:"bytes,2,opt,name=route,proto3" json:"route,omitempty"`
+	Node      string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Down      bool                   `protobuf:"varint,4,opt,name=down,proto3" json:"down,omitempty"`
+	UnixNanos int64                  `protobuf:"varint,5,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"` // when the node's view changed
+	Cause     string                 `protobuf:"bytes,6,opt,name=cause,proto3" json:"cause,omitempty"`
+	// The node does not probe the member: its view is what its data plane saw
+	// (connection failures, routing contract rule 8). Needs Command.version 3.
+	Passive       bool `protobuf:"varint,7,opt,name=passive,proto3" json:"passive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,11 +743,18 @@ func (x *Observation) GetCause() string {
 	return ""
 }
 
+func (x *Observation) GetPassive() bool {
+	if x != nil {
+		return x.Passive
+	}
+	return false
+}
+
 // Command is one entry of the Raft log. Apply reads nothing but the command
 // and the state, so every node builds the same state.
 type Command struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
-	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                      // 1; 2 for a PutMember with a mode (fsm.EncodeCommand sets the lowest that applies it right)
+	Version   uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                      // 1; 2 for a PutMember with a mode; 3 for a pool with health.probers or a passive Observation (fsm.EncodeCommand sets the lowest that applies it right)
 	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`  // idempotency key chosen by the client
 	UnixNanos int64                  `protobuf:"varint,3,opt,name=unix_nanos,json=unixNanos,proto3" json:"unix_nanos,omitempty"` // the proposing node's clock; the FSM never reads its own
 	// Types that are valid to be assigned to Op:
@@ -1238,10 +1260,13 @@ func (x *SetMemberState) GetState() AdminState {
 	return AdminState_ADMIN_STATE_ACTIVE
 }
 
-// SetBalancers records the balancer nodes (Raft voters) whose majority decides verdicts.
+// SetBalancers records the balancer nodes (the live Raft voters) among which
+// each member's probers are chosen, and the other live nodes (non-voters)
+// whose passive observations count (DESIGN.md §5.5).
 type SetBalancers struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []string               `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Observers     []string               `protobuf:"bytes,2,rep,name=observers,proto3" json:"observers,omitempty"` // live non-voters; empty: none recorded
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1279,6 +1304,13 @@ func (*SetBalancers) Descriptor() ([]byte, []int) {
 func (x *SetBalancers) GetNodes() []string {
 	if x != nil {
 		return x.Nodes
+	}
+	return nil
+}
+
+func (x *SetBalancers) GetObservers() []string {
+	if x != nil {
+		return x.Observers
 	}
 	return nil
 }
@@ -1337,6 +1369,7 @@ type State struct {
 	Observations  []*Observation         `protobuf:"bytes,5,rep,name=observations,proto3" json:"observations,omitempty"` // sorted by pool, route, node
 	Index         uint64                 `protobuf:"varint,6,opt,name=index,proto3" json:"index,omitempty"`              // Raft index of the last applied command
 	Outcomes      []*Outcome             `protobuf:"bytes,7,rep,name=outcomes,proto3" json:"outcomes,omitempty"`         // recent request ids, oldest first (bounded window)
+	Observers     []string               `protobuf:"bytes,8,rep,name=observers,proto3" json:"observers,omitempty"`       // sorted: live non-voters whose passive observations count
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1416,6 +1449,13 @@ func (x *State) GetIndex() uint64 {
 func (x *State) GetOutcomes() []*Outcome {
 	if x != nil {
 		return x.Outcomes
+	}
+	return nil
+}
+
+func (x *State) GetObservers() []string {
+	if x != nil {
+		return x.Observers
 	}
 	return nil
 }
@@ -1502,7 +1542,7 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\amax_age\x18\x03 \x01(\x05R\x06maxAge\x12\x16\n" +
 	"\x06secure\x18\x04 \x01(\bR\x06secure\x12\x1b\n" +
 	"\thttp_only\x18\x05 \x01(\bR\bhttpOnly\x12\x1b\n" +
-	"\tsame_site\x18\x06 \x01(\tR\bsameSite\"\x95\x02\n" +
+	"\tsame_site\x18\x06 \x01(\tR\bsameSite\"\xaf\x02\n" +
 	"\vHealthCheck\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1f\n" +
 	"\vinterval_ms\x18\x02 \x01(\x03R\n" +
@@ -1516,7 +1556,9 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"flap_limit\x18\a \x01(\x05R\tflapLimit\x12$\n" +
 	"\x0eflap_window_ms\x18\b \x01(\x03R\fflapWindowMs\x12 \n" +
 	"\fhold_down_ms\x18\t \x01(\x03R\n" +
-	"holdDownMs\"\xba\x02\n" +
+	"holdDownMs\x12\x18\n" +
+	"\aprobers\x18\n" +
+	" \x01(\x05R\aprobers\"\xba\x02\n" +
 	"\x04Pool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x1f\n" +
@@ -1539,7 +1581,7 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\rverdict_cause\x18\b \x01(\tR\fverdictCause\x12:\n" +
 	"\x1ahold_down_until_unix_nanos\x18\t \x01(\x03R\x16holdDownUntilUnixNanos\x12(\n" +
 	"\x10flips_unix_nanos\x18\n" +
-	" \x03(\x03R\x0eflipsUnixNanos\"\x94\x01\n" +
+	" \x03(\x03R\x0eflipsUnixNanos\"\xae\x01\n" +
 	"\vObservation\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12\x12\n" +
@@ -1547,7 +1589,8 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\x04down\x18\x04 \x01(\bR\x04down\x12\x1d\n" +
 	"\n" +
 	"unix_nanos\x18\x05 \x01(\x03R\tunixNanos\x12\x14\n" +
-	"\x05cause\x18\x06 \x01(\tR\x05cause\"\x9f\x04\n" +
+	"\x05cause\x18\x06 \x01(\tR\x05cause\x12\x18\n" +
+	"\apassive\x18\a \x01(\bR\apassive\"\x9f\x04\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1d\n" +
 	"\n" +
@@ -1583,11 +1626,12 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\x0eSetMemberState\x12\x12\n" +
 	"\x04pool\x18\x01 \x01(\tR\x04pool\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\tR\x05route\x12*\n" +
-	"\x05state\x18\x03 \x01(\x0e2\x14.gwelb.v1.AdminStateR\x05state\"$\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x14.gwelb.v1.AdminStateR\x05state\"B\n" +
 	"\fSetBalancers\x12\x14\n" +
-	"\x05nodes\x18\x01 \x03(\tR\x05nodes\"B\n" +
+	"\x05nodes\x18\x01 \x03(\tR\x05nodes\x12\x1c\n" +
+	"\tobservers\x18\x02 \x03(\tR\tobservers\"B\n" +
 	"\aObserve\x127\n" +
-	"\vobservation\x18\x01 \x01(\v2\x15.gwelb.v1.ObservationR\vobservation\"\x8f\x02\n" +
+	"\vobservation\x18\x01 \x01(\v2\x15.gwelb.v1.ObservationR\vobservation\"\xad\x02\n" +
 	"\x05State\x12\x16\n" +
 	"\x06seeded\x18\x01 \x01(\bR\x06seeded\x12$\n" +
 	"\x05pools\x18\x02 \x03(\v2\x0e.gwelb.v1.PoolR\x05pools\x12*\n" +
@@ -1595,7 +1639,8 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\tbalancers\x18\x04 \x03(\tR\tbalancers\x129\n" +
 	"\fobservations\x18\x05 \x03(\v2\x15.gwelb.v1.ObservationR\fobservations\x12\x14\n" +
 	"\x05index\x18\x06 \x01(\x04R\x05index\x12-\n" +
-	"\boutcomes\x18\a \x03(\v2\x11.gwelb.v1.OutcomeR\boutcomes\"\x7f\n" +
+	"\boutcomes\x18\a \x03(\v2\x11.gwelb.v1.OutcomeR\boutcomes\x12\x1c\n" +
+	"\tobservers\x18\b \x03(\tR\tobservers\"\x7f\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
