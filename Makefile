@@ -6,7 +6,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test lint fuzz bench bench-cluster demo clean proto image compose-test chaos chaos-long
+.PHONY: all build test lint fuzz bench bench-idle bench-cluster demo clean proto image compose-test chaos chaos-long
 
 all: build
 
@@ -75,6 +75,11 @@ lint:
 bench: build
 	$(GO) test -run=NONE -bench=. -benchmem ./proxy/ ./fsm/
 	deploy/bench/run.sh
+	deploy/bench/idle.sh
+
+## bench-idle: CPU of the three-node demo cluster while idle, per node
+bench-idle: build
+	deploy/bench/idle.sh
 
 ## bench-cluster: control-plane figures over a real in-process three-node
 ## cluster: PutMember-to-every-proxy latency (200 writes), leader failover

@@ -136,10 +136,12 @@ type freshness struct {
 }
 
 // staleAfter is how long without news from the leader's log makes the
-// table suspect: two heartbeat timeouts. A healthy leader sends every
+// table suspect: two heartbeat timeouts. A healthy idle leader sends every
 // follower an AppendEntries with its commit index every commit timeout
-// (5-10 ms, raft's replicate loop) besides heartbeats, so this is a
-// hundred missed rounds, and a busy host changes nothing.
+// (100-200 ms, raft's replicate loop) besides heartbeats, and one at once
+// after each commit (commitnotify.go); a contact counts as of the arrival
+// of the one before it, so a follower's news is at most about 400 ms old
+// and this leaves more than that again for a busy host.
 func (n *Node) staleAfter() time.Duration { return 2 * n.cfg.Timing.HeartbeatTimeout }
 
 // staleRefuse is how long a node that knows it may be behind refuses to
@@ -532,6 +534,8 @@ func (n *Node) leaderCatchUp(ctx context.Context, have uint64) (*gwelbv1.CatchUp
 	if err := n.raft.Barrier(timeout).Error(); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "barrier: %v", err)
 	}
+	// An asker that waits for its own Raft needs the barrier's commit too.
+	n.notifyCommit()
 	for len(n.cfg.Seed) > 0 && !n.fsm.State().GetSeeded() {
 		select {
 		case <-ctx.Done():

@@ -112,8 +112,12 @@ type Timing struct {
 	HeartbeatTimeout   time.Duration // default 500 ms
 	ElectionTimeout    time.Duration // default 500 ms
 	LeaderLeaseTimeout time.Duration // default 250 ms; must not exceed HeartbeatTimeout
-	CommitTimeout      time.Duration // default 5 ms: followers learn of a commit within 5-10 ms
-	GossipProfile      string        // "lan" (default) or "local": memberlist's LAN or loopback profile
+	// CommitTimeout: how often an idle leader sends each follower an
+	// AppendEntries (default 100 ms), the follower's proof that it has
+	// the leader's log (catchup.go). Commits do not wait for it: the
+	// leader tells followers of each at once (commitnotify.go).
+	CommitTimeout time.Duration
+	GossipProfile string // "lan" (default) or "local": memberlist's LAN or loopback profile
 }
 
 func (c *Config) setDefaults() {
@@ -128,7 +132,7 @@ func (c *Config) setDefaults() {
 		t.LeaderLeaseTimeout = 250 * time.Millisecond
 	}
 	if t.CommitTimeout == 0 {
-		t.CommitTimeout = 5 * time.Millisecond
+		t.CommitTimeout = 100 * time.Millisecond
 	}
 	if t.GossipProfile == "" {
 		t.GossipProfile = "lan"

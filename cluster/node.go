@@ -40,6 +40,7 @@ type Node struct {
 	notifyCh   <-chan bool   // Raft leadership transitions (never dropped, unlike LeaderCh)
 	events     chan struct{} // gossip changed: the leader reconciles
 	bootEvents chan struct{} // gossip changed: bootstrap looks again
+	commits    chan struct{} // the FSM applied a command: the leader tells the followers (commitnotify.go)
 	grpc       *grpc.Server
 	grpcLn     net.Listener
 	peers      *peerClients
@@ -86,6 +87,7 @@ func Start(cfg Config) (*Node, error) {
 		log:        cfg.Logger.With("node", cfg.Name),
 		events:     make(chan struct{}, 1),
 		bootEvents: make(chan struct{}, 1),
+		commits:    make(chan struct{}, 1),
 		watchers:   newWatchers(),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -135,10 +137,15 @@ func (n *Node) start() error {
 	n.goRun(n.bootstrapLoop)
 	n.goRun(func(ctx context.Context) { n.runCatchUp(ctx, n.startup) })
 	n.goRun(n.watchFreshness)
+	n.goRun(n.tellFollowers)
 	n.exposeMetrics()
 	n.log.Info("node started; catching up with the cluster before routing", "raft", n.cfg.RaftAddr, "gossip", n.cfg.GossipAddr, "grpc", n.GRPCAddr(), "existing_state", existing)
 	return nil
 }
+
+// raftLogCache is how many of the newest Raft entries are kept decoded in
+// memory (Consul keeps 512).
+const raftLogCache = 512
 
 // startRaft opens the stores and starts Raft; existing reports whether the
 // data_dir held Raft state (a restart, not a first start).
@@ -198,7 +205,14 @@ func (n *Node) startRaft() (existing bool, err error) {
 	// monitor when the leader's log last reached this node (catchup.go).
 	n.inbox = newRaftInbox(n.ctx, trans)
 	n.goRun(n.inbox.run)
-	r, err := raft.NewRaft(rc, n.fsm, logStore, logStore, snaps, n.inbox)
+	// The newest entries are read again for every AppendEntries (the
+	// previous entry's term): a cache in front of BoltDB spares decoding
+	// them each time, as Consul does (DESIGN.md §8).
+	logs, err := raft.NewLogCache(raftLogCache, logStore)
+	if err != nil {
+		return false, fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, logs, logStore, snaps, n.inbox)
 	if err != nil {
 		return false, fmt.Errorf("start raft: %w", err)
 	}
