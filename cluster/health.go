@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,16 +15,27 @@ import (
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
-// prober probes every member from this node and reports changes of this
-// node's view as observations through Raft; the FSM turns the observations
-// of all nodes into the cluster's verdict. In steady state it writes nothing.
+// prober probes the members assigned to this node and reports changes of
+// this node's view as observations through Raft; the FSM turns the
+// observations into the cluster's verdict. In steady state it writes
+// nothing. Bounded probing (DESIGN.md §5.5): a member is probed by the
+// pool's health.probers balancers of its rendezvous ranking
+// (fsm.Probers over the replicated balancers, the live voters), so a GWE
+// server gets k probes per interval however many balancer nodes run; a
+// node that does not probe a member still reports the failures its data
+// plane sees of it, as passive observations (passiveView).
 type prober struct {
 	n      *Node
 	client *http.Client
 
-	mu     sync.Mutex
-	probes map[string]map[string]*probe // by pool, then route
+	mu        sync.Mutex
+	probes    map[string]map[string]*probe // by pool, then route
+	balancers []string                     // the FSM's balancers at the last sync
+	passive   map[probeKey]*passiveView    // members this node does not probe whose failures it saw lately
 }
+
+// probeKey names a member.
+type probeKey struct{ pool, route string }
 
 // probe is the goroutine that watches one member.
 type probe struct {
@@ -51,25 +63,41 @@ func newProber(n *Node) *prober {
 			// A redirect is an answer; the expected status decides.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		probes: map[string]map[string]*probe{},
+		probes:  map[string]map[string]*probe{},
+		passive: map[probeKey]*passiveView{},
 	}
 }
 
-// sync starts probes for new members and stops those of removed or changed
-// ones. It runs on every new table, after prev (nil at first), and must not
-// block. It costs what the change touched (DESIGN.md §5.2): a pool with the
-// layout it had in prev has the same settings, routes and URLs, so its
-// probes stand as they are; only a pool whose layout changed, or that came
-// or went, is walked.
+// sync starts probes for new members and members newly assigned to this
+// node, and stops those of removed, changed or reassigned ones. It runs on
+// every new table, after prev (nil at first), and must not block. It costs
+// what the change touched (DESIGN.md §5.2): a pool with the layout and
+// health settings it had in prev has the same routes, URLs and probers, so
+// its probes stand as they are; only a pool whose layout or health check
+// changed, or that came or went, is walked, and every pool when the
+// balancers changed (each member's probers may have moved).
 func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n.nonVoter.Load() {
-		return // verdicts are the voters' (DESIGN.md §5.5): a non-voter does not probe
+		return // probers are chosen among the voters (DESIGN.md §5.5): a non-voter only reports passively
 	}
+	// The FSM's state is the table's: the hook runs on the goroutine that
+	// applies, before the next command.
+	balancers := p.n.fsm.Balancers()
+	moved := !slices.Equal(balancers, p.balancers)
+	if moved && len(balancers) > 0 && !slices.Contains(p.balancers, p.n.cfg.Name) {
+		// Back among the balancers (after a partition, say): the FSM
+		// forgot this node's observations when it left, so every probe
+		// starts again from what the FSM has on record (lastObserved).
+		p.stopAll()
+	}
+	p.balancers = balancers
 	for _, pool := range t.Pools() {
-		if prev != nil && pool.SameLayout(prev.Pool(pool.Name())) {
-			continue
+		if !moved && prev != nil {
+			if old := prev.Pool(pool.Name()); pool.SameLayout(old) && pool.Spec().Health == old.Spec().Health {
+				continue
+			}
 		}
 		p.syncPool(ctx, pool)
 	}
@@ -84,7 +112,8 @@ func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 	}
 }
 
-// syncPool makes the probes of one pool match its members.
+// syncPool makes the probes of one pool match the members assigned to
+// this node (all of them while there is no balancer set: a lone -dev node).
 func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 	spec := pool.Spec().Health
 	probes := p.probes[pool.Name()]
@@ -94,7 +123,15 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 	}
 	seen := make(map[string]bool, pool.Len())
 	for _, m := range pool.All() {
+		if len(p.balancers) > 0 && !slices.Contains(fsm.Probers(pool.Name(), m.Route, spec.Probers, p.balancers), p.n.cfg.Name) {
+			continue // another node probes it; stopped below if this one did
+		}
 		seen[m.Route] = true
+		if pv := p.passive[probeKey{pool.Name(), m.Route}]; pv != nil {
+			// Probing takes over: the probe counts this node's failures.
+			pv.cancel()
+			delete(p.passive, probeKey{pool.Name(), m.Route})
+		}
 		if old := probes[m.Route]; old != nil {
 			if old.url == m.URL && old.spec == spec {
 				continue
@@ -121,23 +158,35 @@ func (p *prober) stopProbe(pr *probe) {
 	p.n.deleteProbeMetrics(pr.pool, pr.route)
 }
 
-// fail counts a failure the data plane saw as a failed probe.
+// fail counts a failure the data plane saw as a failed probe of the
+// member's probe on this node, or, when this node does not probe it, in
+// its passive view of the member (started on the first failure).
 func (p *prober) fail(pool, route string, err error) {
 	p.mu.Lock()
-	pr := p.probes[pool][route]
-	p.mu.Unlock()
-	if pr == nil {
+	ch := (chan error)(nil)
+	if pr := p.probes[pool][route]; pr != nil {
+		ch = pr.passive
+	} else if ch = p.passiveFor(probeKey{pool, route}); ch == nil {
+		p.mu.Unlock()
 		return
 	}
+	p.mu.Unlock()
 	select {
-	case pr.passive <- err:
+	case ch <- err:
 	default: // enough failures are queued already
 	}
 }
 
+// stop ends every probe (the node stops, or it became a non-voter); the
+// passive views stay, a non-voter reports passively too, and end with the
+// node.
 func (p *prober) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.stopAll()
+}
+
+func (p *prober) stopAll() {
 	for name, probes := range p.probes {
 		for _, pr := range probes {
 			pr.cancel()
@@ -151,8 +200,15 @@ func (p *prober) stop() {
 // firing together. The node's view flips to down after Fall consecutive
 // failures and back up after Rise successes; each flip is submitted as an
 // observation, retried until Raft takes it.
+//
+// A probe with nothing on record for a member whose verdict is DOWN
+// reports its first settled view (Rise successes or Fall failures) even
+// when it did not flip: it is a prober new to the member (a prober died,
+// or this node joined), and the FSM holds the verdict until it has judged
+// (DESIGN.md §5.5).
 func (p *prober) run(ctx context.Context, pr *probe) {
-	down, reported := p.lastObserved(pr)
+	down, recorded := p.lastObserved(pr)
+	reported := down
 	cause := ""
 	changedAt := time.Now()
 	var ok, failed int
@@ -192,27 +248,41 @@ func (p *prober) run(ctx context.Context, pr *probe) {
 				down, cause, changedAt = true, err.Error(), time.Now()
 			}
 		}
-		if down != reported {
+		settled := ok >= pr.spec.Rise || failed >= pr.spec.Fall
+		if down != reported || (!recorded && settled && p.verdictDown(pr)) {
+			if cause == "" && !down {
+				cause = fmt.Sprintf("%d probes ok", ok)
+			}
 			if p.report(ctx, pr, down, cause, changedAt) {
-				reported = down
+				reported, recorded = down, true
 			}
 		}
 	}
 }
 
+// verdictDown reports whether the member's verdict in this node's table is DOWN.
+func (p *prober) verdictDown(pr *probe) bool {
+	pool := p.n.fsm.Table().Pool(pr.pool)
+	if pool == nil {
+		return false
+	}
+	i, ok := pool.Lookup(pr.route)
+	return ok && pool.Member(i).Verdict == fsm.Down
+}
+
 // lastObserved returns what the FSM last recorded from this node about the
-// member, so a restarted node reports only real changes. A member never
-// observed by this node counts as up and reported. It reads that one
-// member's observations (FSM.Member), not the whole state: at 10,000
-// members a node starts 10,000 probes.
-func (p *prober) lastObserved(pr *probe) (down, reported bool) {
+// member, so a restarted node reports only real changes, and whether it has
+// anything on record. A member never observed by this node counts as up. It
+// reads that one member's observations (FSM.Member), not the whole state:
+// at 10,000 members a node starts 10,000 probes.
+func (p *prober) lastObserved(pr *probe) (down, recorded bool) {
 	_, obs, ok := p.n.fsm.Member(pr.pool, pr.route)
 	if !ok {
 		return false, false
 	}
 	for _, o := range obs {
 		if o.GetNode() == p.n.cfg.Name {
-			return o.GetDown(), o.GetDown()
+			return o.GetDown(), true
 		}
 	}
 	return false, false
@@ -251,6 +321,121 @@ func (p *prober) report(ctx context.Context, pr *probe, down bool, cause string,
 		return false
 	}
 	p.n.log.Info("observed member", "pool", pr.pool, "route", pr.route, "down", down, "cause", cause)
+	return true
+}
+
+// passiveView is this node's view of a member it does not probe, from the
+// failures its data plane reports (routing contract rule 8): down after
+// Fall failures with no quiet gap between them, up again after a quiet
+// gap; each flip is proposed as a passive observation, forwarded to the
+// leader like any write (DESIGN.md §5.5). It lives while failures come and
+// ends after a quiet gap, so it costs nothing for a healthy member.
+type passiveView struct {
+	failures chan error
+	cancel   context.CancelFunc
+}
+
+// passiveFor returns the failure channel of member k's passive view,
+// starting one; nil when the node is stopping. Called with p.mu held.
+func (p *prober) passiveFor(k probeKey) chan error {
+	if pv := p.passive[k]; pv != nil {
+		return pv.failures
+	}
+	pool := p.n.fsm.Table().Pool(k.pool)
+	if pool == nil || p.n.ctx.Err() != nil {
+		return nil
+	}
+	if _, ok := pool.Lookup(k.route); !ok {
+		return nil
+	}
+	spec := pool.Spec().WithDefaults()
+	ctx, cancel := context.WithCancel(p.n.ctx)
+	pv := &passiveView{failures: make(chan error, 8), cancel: cancel}
+	p.passive[k] = pv
+	go p.runPassive(ctx, k, pv, spec)
+	return pv.failures
+}
+
+// runPassive keeps one passive view. The quiet gap that clears it is the
+// longer of the pool's fail_timeout (this node's proxy sends the member
+// nothing while it is quarantined) and rise × interval (the probers' time
+// to see it up again), plus an interval.
+func (p *prober) runPassive(ctx context.Context, k probeKey, pv *passiveView, spec fsm.PoolSpec) {
+	h := spec.Health
+	quiet := time.Duration(h.Rise) * h.Interval
+	if spec.FailTimeout != nil && *spec.FailTimeout > quiet {
+		quiet = *spec.FailTimeout
+	}
+	quiet += h.Interval
+	pr := &probe{pool: k.pool, route: k.route, spec: h}
+	failed, down, reported := 0, false, false
+	cause := ""
+	timer := time.NewTimer(quiet)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-pv.failures:
+			failed++
+			timer.Reset(quiet)
+			if !down && failed >= h.Fall {
+				down, cause = true, fmt.Sprintf("proxy (passive): %v", err)
+			}
+		case <-timer.C:
+			failed = 0
+			if !p.inTable(k) {
+				p.mu.Lock()
+				if p.passive[k] == pv {
+					delete(p.passive, k)
+				}
+				p.mu.Unlock()
+				pv.cancel()
+				return // the member is gone, and its observations with it
+			}
+			if down {
+				down, cause = false, "no failures for "+quiet.String()
+			}
+			if down == reported {
+				p.mu.Lock()
+				if len(pv.failures) == 0 && p.passive[k] == pv {
+					delete(p.passive, k)
+					p.mu.Unlock()
+					pv.cancel()
+					return
+				}
+				p.mu.Unlock()
+			}
+			timer.Reset(quiet)
+		}
+		if down != reported && p.reportPassive(ctx, pr, down, cause) {
+			reported = down
+		}
+	}
+}
+
+// inTable reports whether member k is in this node's table.
+func (p *prober) inTable(k probeKey) bool {
+	pool := p.n.fsm.Table().Pool(k.pool)
+	if pool == nil {
+		return false
+	}
+	_, ok := pool.Lookup(k.route)
+	return ok
+}
+
+// reportPassive submits this node's changed passive view; false means try
+// again later.
+func (p *prober) reportPassive(ctx context.Context, pr *probe, down bool, cause string) bool {
+	obs := &gwelbv1.Observation{Pool: pr.pool, Route: pr.route, Node: p.n.cfg.Name, Down: down, UnixNanos: time.Now().UnixNano(), Cause: cause, Passive: true}
+	ctx, cancel := context.WithTimeout(ctx, p.n.cfg.WriteTimeout)
+	defer cancel()
+	_, err := p.n.apply(ctx, &gwelbv1.Command{Op: &gwelbv1.Command_Observe{Observe: &gwelbv1.Observe{Observation: obs}}})
+	if err != nil {
+		p.n.log.Debug("passive observation not recorded yet", "pool", pr.pool, "route", pr.route, "down", down, "err", err)
+		return false
+	}
+	p.n.log.Info("observed member passively", "pool", pr.pool, "route", pr.route, "down", down, "cause", cause)
 	return true
 }
 

@@ -120,7 +120,7 @@ func (n *Node) nextHoldDownEnd() (time.Time, bool) {
 // verdicts only when a command arrives, and a member held down for flapping
 // must be released at its hold-down end even if nobody observes anything.
 func (n *Node) rederiveVerdicts(ctx context.Context) {
-	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: n.fsm.Balancers()}}}
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: n.fsm.Balancers(), Observers: n.fsm.Observers()}}}
 	if _, err := n.apply(ctx, cmd); err != nil {
 		n.log.Warn("release hold-downs", "err", err)
 	}
@@ -175,23 +175,45 @@ func (n *Node) reconcile(ctx context.Context) {
 	n.syncBalancers(ctx)
 }
 
-// syncBalancers records the current voters in the FSM when they changed.
+// syncBalancers records the live voters (the balancers, among which each
+// member's probers are chosen) and the live non-voters (whose passive
+// observations count) in the FSM when they changed (DESIGN.md §5.5). Live
+// is what gossip lists, and this node: a voter gossip declares failed
+// leaves the balancers at once, so the members it probed move to other
+// probers, and comes back when gossip sees it again. Should gossip list
+// fewer voters than a majority, this leader (which a majority follows)
+// distrusts it and records every voter.
 func (n *Node) syncBalancers(ctx context.Context) {
 	f := n.raft.GetConfiguration()
 	if f.Error() != nil {
 		return
 	}
-	var voters []string
+	alive := map[string]bool{n.cfg.Name: true}
+	for _, m := range n.members() {
+		alive[m.Name] = true
+	}
+	var voters, live, observers []string
 	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			voters = append(voters, string(s.ID))
+		name := string(s.ID)
+		switch {
+		case s.Suffrage == raft.Voter:
+			voters = append(voters, name)
+			if alive[name] || n.gossip == nil {
+				live = append(live, name)
+			}
+		case s.Suffrage == raft.Nonvoter && alive[name]:
+			observers = append(observers, name)
 		}
 	}
-	sort.Strings(voters)
-	if slices.Equal(voters, n.fsm.Balancers()) {
+	if len(live) < len(voters)/2+1 {
+		live = voters
+	}
+	sort.Strings(live)
+	sort.Strings(observers)
+	if slices.Equal(live, n.fsm.Balancers()) && slices.Equal(observers, n.fsm.Observers()) {
 		return
 	}
-	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: voters}}}
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_SetBalancers{SetBalancers: &gwelbv1.SetBalancers{Nodes: live, Observers: observers}}}
 	if _, err := n.apply(ctx, cmd); err != nil {
 		n.log.Warn("record balancer set", "err", err)
 	}
