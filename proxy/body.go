@@ -31,6 +31,11 @@ type reqBody struct {
 	budget  *retryBudget
 	grace   time.Duration // 0: no body timeout
 	minRate int64         // bytes per second that extend grace; 0: none
+	// For splice: the client's Content-Length body (src) and its
+	// connection, nil unless the body can be spliced (a plain TCP
+	// listener; splice_linux.go).
+	length *lengthReader
+	guard  *guardConn
 
 	mu        sync.Mutex
 	err       error // the first error reading the client (not io.EOF)
@@ -101,46 +106,96 @@ type firstAttempt struct{ b *reqBody }
 func (f firstAttempt) Read(p []byte) (int, error) { return f.b.read(p, 0) }
 
 func (b *reqBody) read(p []byte, gen int) (int, error) {
+	start, err := b.begin(gen)
+	if err != nil {
+		return 0, err
+	}
+	n, err := b.src.Read(p)
+	return n, b.end(start, gen, n, p[:n], err)
+}
+
+// spliceMin is the least a body must have left for splicing to be
+// worth it; its last spliceMin bytes always go through user space, so
+// that the end of a body is seen by the readers that were written for it
+// (the request body's eof, the response's last bytes held for the
+// connection's flush).
+const spliceMin = 64 << 10
+
+// splice moves the next bytes of the client's body to the member through
+// sp (splice_linux.go), as read would with a buffer: the same attempt
+// check, the same accounting for the body read timeout. It does so only
+// once the retry copy was given up (a body bigger than retry_body_bytes,
+// or the budget spent: no retry can need the bytes) and the client
+// connection's reader holds nothing: ok is false when read must be used.
+// werr is the member's side failing (the bytes are lost), err the client's.
+func (b *reqBody) splice(gen int, sp *splicer) (n int, err, werr error, ok bool) {
+	l := b.length
 	b.mu.Lock()
+	if l == nil || b.keeping || l.r.Buffered() > 0 || l.n <= spliceMin || !b.guard.inBody(l.n) {
+		b.mu.Unlock()
+		return 0, nil, nil, false
+	}
+	b.mu.Unlock()
+	start, err := b.begin(gen)
+	if err != nil {
+		return 0, err, nil, true
+	}
+	n, err = sp.fill(l.n - spliceMin)
+	if n == 0 && err == nil {
+		err = io.ErrUnexpectedEOF // the client closed in the middle of the body
+	}
+	l.n -= int64(n)
+	b.guard.spliced(n)
+	err = b.end(start, gen, n, nil, err)
+	if n > 0 {
+		_, werr = sp.drain()
+	}
+	sp.release()
+	return n, err, werr, true
+}
+
+// begin starts a read of the client for attempt gen: it fails if the
+// attempt was abandoned, the body failed or ended, or its timeout fired;
+// else it marks the read in progress (for the timeout and rewind).
+func (b *reqBody) begin(gen int) (time.Time, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	switch {
 	case gen != b.gen || b.readStart != (time.Time{}):
-		b.mu.Unlock()
-		return 0, io.ErrClosedPipe // an abandoned attempt's transport
+		return time.Time{}, io.ErrClosedPipe // an abandoned attempt's transport
 	case b.err != nil:
-		err := b.err
-		b.mu.Unlock()
-		return 0, err
+		return time.Time{}, b.err
 	case b.eof:
-		b.mu.Unlock()
-		return 0, io.EOF
+		return time.Time{}, io.EOF
 	case b.timedOut:
 		b.err = errBodyTimeout
-		b.mu.Unlock()
-		return 0, errBodyTimeout
+		return time.Time{}, errBodyTimeout
 	}
 	start := time.Now()
 	b.readStart = start
 	if b.grace > 0 && b.timer == nil {
 		b.timer = time.AfterFunc(b.grace, b.watch)
 	}
-	b.mu.Unlock()
+	return start, nil
+}
 
-	n, err := b.src.Read(p)
-
+// end records a read of the client that began at start and returned n
+// bytes (got, kept for a retry; nil when spliced) and err; it returns the
+// error the reader sees.
+func (b *reqBody) end(start time.Time, gen, n int, got []byte, err error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.readStart = time.Time{}
 	b.readDone.Broadcast()
 	b.waited += time.Since(start)
 	b.received += int64(n)
-	if n > 0 && b.keeping && gen == b.gen {
-		b.keep(p[:n])
+	if got != nil && n > 0 && b.keeping && gen == b.gen {
+		b.keep(got)
 	}
 	if f, ok := b.src.(interface{ finished() bool }); ok && err == nil && f.finished() {
 		// A Content-Length body whose last byte just arrived: it is
 		// complete now, not at the next read (a member that has it all
 		// may answer before that read).
-		err = nil
 		b.eof = true
 		if b.timer != nil {
 			b.timer.Stop()
@@ -155,7 +210,7 @@ func (b *reqBody) read(p []byte, gen int) (int, error) {
 	case err != nil && b.err == nil:
 		b.err = err
 	}
-	return n, err
+	return err
 }
 
 // allowed is how long the client may have kept the body waiting so far.
@@ -300,6 +355,18 @@ func (b *reqBody) clientFailure() (timedOut bool, err error) {
 	return b.timedOut, b.err
 }
 
+// spliceSource returns the body and attempt r reads, if what it reads next
+// comes from the client rather than the retry copy.
+func spliceSource(r io.Reader) (*reqBody, int, bool) {
+	switch r := r.(type) {
+	case firstAttempt:
+		return r.b, 0, true
+	case *replayReader:
+		return r.b, r.gen, r.pos >= r.limit
+	}
+	return nil, 0, false
+}
+
 // replayReader is a later attempt's body: the first limit bytes of the
 // kept copy, then the client's.
 type replayReader struct {
@@ -425,7 +492,29 @@ func (bs *bodySender) run() {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
+	// A Content-Length body from a plain TCP client to a plain TCP member
+	// may be spliced once the retry copy is given up (reqBody.splice).
+	var sp *splicer
+	b, gen, spliceable := spliceSource(bs.r)
+	if spliceable && !bs.chunked && b.length != nil {
+		sp = newSplicer(b.guard.Conn, bs.uc.conn)
+	}
 	for {
+		if sp != nil {
+			n, err, werr, ok := b.splice(gen, sp)
+			if werr != nil {
+				return // the member's side: its answer (or failure) says more
+			}
+			if ok && n > 0 && err == nil {
+				continue
+			}
+			if ok && err != nil {
+				if err != io.ErrClosedPipe {
+					bs.uc.conn.Close()
+				}
+				return
+			}
+		}
 		n, err := bs.r.Read(buf)
 		if n > 0 {
 			if bs.chunked {

@@ -146,6 +146,9 @@ func (s *Server) exchange(x *exchange) {
 			src = &x.c.reqLength
 		}
 		st.body = s.newBody(src, x.c.g)
+		if !h.chunked && x.c.tc == nil {
+			st.body.length, st.body.guard = &x.c.reqLength, x.c.g // may be spliced (body.go)
+		}
 	}
 	pv.members[st.member].inflight.Add(1)
 	// A retry may move the request; release whichever member serves it last.
@@ -537,10 +540,41 @@ func (s *Server) relay(x *exchange, uc *upConn) (reusable bool) {
 	case frameClose:
 		src = uc.br
 	}
+	// A Content-Length body between plain TCP connections is spliced
+	// (splice_linux.go) once the member's reader is drained and what the
+	// client's writer holds is out; its last spliceMin bytes are read as
+	// before, and wait for the connection's flush.
+	var sp *splicer
+	if framing == frameLength && c.tc == nil && r.length > 2*spliceMin {
+		sp = newSplicer(uc.conn, c.g.Conn)
+	}
 	bp := copyBuffers.Get().(*[]byte)
 	buf := *bp
 	complete := false
 	for {
+		if sp != nil && uc.br.Buffered() == 0 && c.respLength.n > spliceMin {
+			if bw.Flush() != nil {
+				x.close = true
+				break
+			}
+			n, err := sp.fill(c.respLength.n - spliceMin)
+			c.respLength.n -= int64(n)
+			if n > 0 {
+				w, werr := sp.drain()
+				x.bytes += int64(w)
+				if werr != nil {
+					err = werr
+				}
+			}
+			sp.release()
+			if err != nil || n == 0 {
+				// Either side broke mid-body (n == 0: the member closed
+				// early): the answer is cut off, and so is the connection.
+				x.close = true
+				break
+			}
+			continue
+		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			if toClientChunked {

@@ -139,6 +139,25 @@ func (c *guardConn) stopReading() {
 	}
 }
 
+// inBody reports whether the client's next n bytes are all request body
+// bytes the guard would only count: they may then bypass Read (spliced,
+// splice_linux.go) if spliced is told of them.
+func (c *guardConn) inBody(n int64) bool {
+	return c != nil && c.err == nil && !c.stopped.Load() && c.p.state == psBody && n >= 0 && c.p.remaining >= uint64(n)
+}
+
+// spliced tells the guard n body bytes went by without Read (inBody).
+func (c *guardConn) spliced(n int) {
+	if n <= 0 || c.p.state != psBody {
+		return
+	}
+	if uint64(n) >= c.p.remaining {
+		c.p.nextHead()
+		return
+	}
+	c.p.remaining -= uint64(n)
+}
+
 func (c *guardConn) Read(b []byte) (int, error) {
 	if c.stopped.Load() {
 		return 0, errStopped
