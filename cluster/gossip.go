@@ -146,19 +146,26 @@ func (n *Node) startGossip() error {
 	return nil
 }
 
-// joinLoop joins the retry_join addresses, retrying until one answers.
+// joinLoop joins the retry_join addresses, retrying until this node knows
+// a live peer. An answer alone is not enough: retry_join usually lists
+// the node's own address too (one list for every node), and memberlist
+// counts that push/pull with itself as a join, so a node whose seeds were
+// down or too slow for memberlist's TCP timeout (1 s in the local
+// profile) would stop retrying while alone, and its peers, which hold it
+// as left or failed, never contact it: a node restarted under load stayed
+// out of the cluster for good.
 func (n *Node) joinLoop(ctx context.Context) {
 	if len(n.cfg.RetryJoin) == 0 {
 		return
 	}
 	backoff := 200 * time.Millisecond
 	for {
-		joined, err := n.gossip.Join(n.cfg.RetryJoin)
-		if joined > 0 {
-			n.log.Info("joined gossip", "peers", joined)
+		answered, peers, err := joinGossip(n.gossip, n.cfg.RetryJoin)
+		if peers > 0 {
+			n.log.Info("joined gossip", "answered", answered, "peers", peers)
 			return
 		}
-		n.log.Debug("retry_join failed", "addrs", n.cfg.RetryJoin, "err", err)
+		n.log.Debug("retry_join found no peer", "addrs", n.cfg.RetryJoin, "answered", answered, "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -168,9 +175,33 @@ func (n *Node) joinLoop(ctx context.Context) {
 	}
 }
 
+// joinGossip push/pulls with addrs and reports how many answered and how
+// many live peers this node then knows. Once it knows one, it push/pulls
+// with addrs a second time: a node restarted under a name its peers hold
+// as left or failed starts at a lower incarnation than the one they hold,
+// so they ignore its state in the first exchange (memberlist's aliveNode
+// drops an alive message whose incarnation is not newer, for the same
+// address); what the first exchange does is tell the node that it left,
+// and it refutes with a higher incarnation at once. memberlist spreads
+// that refutation by UDP gossip only, a few packets; lost on a loaded
+// machine, the peers would learn it at their next periodic push/pull (up
+// to 15 s in the local profile, 30 s on a LAN) and the leader would not
+// add the node back meanwhile. The second exchange hands it to the seeds
+// over TCP. For a node that did not leave, it costs one more exchange.
+func joinGossip(ml *memberlist.Memberlist, addrs []string) (answered, peers int, err error) {
+	answered, err = ml.Join(addrs)
+	if peers = ml.NumMembers() - 1; peers > 0 {
+		if again, err2 := ml.Join(addrs); again > answered {
+			answered, err = again, err2 // seeds slow the first time
+		}
+		peers = ml.NumMembers() - 1
+	}
+	return answered, peers, err
+}
+
 // Join gossip-joins the nodes at addrs (gwelbctl join).
 func (n *Node) Join(addrs []string) (int, error) {
-	joined, err := n.gossip.Join(addrs)
+	joined, _, err := joinGossip(n.gossip, addrs)
 	if joined == 0 && err != nil {
 		return 0, fmt.Errorf("join %v: %w", addrs, err)
 	}
