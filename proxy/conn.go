@@ -133,6 +133,7 @@ func (c *clientConn) awaitRequest(idle time.Duration) bool {
 		return false
 	}
 	c.release()
+	c.x.forget()
 	_ = c.g.SetReadDeadline(start.Add(idle))
 	if n, err := c.g.Read(c.pre.b[:]); n != 1 || err != nil {
 		return false
@@ -157,6 +158,20 @@ func (c *clientConn) release() {
 		writers.Put(c.bw)
 		c.bw = nil
 	}
+}
+
+// forget drops what the last request left behind: the head buffers (a
+// request's and its answer's, with the header lists and trailers; the log
+// entry's strings point into them) and the routing state (the view it
+// used). A parked connection then holds its structs, goroutine and socket
+// only; the next request allocates them again, as a new connection's
+// first does.
+func (x *exchange) forget() {
+	x.head, x.resp, x.st = reqHead{}, respHead{}, reqState{}
+	c := x.c
+	c.entry = logEntry{}
+	c.reqChunked, c.respChunked = chunkedReader{}, chunkedReader{}
+	c.reqLength, c.respLength = lengthReader{}, lengthReader{}
 }
 
 // prefixReader is a parked connection's reader: the byte that woke it,
