@@ -6,7 +6,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test lint fuzz bench bench-idle bench-cluster demo clean proto image compose-test chaos chaos-long
+.PHONY: all build test lint fuzz bench bench-idle bench-cluster bench-scale demo clean proto image compose-test chaos chaos-long
 
 all: build
 
@@ -91,6 +91,16 @@ bench-cluster:
 	$(GO) test -run=NONE -bench='^BenchmarkWrites$$' -benchtime=3s ./cluster/
 	$(GO) test -run=NONE -bench='^BenchmarkDetection$$' -benchtime=10x ./cluster/
 	$(GO) test -run=NONE -bench='^BenchmarkProbeCPU1000$$' -benchtime=1x ./cluster/
+
+## bench-scale: issue 13's scale figures over real processes in the secure
+## posture on loopback (deploy/benchscale): 5 voters + 45 non-voters
+## (member change visible on every node, idle CPU, probe rate, RSS, the
+## leader SIGKILLed under sticky traffic), then a voter and a non-voter
+## holding 10,000 members (RSS, snapshot save and restore); about 4 min.
+## BENCHSCALE_FLAGS adds flags (go run ./deploy/benchscale -h)
+BENCHSCALE_FLAGS ?=
+bench-scale: build
+	$(GO) run ./deploy/benchscale -bin bin $(BENCHSCALE_FLAGS)
 
 ## demo: demo GWE servers and gwelb on loopback; Ctrl-C stops everything
 demo: build
