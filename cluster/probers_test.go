@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,10 +32,10 @@ type countingGWE struct {
 	route, url string
 	srv        *http.Server
 
-	mu    sync.Mutex
-	seen  []probeHit
-	down  bool
-	start time.Time
+	sick atomic.Bool // answer probes 503
+
+	mu   sync.Mutex
+	seen []probeHit
 }
 
 type probeHit struct {
@@ -49,13 +50,16 @@ func startCountingGWE(t *testing.T, route string) *countingGWE {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &countingGWE{route: route, url: "http://" + addr, start: time.Now()}
+	g := &countingGWE{route: route, url: "http://" + addr}
 	g.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("User-Agent") == "gwelb-probe" {
 			host, _, _ := net.SplitHostPort(r.RemoteAddr)
 			g.mu.Lock()
 			g.seen = append(g.seen, probeHit{host, time.Now()})
 			g.mu.Unlock()
+			if g.sick.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
 		}
 		w.Write([]byte(route))
 	})}
@@ -218,16 +222,31 @@ func TestBoundedProbing(t *testing.T) {
 		t.Fatalf("non-voter probes %d members", p)
 	}
 
+	// The node killed below probes both m0 and the target m1, and does not
+	// lead.
+	moving, target := gwes[0], gwes[1]
+	before := fsm.Probers("backend", moving.route, k, names)
+	leader := c.WaitLeader()
+	var victim *clustertest.Node
+	for _, tn := range c.Live() {
+		if slices.Contains(before, tn.Cfg.Name) && slices.Contains(fsm.Probers("backend", target.route, k, names), tn.Cfg.Name) && tn != leader {
+			victim = tn
+			break
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no follower probes both %s and %s", moving.route, target.route)
+	}
 	// The verdict is the majority of a member's probers: one of three
-	// observing down leaves it UP; two take it DOWN.
-	target := gwes[1]
+	// observing down leaves it UP; two take it DOWN. The victim is one.
 	probers := fsm.Probers("backend", target.route, k, names)
+	i := slices.Index(probers, victim.Cfg.Name) // the victim first
+	probers[0], probers[i] = probers[i], probers[0]
 	nodeIdx := func(name string) int {
 		var i int
 		fmt.Sscanf(name, "n%d", &i)
 		return i - 1
 	}
-	leader := c.WaitLeader()
 	pn.block(nodeIdx(probers[0]), target.url)
 	clustertest.WaitFor(t, 10*time.Second, probers[0]+" observes "+target.route+" down", func() bool {
 		down, ok := observed(leader, target.route, probers[0])
@@ -260,30 +279,56 @@ func TestBoundedProbing(t *testing.T) {
 		return ok && !down
 	})
 
-	// Kill one prober of member m0 that does not lead; its members move.
-	moving := gwes[0]
-	before := fsm.Probers("backend", moving.route, k, names)
-	var victim *clustertest.Node
-	for _, tn := range c.Live() {
-		if slices.Contains(before, tn.Cfg.Name) && tn != c.WaitLeader() {
-			victim = tn
-			break
-		}
-	}
+	// Member m0 is sick: DOWN everywhere. Then one of its probers, not the
+	// leader, dies: its members move to their next voter; m0 stays DOWN
+	// until its new prober has judged (it reports at once, though its own
+	// view never flipped), then is judged afresh.
+	//
+	// m1 is DOWN because the victim and one more of its probers cannot
+	// reach it: its successor sees it up and never flips, but reports its
+	// first judgment, so m1 is judged UP (1 of 3 observing down).
+	moving.sick.Store(true)
+	c.WaitAll(moving.route+" DOWN", func(tn *clustertest.Node) bool { return verdict(tn, moving.route) == fsm.Down })
 	killed := time.Now()
 	c.Kill(victim)
 	live := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == victim.Cfg.Name })
+	stayedDown := func() {
+		t.Helper()
+		for _, tn := range c.Live() {
+			if verdict(tn, moving.route) != fsm.Down {
+				t.Fatalf("%s: %s UP while its probers were replaced", tn.Cfg.Name, moving.route)
+			}
+		}
+	}
 	clustertest.WaitFor(t, 30*time.Second, victim.Cfg.Name+" out of the balancers", func() bool {
+		stayedDown()
 		return slices.Equal(c.WaitLeader().Node.Balancers(), live)
 	})
 	outAfter := time.Since(killed)
 	after := fsm.Probers("backend", moving.route, k, live)
+	successor := ""
+	for _, n := range after {
+		if !slices.Contains(before, n) {
+			successor = n
+		}
+	}
+	clustertest.WaitFor(t, 10*time.Second, "successor "+successor+" reports "+moving.route+" down", func() bool {
+		stayedDown()
+		down, ok := observed(c.WaitLeader(), moving.route, successor)
+		return ok && down
+	})
+	stayedDown()
 	probedBy(t, moving, after, time.Second, 10*time.Second)
+	c.WaitAll(target.route+" UP once its new prober judged (1 of 3 observing down)", func(tn *clustertest.Node) bool {
+		return verdict(tn, target.route) == fsm.Up
+	})
 	t.Logf("killed prober %s of %s: out of the balancers after %v, %s probed by %v (was %v) after %v",
 		victim.Cfg.Name, moving.route, outAfter.Round(10*time.Millisecond), moving.route, after, before, time.Since(killed).Round(10*time.Millisecond))
 	if bound := 20 * time.Second; time.Since(killed) > bound {
 		t.Fatalf("reassignment took %v, want at most %v", time.Since(killed), bound)
 	}
+	moving.sick.Store(false)
+	c.WaitAll(moving.route+" UP again", func(tn *clustertest.Node) bool { return verdict(tn, moving.route) == fsm.Up })
 	for _, g := range gwes {
 		if g == target {
 			continue // two of its probers' probes are cut off before they reach it
