@@ -606,7 +606,12 @@ func setBalancers(s *store, nodes, observers []string, now int64) error {
 		p := s.pools[name]
 		k := int(p.msg.GetHealth().GetProbers())
 		for _, route := range p.routes {
-			reassign(s, p, route, Probers(name, route, k, before), Probers(name, route, k, set), now)
+			probers := Probers(name, route, k, set)
+			old := probers
+			if !slices.Equal(before, set) {
+				old = Probers(name, route, k, before)
+			}
+			reassign(s, p, route, old, probers, now)
 		}
 	}
 	return nil
