@@ -43,7 +43,14 @@ func (r *memberRec) equal(o *memberRec) bool {
 type poolRec struct {
 	msg     *gwelbv1.Pool
 	members map[string]*memberRec
-	routes  []string // the members' routes, sorted; replaced, never modified in place
+	routes  []string // the members' routes, sorted; see owned
+	// owned: routes was copied by the current command, so nothing but
+	// this record refers to it and the command may change it in place.
+	// Otherwise it is replaced, never modified in place: the undo log, or
+	// a command before, holds it. Without this, a command adding n
+	// members (a seed) copied the list n times and kept every copy for
+	// undo, O(n²) memory (890 MiB at 10,000 members).
+	owned bool
 }
 
 // store is the replicated state, indexed; see the comment above.
@@ -59,7 +66,8 @@ type store struct {
 	holds     holdHeap            // the same by end, earliest first; may hold stale entries (see due)
 	unknown   []byte              // fields of State this version does not know, kept for the snapshot
 
-	undo []undoStep // how to take back the current command's changes
+	undo  []undoStep // how to take back the current command's changes
+	owned []*poolRec // pools whose route list the current command copied (poolRec.owned)
 }
 
 func newStore() *store {
@@ -111,12 +119,14 @@ func (s *store) putMember(p *poolRec, k memberKey, old, rec *memberRec) {
 	switch {
 	case rec == nil && old != nil:
 		delete(p.members, k.route)
+		s.ownRoutes(p)
 		i, _ := slices.BinarySearch(p.routes, k.route)
-		p.routes = slices.Delete(slices.Clone(p.routes), i, i+1)
+		p.routes = slices.Delete(p.routes, i, i+1)
 	case rec != nil && old == nil:
 		p.members[k.route] = rec
+		s.ownRoutes(p)
 		i, _ := slices.BinarySearch(p.routes, k.route)
-		p.routes = slices.Insert(slices.Clone(p.routes), i, k.route)
+		p.routes = slices.Insert(p.routes, i, k.route)
 	case rec != nil:
 		p.members[k.route] = rec
 	}
@@ -126,6 +136,26 @@ func (s *store) putMember(p *poolRec, k memberKey, old, rec *memberRec) {
 			s.hold(k, until)
 		}
 	}
+}
+
+// ownRoutes gives the current command its own copy of p's route list,
+// once per command (poolRec.owned).
+func (s *store) ownRoutes(p *poolRec) {
+	if p.owned {
+		return
+	}
+	p.routes = slices.Clone(p.routes)
+	p.owned = true
+	s.owned = append(s.owned, p)
+}
+
+// disown ends the current command's ownership of the route lists it copied.
+func (s *store) disown() {
+	for _, p := range s.owned {
+		p.owned = false
+	}
+	clear(s.owned)
+	s.owned = s.owned[:0]
 }
 
 // hold records that member k is held down until until.
@@ -246,12 +276,14 @@ func (s *store) rollback() {
 		}
 	}
 	s.undo = s.undo[:0]
+	s.disown()
 }
 
 // commit forgets how to undo the current command.
 func (s *store) commit() {
 	clear(s.undo) // drop the references to old records
 	s.undo = s.undo[:0]
+	s.disown()
 }
 
 // delta is what the current command changed, judged by value: a member or
