@@ -91,20 +91,61 @@ func (d *departures) names() []string {
 // leaveGossip leaves gossip on purpose. It first gossips its meta again
 // with Leaving set and waits for that broadcast to go out: the leave
 // message that follows supersedes it in memberlist's broadcast queue, so
-// sent together the flag would be lost. A peer that hears the leave but
-// missed the flag takes the node for failed and keeps it as a voter, the
-// safe side.
+// sent together the flag would be lost. "Gone out" means sent a few times
+// (twice in a three-node cluster) to whichever peers gossip and probes
+// picked, possibly the same one twice, so it then push/pulls with every
+// live peer too, handing them the flag over TCP before the leave. A peer
+// that hears the leave but missed the flag anyway takes the node for
+// failed and keeps it as a voter, the safe side. The push/pulls share
+// the update's timeout, with at least half of it for themselves.
 func (n *Node) leaveGossip(timeout time.Duration) error {
 	if n.gossip == nil {
 		return nil
 	}
+	deadline := time.Now().Add(timeout)
 	n.view.departures.leaving.Store(true)
 	var errs []error
 	if err := n.gossip.UpdateNode(timeout); err != nil {
 		errs = append(errs, fmt.Errorf("announce leave in gossip: %w", err))
 	}
+	if err := n.pushToPeers(max(time.Until(deadline), timeout/2)); err != nil {
+		errs = append(errs, fmt.Errorf("announce leave to peers: %w", err))
+	}
 	if err := n.gossip.Leave(timeout); err != nil {
 		errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// pushToPeers push/pulls with every live gwelb peer at once and waits for
+// them up to timeout; one that does not answer by then is left to finish
+// (or fail) on its own, bounded by memberlist's TCP timeout.
+func (n *Node) pushToPeers(timeout time.Duration) error {
+	var addrs []string
+	for _, m := range n.members() {
+		if m.Name != n.cfg.Name {
+			addrs = append(addrs, m.Addr)
+		}
+	}
+	done := make(chan error, len(addrs))
+	for _, a := range addrs {
+		go func() {
+			_, err := n.gossip.Join([]string{a})
+			done <- err
+		}()
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var errs []error
+	for range addrs {
+		select {
+		case err := <-done:
+			if err != nil {
+				errs = append(errs, err)
+			}
+		case <-timer.C:
+			return errors.Join(append(errs, fmt.Errorf("not every peer answered within %v", timeout))...)
+		}
 	}
 	return errors.Join(errs...)
 }

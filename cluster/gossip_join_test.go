@@ -129,3 +129,52 @@ func TestJoinGossip(t *testing.T) {
 		t.Run(tc.name, tc.run)
 	}
 }
+
+// gossipNode is a Node with only its gossip started, muted as in
+// quietGossip: enough for the gossip delegate and events to run.
+func gossipNode(t *testing.T, name string) *Node {
+	t.Helper()
+	n := &Node{
+		cfg: Config{Name: name, RaftAddr: "127.0.0.1:7", GRPCAddr: "127.0.0.1:8"},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name, mc.BindAddr, mc.BindPort = name, "127.0.0.1", 0
+	mc.Logger = log.New(io.Discard, "", 0)
+	mc.ProbeInterval, mc.GossipInterval, mc.PushPullInterval = 0, 0, 0
+	mc.Delegate, mc.Events = &gossipDelegate{n: n}, &gossipEvents{n: n}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatalf("gossip node %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = ml.Shutdown() })
+	n.gossip = ml
+	return n
+}
+
+// TestLeaveGossipReachesPeersWithoutUDP: a peer that missed the UDP
+// gossip of a leaver's Leaving flag (memberlist sends it twice in a small
+// cluster, to peers it picks at random) still records a graceful leave,
+// so its leader removes the node from Raft (TestReconcileLeftVersusFailed
+// timed out waiting for that: the leader alone had taken the leaver for
+// failed). Neither node sends UDP here; the leave itself reaches the peer
+// in a push/pull the test starts.
+func TestLeaveGossipReachesPeersWithoutUDP(t *testing.T) {
+	a, b := gossipNode(t, "a"), gossipNode(t, "b")
+	aAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(a.gossip.LocalNode().Port)))
+	if _, err := b.gossip.Join([]string{aAddr}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	waitMembers(t, a.gossip, 2, "a")
+	if len(b.members()) != 2 {
+		t.Fatalf("b lists %d gwelb members, want 2 (a and itself)", len(b.members()))
+	}
+	_ = b.leaveGossip(300 * time.Millisecond) // its broadcasts time out, unsent
+	if _, err := b.gossip.Join([]string{aAddr}); err != nil {
+		t.Fatalf("hand the leave to a: %v", err)
+	}
+	waitMembers(t, a.gossip, 1, "a, after the leave")
+	if got := a.view.departures.names(); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("a's recorded graceful leaves: %v, want [b] (it took b for failed)", got)
+	}
+}
