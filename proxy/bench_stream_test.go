@@ -40,6 +40,24 @@ func BenchmarkStreamUp(b *testing.B) {
 	}
 }
 
+// BenchmarkStreamUpChunked is BenchmarkStreamUp with a body of unknown
+// length: chunked to the member, whose echo comes back chunked.
+func BenchmarkStreamUpChunked(b *testing.B) {
+	back := startMembers(b, "/backend", "1", "2")
+	h := startProxy(b, mustTable(b, backendPool(back)), Options{AccessLog: io.Discard}, ListenerConfig{})
+	payload := bytes.Repeat([]byte("0123456789abcdef"), streamSize/16)
+	b.SetBytes(streamSize)
+	for b.Loop() {
+		body := struct{ io.Reader }{bytes.NewReader(payload)} // no Len: the client sends it chunked
+		req, err := http.NewRequest(http.MethodPost, h.base+"/backend/echo", body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		req.Header.Set("Cookie", "ROUTEID=.2")
+		streamOne(b, h.client, req)
+	}
+}
+
 // BenchmarkStreamDown gets a 16 MiB blob: MB/s of the response body.
 func BenchmarkStreamDown(b *testing.B) {
 	back := startMembers(b, "/backend", "1", "2")
