@@ -146,19 +146,19 @@ func (n *Node) reconcile(ctx context.Context) {
 	for _, s := range servers {
 		inConfig[string(s.ID)] = s
 	}
+	var joining []candidate
 	for _, m := range n.members() {
 		s, known := inConfig[m.Name]
 		// A node announcing its leave is not added back: it is about to go.
 		if m.Status == memberlist.StateAlive && !m.Meta.Leaving && (!known || string(s.Address) != m.Meta.Raft || !suffrageAsked(s.Suffrage, m.Meta)) {
-			// Gossip alone never makes a voter or a non-voter: the member
-			// must prove a node certificate for its name (DESIGN.md §4;
-			// nodetls.go).
-			if err := n.admit(ctx, m); err != nil {
-				continue
-			}
-			n.addServer(m, known && s.Suffrage == raft.Voter)
+			joining = append(joining, candidate{m, known && s.Suffrage == raft.Voter})
 		}
 	}
+	// Gossip alone never makes a voter or a non-voter: each member must
+	// prove a node certificate for its name (DESIGN.md §4; nodetls.go).
+	// The proofs run at once and each admitted member is added as soon as
+	// the change before it committed (suffrage.go).
+	n.admitAndAdd(ctx, joining)
 	for _, name := range n.view.departures.names() {
 		if _, known := inConfig[name]; !known || name == n.cfg.Name {
 			n.view.departures.forget(name)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -82,20 +83,109 @@ func suffrageAsked(s raft.ServerSuffrage, meta nodeMeta) bool {
 	return s == raft.Voter
 }
 
-// addServer adds an admitted gossip member to the Raft configuration with
-// the suffrage it asks for (a voter already stays one).
-func (n *Node) addServer(m gossipMember, voter bool) {
-	id, addr := raft.ServerID(m.Name), raft.ServerAddress(m.Meta.Raft)
-	if m.Meta.NonVoter && !voter {
-		n.log.Info("adding non-voter", "peer", m.Name, "raft", m.Meta.Raft)
-		if err := n.raft.AddNonvoter(id, addr, 0, n.cfg.WriteTimeout).Error(); err != nil {
-			n.log.Warn("add non-voter", "peer", m.Name, "err", err)
-		}
+// admitParallel bounds the admission proofs a reconcile pass runs at once:
+// a rack of balancer nodes starting together is proven in a few rounds,
+// and the leader never dials more than this many peers at a time.
+const admitParallel = 16
+
+// candidate is a gossip member the leader would add to (or change in) the
+// Raft configuration once admitted; voter: it is a voter already.
+type candidate struct {
+	m     gossipMember
+	voter bool
+}
+
+// admitAndAdd admits the candidates (DESIGN.md §4: each proves a node
+// certificate for its name, nodetls.go) and adds every admitted one to the
+// Raft configuration with the suffrage it asks for.
+//
+// Raft commits one configuration change at a time: it takes the next
+// AddVoter or AddNonvoter only once the one before committed. Nothing else
+// here may be serial. A pass that proved each member (two TLS handshakes
+// with a node that may still be starting: milliseconds to a second on a
+// busy host, 5 s for one that does not answer) only after the previous
+// member's change committed took some 1.5 s per node, so a rack of 45
+// non-voters starting together took a minute to join. So the proofs run
+// concurrently, at most admitParallel at once, and the changes are queued
+// one ahead: the next admitted member's change waits in Raft's queue while
+// the one before commits, and Raft takes it the moment that one commits.
+// A member failing its proof is skipped and tried on the next pass, as
+// before; a change that fails is logged and tried on the next pass. It
+// returns once every proof ended and every change was answered, so
+// nothing outlives the pass.
+func (n *Node) admitAndAdd(ctx context.Context, joining []candidate) {
+	n.admitAndAddWith(ctx, joining, n.admit)
+}
+
+// admitAndAddWith is admitAndAdd with the proof given (tests stub it).
+func (n *Node) admitAndAddWith(ctx context.Context, joining []candidate, admit func(context.Context, gossipMember) error) {
+	if len(joining) == 0 {
 		return
 	}
-	n.log.Info("adding voter", "peer", m.Name, "raft", m.Meta.Raft)
-	if err := n.raft.AddVoter(id, addr, 0, n.cfg.WriteTimeout).Error(); err != nil {
-		n.log.Warn("add voter", "peer", m.Name, "err", err)
+	admitted := make(chan candidate, len(joining))
+	slots := make(chan struct{}, admitParallel)
+	var wg sync.WaitGroup
+	for _, c := range joining {
+		wg.Go(func() {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-slots }()
+			if admit(ctx, c.m) == nil {
+				admitted <- c
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(admitted)
+	}()
+	var pending *pendingAdd
+	for c := range admitted {
+		if ctx.Err() != nil {
+			continue // leadership ended: the next leader adds it
+		}
+		next := n.startAdd(c)
+		pending.finish(n) // committed, or failed: Raft took next after it
+		pending = next
+	}
+	pending.finish(n)
+}
+
+// pendingAdd is a configuration change handed to Raft, not yet answered.
+type pendingAdd struct {
+	c    candidate
+	kind string // "voter" or "non-voter"
+	f    raft.IndexFuture
+}
+
+// startAdd hands Raft the change that gives an admitted member the
+// suffrage it asks for (a voter already stays one) and returns at once if
+// no change is waiting, else once Raft took this one (the one before it
+// committed) or WriteTimeout passed.
+func (n *Node) startAdd(c candidate) *pendingAdd {
+	id, addr := raft.ServerID(c.m.Name), raft.ServerAddress(c.m.Meta.Raft)
+	p := &pendingAdd{c: c, kind: "voter"}
+	if c.m.Meta.NonVoter && !c.voter {
+		p.kind = "non-voter"
+		n.log.Info("adding non-voter", "peer", c.m.Name, "raft", c.m.Meta.Raft)
+		p.f = n.raft.AddNonvoter(id, addr, 0, n.cfg.WriteTimeout)
+		return p
+	}
+	n.log.Info("adding voter", "peer", c.m.Name, "raft", c.m.Meta.Raft)
+	p.f = n.raft.AddVoter(id, addr, 0, n.cfg.WriteTimeout)
+	return p
+}
+
+// finish waits for the change's answer and logs a failure; nil is a no-op.
+func (p *pendingAdd) finish(n *Node) {
+	if p == nil {
+		return
+	}
+	if err := p.f.Error(); err != nil {
+		n.log.Warn("add "+p.kind, "peer", p.c.m.Name, "err", err)
 	}
 }
 

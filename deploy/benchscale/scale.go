@@ -68,11 +68,18 @@ func scalePhase(ctx context.Context, o options, work string, sec *secrets, serve
 			return err
 		}
 	}
-	fmt.Printf("started %d voters and %d non-voters; waiting until every node routes\n", o.voters, o.nonVoter)
+	fmt.Printf("started %d voters and %d non-voters; waiting until the Raft configuration holds them all\n", o.voters, o.nonVoter)
+	var elected time.Time
+	if _, err := c.waitMembership(ctx, o.voters, o.nonVoter, 120*time.Second, &elected); err != nil {
+		return err
+	}
+	r.add(fmt.Sprintf("%d voters + %d non-voters started -> all in the leader's Raft configuration (first leader known / admitting the rest)", o.voters, o.nonVoter),
+		fmt.Sprintf("%.1f s (%.1f s / %.1f s)", time.Since(t0).Seconds(), elected.Sub(t0).Seconds(), time.Since(elected).Seconds()))
+	fmt.Printf("all %d nodes in the Raft configuration (%.1f s); waiting until every node routes\n", total, time.Since(t0).Seconds())
 	if err := c.waitRouting(ctx, 120*time.Second); err != nil {
 		return err
 	}
-	leader, err := c.waitMembership(ctx, o.voters, o.nonVoter, 120*time.Second)
+	leader, err := c.waitMembership(ctx, o.voters, o.nonVoter, 120*time.Second, nil) // it may have changed
 	if err != nil {
 		return err
 	}
@@ -122,12 +129,16 @@ func (c *cluster) waitRouting(ctx context.Context, d time.Duration) error {
 }
 
 // waitMembership waits until the leader's Raft configuration holds every
-// node with its suffrage, and returns the leader.
-func (c *cluster) waitMembership(ctx context.Context, voters, nonVoters int, d time.Duration) (*node, error) {
+// node with its suffrage, and returns the leader. elected, if not nil, is
+// set to when the first node polled first named a leader.
+func (c *cluster) waitMembership(ctx context.Context, voters, nonVoters int, d time.Duration, elected *time.Time) (*node, error) {
 	deadline := time.Now().Add(d)
 	var last string
 	for {
 		if st, err := c.nodes[0].status(ctx, 2*time.Second); err == nil && st.GetLeader() != "" {
+			if elected != nil && elected.IsZero() {
+				*elected = time.Now()
+			}
 			if l := c.byName(st.GetLeader()); l != nil {
 				if lst, err := l.status(ctx, 2*time.Second); err == nil && lst.GetRaftState() == "Leader" {
 					v, nv := 0, 0
