@@ -208,6 +208,20 @@ func TestMajorityEvictsAServer(t *testing.T) {
 func TestNoRaftWritesInSteadyState(t *testing.T) {
 	c := clustertest.New(t, 3)
 	leader := c.WaitLeader()
+	// Steady state first: the start may still write (the leader records
+	// the balancer set as gossip completes, a prober new to a member
+	// reports its first view, §5.5). Settled is five probe rounds in a row
+	// without a command.
+	settled, rounds := leader.Node.Table().Index(), 0
+	clustertest.WaitFor(t, 20*time.Second, "five probe rounds without a command", func() bool {
+		time.Sleep(clustertest.Probe.Interval) // the round being counted, not synchronisation
+		if now := leader.Node.Table().Index(); now != settled {
+			settled, rounds = now, 0
+			return false
+		}
+		rounds++
+		return rounds >= 5
+	})
 	// Commands, not raw log entries: on a busy machine a leader election may
 	// append its no-op entry, which is not a write.
 	start := leader.Node.Table().Index()
