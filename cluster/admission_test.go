@@ -98,6 +98,9 @@ func TestAdmissionConcurrent(t *testing.T) {
 // all: balancer nodes rebooting together must be routable by Raft within
 // seconds (make bench-scale measures 45).
 func TestAdmissionOfManyNonVoters(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 13 nodes to time an admission")
+	}
 	const nonVoters = 10
 	c := clustertest.New(t, 3)
 	var gossip []string
