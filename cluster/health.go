@@ -25,8 +25,11 @@ import (
 // node that does not probe a member still reports the failures its data
 // plane sees of it, as passive observations (passiveView).
 type prober struct {
-	n      *Node
-	client *http.Client
+	n *Node
+	// keep probes members whose probes come at most probeKeepAliveMax
+	// apart, over kept-alive connections; once probes the others, a
+	// connection a probe.
+	keep, once *http.Client
 
 	mu        sync.Mutex
 	probes    map[string]map[string]*probe // by pool, then route
@@ -37,32 +40,91 @@ type prober struct {
 // probeKey names a member.
 type probeKey struct{ pool, route string }
 
-// probe is the goroutine that watches one member.
+// probe watches one member. It holds no goroutine while it waits: a
+// timer (time.AfterFunc) starts one for each probe that is due, and a
+// failure the proxy reports starts one when none runs; that goroutine
+// handles the member's events one at a time, in order (step), and ends
+// when none is left (DESIGN.md §1.3 step 8, §8). At 10,000 members a
+// goroutine parked per member, and a kept-alive connection with its two
+// goroutines and buffers, cost a voter about 30 KB a member; this costs
+// 2.5 KB, most of it the member's metrics series (BenchmarkProbeMemory).
 type probe struct {
+	p                *prober
 	pool, route, url string
 	spec             fsm.HealthSpec
-	passive          chan error // failures the proxy saw, counted as failed probes
-	cancel           context.CancelFunc
-	metrics          probeMetrics // gwelb_probe_duration_seconds, gwelb_probe_failures_total (metrics.go)
+	metrics          probeMetrics    // gwelb_probe_duration_seconds, gwelb_probe_failures_total (metrics.go)
+	ctx              context.Context // the node's: ends when it stops
+
+	mu      sync.Mutex
+	timer   *time.Timer        // fires when the next probe is due
+	stopped bool               // the member is gone, moved or reassigned
+	running bool               // a goroutine is in step
+	due     bool               // the timer fired: a probe is due
+	passive []error            // failures the proxy saw, counted as failed probes (at most passiveQueue)
+	cancel  context.CancelFunc // ends the probe or report in flight; nil when none
+
+	st probeState // step's alone
 }
+
+// probeState is a probe's view of its member, kept between events.
+type probeState struct {
+	started        bool      // lastObserved was read (at the first event: sync must not block)
+	down, recorded bool      // this node's view; whether the FSM has one of it on record
+	reported       bool      // the view Raft last took
+	cause          string    // why the view last flipped
+	changedAt      time.Time // when it flipped
+	ok, failed     int       // consecutive successes, failures
+}
+
+// passiveQueue bounds the proxy's failures waiting for a probe's step:
+// beyond it, enough failures are queued already.
+const passiveQueue = 8
+
+// probeKeepAliveMax is the longest probe interval for which a probe keeps
+// its connection open for the next probe (prober.keep); probes further
+// apart close it after the answer (prober.once). The keep-alive transport
+// closes a connection idle for twice this. A kept-alive connection costs
+// a goroutine pair and buffers for as long as it idles; it saves a TCP
+// (and TLS) handshake a probe only when probes come often.
+const probeKeepAliveMax = 5 * time.Second
+
+// probeIdleConns bounds the kept-alive connections idle at once (the least
+// recently used one is closed first): about 20 MiB at most however many
+// members a node probes often. Up to that many members' probes reuse their
+// connections; beyond it, most probes open a new one.
+const probeIdleConns = 1024
 
 func newProber(n *Node) *prober {
 	dial := n.cfg.ProbeDialer
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	}
-	return &prober{
-		n: n,
-		client: &http.Client{
+	client := func(keepAlive bool) *http.Client {
+		return &http.Client{
 			Transport: &http.Transport{
-				DialContext:         dial,
-				TLSClientConfig:     n.cfg.ProbeTLS,
+				DialContext:       dial,
+				TLSClientConfig:   n.cfg.ProbeTLS,
+				DisableKeepAlives: !keepAlive,
+				// Without keep-alive the transport also tracks no
+				// waiters per host: nothing stays per member.
+				MaxIdleConns:        probeIdleConns,
 				MaxIdleConnsPerHost: 1,
-				IdleConnTimeout:     30 * time.Second,
+				IdleConnTimeout:     2 * probeKeepAliveMax,
+				// A probe's request is a line and a header; its answer
+				// is read through this buffer (longer header lines
+				// too). The defaults (4 KiB each) would stay with every
+				// kept-alive connection.
+				ReadBufferSize:  1 << 10,
+				WriteBufferSize: 1 << 10,
 			},
 			// A redirect is an answer; the expected status decides.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		}
+	}
+	return &prober{
+		n:       n,
+		keep:    client(true),
+		once:    client(false),
 		probes:  map[string]map[string]*probe{},
 		passive: map[probeKey]*passiveView{},
 	}
@@ -136,13 +198,12 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 			if old.url == m.URL && old.spec == spec {
 				continue
 			}
-			old.cancel()
+			old.stop()
 		}
-		pctx, cancel := context.WithCancel(ctx)
-		pr := &probe{pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, passive: make(chan error, 8), cancel: cancel,
+		pr := &probe{p: p, pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, ctx: ctx,
 			metrics: p.n.probeMetricsFor(pool.Name(), m.Route)}
 		probes[m.Route] = pr
-		go p.run(pctx, pr)
+		pr.start()
 	}
 	for route, pr := range probes {
 		if !seen[route] {
@@ -154,7 +215,7 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 
 // stopProbe ends a probe of a member that is gone.
 func (p *prober) stopProbe(pr *probe) {
-	pr.cancel()
+	pr.stop()
 	p.n.deleteProbeMetrics(pr.pool, pr.route)
 }
 
@@ -163,14 +224,16 @@ func (p *prober) stopProbe(pr *probe) {
 // its passive view of the member (started on the first failure).
 func (p *prober) fail(pool, route string, err error) {
 	p.mu.Lock()
-	ch := (chan error)(nil)
 	if pr := p.probes[pool][route]; pr != nil {
-		ch = pr.passive
-	} else if ch = p.passiveFor(probeKey{pool, route}); ch == nil {
 		p.mu.Unlock()
+		pr.fail(err)
 		return
 	}
+	ch := p.passiveFor(probeKey{pool, route})
 	p.mu.Unlock()
+	if ch == nil {
+		return
+	}
 	select {
 	case ch <- err:
 	default: // enough failures are queued already
@@ -189,73 +252,160 @@ func (p *prober) stop() {
 func (p *prober) stopAll() {
 	for name, probes := range p.probes {
 		for _, pr := range probes {
-			pr.cancel()
+			pr.stop()
 		}
 		delete(p.probes, name)
 	}
 }
 
-// run probes one member every interval, starting at an offset derived from
-// its name so that a node's probes spread over the interval instead of
-// firing together. The node's view flips to down after Fall consecutive
-// failures and back up after Rise successes; each flip is submitted as an
-// observation, retried until Raft takes it.
+// start arms the member's first probe at an offset derived from its name,
+// so that a node's probes spread over the interval instead of firing
+// together.
+func (pr *probe) start() {
+	h := fnv.New64a()
+	io.WriteString(h, pr.pool+"\x00"+pr.route)
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pr.timer = time.AfterFunc(time.Duration(h.Sum64()%uint64(pr.spec.Interval)), pr.fire)
+}
+
+// fire runs when a probe is due.
+func (pr *probe) fire() {
+	pr.mu.Lock()
+	if pr.stopped {
+		pr.mu.Unlock()
+		return
+	}
+	pr.due = true
+	run := !pr.running
+	pr.running = true
+	pr.mu.Unlock()
+	if run {
+		pr.step()
+	}
+}
+
+// fail queues a failure the proxy saw, counted as a failed probe; it
+// never blocks.
+func (pr *probe) fail(err error) {
+	pr.mu.Lock()
+	if pr.stopped || len(pr.passive) >= passiveQueue {
+		pr.mu.Unlock()
+		return // gone, or enough failures are queued already
+	}
+	pr.passive = append(pr.passive, err)
+	run := !pr.running
+	pr.running = true
+	pr.mu.Unlock()
+	if run {
+		go pr.step()
+	}
+}
+
+// stop ends the probe: no probe is due any more, and one in flight (or
+// its report) is cancelled and not counted.
+func (pr *probe) stop() {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	pr.stopped = true
+	pr.passive = nil
+	if pr.timer != nil {
+		pr.timer.Stop()
+	}
+	if pr.cancel != nil {
+		pr.cancel()
+	}
+}
+
+// step handles the member's events, the proxy's failures first, until
+// none is left; one goroutine at a time runs it (running). Each probe is
+// made and counted, and the next armed an interval after it ended. The
+// node's view flips to down after Fall consecutive failures and back up
+// after Rise successes; each flip is submitted as an observation, retried
+// on the next event until Raft takes it.
 //
 // A probe with nothing on record for a member whose verdict is DOWN
 // reports its first settled view (Rise successes or Fall failures) even
 // when it did not flip: it is a prober new to the member (a prober died,
 // or this node joined), and the FSM holds the verdict until it has judged
 // (DESIGN.md §5.5).
-func (p *prober) run(ctx context.Context, pr *probe) {
-	down, recorded := p.lastObserved(pr)
-	reported := down
-	cause := ""
-	changedAt := time.Now()
-	var ok, failed int
-	h := fnv.New64a()
-	io.WriteString(h, pr.pool+"\x00"+pr.route)
-	timer := time.NewTimer(time.Duration(h.Sum64() % uint64(pr.spec.Interval)))
-	defer timer.Stop()
+func (pr *probe) step() {
+	p, st := pr.p, &pr.st
 	for {
+		pr.mu.Lock()
 		var err error
-		select {
-		case <-ctx.Done():
+		check := false
+		switch {
+		case pr.stopped || pr.ctx.Err() != nil:
+			pr.running = false
+			pr.mu.Unlock()
 			return
-		case err = <-pr.passive:
-			err = fmt.Errorf("proxy: %w", err)
-		case <-timer.C:
+		case len(pr.passive) > 0:
+			err = fmt.Errorf("proxy: %w", pr.passive[0])
+			pr.passive = pr.passive[1:]
+			if len(pr.passive) == 0 {
+				pr.passive = nil // a healthy member holds no queue
+			}
+		case pr.due:
+			pr.due, check = false, true
+		default:
+			pr.running = false
+			pr.mu.Unlock()
+			return
+		}
+		ctx, cancel := context.WithCancel(pr.ctx)
+		pr.cancel = cancel
+		pr.mu.Unlock()
+
+		if !st.started {
+			st.down, st.recorded = p.lastObserved(pr)
+			st.reported, st.changedAt, st.started = st.down, time.Now(), true
+		}
+		if check {
 			start := time.Now()
 			err = p.check(ctx, pr)
 			if ctx.Err() == nil {
 				pr.metrics.duration.Observe(time.Since(start).Seconds())
 			}
-			timer.Reset(pr.spec.Interval)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			pr.metrics.failures.Inc()
-		}
-		if err == nil {
-			ok, failed = ok+1, 0
-			if down && ok >= pr.spec.Rise {
-				down, cause, changedAt = false, fmt.Sprintf("%d probes ok", ok), time.Now()
+			pr.mu.Lock()
+			if !pr.stopped {
+				pr.timer.Reset(pr.spec.Interval)
 			}
-		} else {
-			ok, failed = 0, failed+1
-			if !down && failed >= pr.spec.Fall {
-				down, cause, changedAt = true, err.Error(), time.Now()
-			}
+			pr.mu.Unlock()
 		}
-		settled := ok >= pr.spec.Rise || failed >= pr.spec.Fall
-		if down != reported || (!recorded && settled && p.verdictDown(pr)) {
-			if cause == "" && !down {
-				cause = fmt.Sprintf("%d probes ok", ok)
-			}
-			if p.report(ctx, pr, down, cause, changedAt) {
-				reported, recorded = down, true
-			}
+		if ctx.Err() == nil {
+			pr.observe(ctx, err)
+		}
+		cancel()
+		pr.mu.Lock()
+		pr.cancel = nil
+		pr.mu.Unlock()
+	}
+}
+
+// observe counts one probe's outcome (err nil for a success) and reports
+// a changed view.
+func (pr *probe) observe(ctx context.Context, err error) {
+	p, st := pr.p, &pr.st
+	if err != nil {
+		pr.metrics.failures.Inc()
+		st.ok, st.failed = 0, st.failed+1
+		if !st.down && st.failed >= pr.spec.Fall {
+			st.down, st.cause, st.changedAt = true, err.Error(), time.Now()
+		}
+	} else {
+		st.ok, st.failed = st.ok+1, 0
+		if st.down && st.ok >= pr.spec.Rise {
+			st.down, st.cause, st.changedAt = false, fmt.Sprintf("%d probes ok", st.ok), time.Now()
+		}
+	}
+	settled := st.ok >= pr.spec.Rise || st.failed >= pr.spec.Fall
+	if st.down != st.reported || (!st.recorded && settled && p.verdictDown(pr)) {
+		if st.cause == "" && !st.down {
+			st.cause = fmt.Sprintf("%d probes ok", st.ok)
+		}
+		if p.report(ctx, pr, st.down, st.cause, st.changedAt) {
+			st.reported, st.recorded = st.down, true
 		}
 	}
 }
@@ -297,7 +447,11 @@ func (p *prober) check(ctx context.Context, pr *probe) error {
 		return err
 	}
 	req.Header.Set("User-Agent", "gwelb-probe")
-	resp, err := p.client.Do(req)
+	client := p.keep
+	if pr.spec.Interval > probeKeepAliveMax {
+		client = p.once // the connection would idle for long before the next probe
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
