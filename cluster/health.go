@@ -27,9 +27,10 @@ import (
 type prober struct {
 	n *Node
 	// keep probes members whose probes come at most probeKeepAliveMax
-	// apart, over kept-alive connections; once probes the others, a
-	// connection a probe.
+	// apart, over kept-alive connections (at most probeKeptConns members:
+	// kept counts them); once probes the others, a connection a probe.
 	keep, once *http.Client
+	kept       int
 
 	mu        sync.Mutex
 	probes    map[string]map[string]*probe // by pool, then route
@@ -53,6 +54,7 @@ type probe struct {
 	pool, route, url string
 	spec             fsm.HealthSpec
 	metrics          probeMetrics    // gwelb_probe_duration_seconds, gwelb_probe_failures_total (metrics.go)
+	client           *http.Client    // prober.keep or prober.once
 	ctx              context.Context // the node's: ends when it stops
 
 	mu      sync.Mutex
@@ -88,11 +90,13 @@ const passiveQueue = 8
 // (and TLS) handshake a probe only when probes come often.
 const probeKeepAliveMax = 5 * time.Second
 
-// probeIdleConns bounds the kept-alive connections idle at once (the least
-// recently used one is closed first): about 20 MiB at most however many
-// members a node probes often. Up to that many members' probes reuse their
-// connections; beyond it, most probes open a new one.
-const probeIdleConns = 1024
+// probeKeptConns bounds the members whose probes keep their connection
+// (about 16 KiB each, 16 MiB in all, however many members a node probes
+// often): the first ones started get it, the others a connection a
+// probe. A fixed set, not the least recently used connections: probes
+// cycle through the members, so an LRU set smaller than their number
+// would close every connection before its next probe, and open one more.
+const probeKeptConns = 1024
 
 func newProber(n *Node) *prober {
 	dial := n.cfg.ProbeDialer
@@ -107,7 +111,7 @@ func newProber(n *Node) *prober {
 				DisableKeepAlives: !keepAlive,
 				// Without keep-alive the transport also tracks no
 				// waiters per host: nothing stays per member.
-				MaxIdleConns:        probeIdleConns,
+				MaxIdleConns:        probeKeptConns,
 				MaxIdleConnsPerHost: 1,
 				IdleConnTimeout:     2 * probeKeepAliveMax,
 				// A probe's request is a line and a header; its answer
@@ -198,10 +202,14 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 			if old.url == m.URL && old.spec == spec {
 				continue
 			}
-			old.stop()
+			p.end(old)
 		}
 		pr := &probe{p: p, pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, ctx: ctx,
-			metrics: p.n.probeMetricsFor(pool.Name(), m.Route)}
+			metrics: p.n.probeMetricsFor(pool.Name(), m.Route), client: p.once}
+		if spec.Interval <= probeKeepAliveMax && p.kept < probeKeptConns {
+			pr.client = p.keep
+			p.kept++
+		}
 		probes[m.Route] = pr
 		pr.start()
 	}
@@ -215,8 +223,16 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 
 // stopProbe ends a probe of a member that is gone.
 func (p *prober) stopProbe(pr *probe) {
-	pr.stop()
+	p.end(pr)
 	p.n.deleteProbeMetrics(pr.pool, pr.route)
+}
+
+// end stops a probe and frees its kept-alive place. Called with p.mu held.
+func (p *prober) end(pr *probe) {
+	pr.stop()
+	if pr.client == p.keep {
+		p.kept--
+	}
 }
 
 // fail counts a failure the data plane saw as a failed probe of the
@@ -252,7 +268,7 @@ func (p *prober) stop() {
 func (p *prober) stopAll() {
 	for name, probes := range p.probes {
 		for _, pr := range probes {
-			pr.stop()
+			p.end(pr)
 		}
 		delete(p.probes, name)
 	}
@@ -447,11 +463,7 @@ func (p *prober) check(ctx context.Context, pr *probe) error {
 		return err
 	}
 	req.Header.Set("User-Agent", "gwelb-probe")
-	client := p.keep
-	if pr.spec.Interval > probeKeepAliveMax {
-		client = p.once // the connection would idle for long before the next probe
-	}
-	resp, err := client.Do(req)
+	resp, err := pr.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}

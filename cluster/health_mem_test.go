@@ -95,15 +95,16 @@ func probeFarm(b *testing.B, servers int) []string {
 
 // BenchmarkProbeMemory measures what probing costs a voter per probed
 // member (issue 13: RSS per node with 10,000 members < 128 MB): a node
-// holding 10,000 members starts probing them all, each member its own
+// holding 10,000 (or fewer) members starts probing them all, each member its own
 // address (http://127.1.x.y:9080, the probe dialler sends it to one of a
 // few loopback GWE servers in a child process, so every member keeps its
 // own connection as against an estate), and after every member was probed
 // twice the growth of the heap and the goroutine stacks is reported per
-// member (B/member), with the process's heap in use and RSS. The probe
-// interval is 10 s: a whole interval's connections are kept alive when
-// keep-alive is on (it is for intervals up to probeKeepAliveMax).
-// Run with -benchtime=1x.
+// member (B/member), with the process's heap in use and RSS. At a 10 s
+// interval no connection is kept (probeKeepAliveMax); every 2 s, 400
+// members all keep theirs and 2,000 more than probeKeptConns. The CPU per
+// probe is the measured process's only (the farm's is not counted), and
+// as noisy as the machine. Run with -benchtime=1x.
 func BenchmarkProbeMemory(b *testing.B) {
 	for _, c := range []struct {
 		members  int
@@ -201,6 +202,9 @@ func benchProbeMemory(b *testing.B, n int, interval time.Duration) {
 		_ = elapsed
 		node.prober.stop()
 		node.nonVoter.Store(true)
+		// The next case measures from a process without these.
+		node.prober.keep.CloseIdleConnections()
+		node.prober.once.CloseIdleConnections()
 	}
 }
 
@@ -271,5 +275,62 @@ func TestProbesHoldNoGoroutineWhileWaiting(t *testing.T) {
 			t.Fatalf("failure counted %v times, %d goroutines more than before", failures(), runtime.NumGoroutine()-before)
 		}
 		runtime.Gosched()
+	}
+}
+
+// TestProbeKeepAliveSet checks that probes often enough to keep their
+// connection get one up to probeKeptConns members, a fixed set, and that
+// stopped probes free their places.
+func TestProbeKeepAliveSet(t *testing.T) {
+	for _, c := range []struct {
+		interval time.Duration
+		members  int
+		kept     int
+	}{
+		{2 * time.Second, 1500, probeKeptConns},
+		{2 * time.Second, 100, 103},
+		{probeKeepAliveMax + time.Millisecond, 100, 0},
+	} {
+		t.Run(fmt.Sprintf("%s/%d", c.interval, c.members), func(t *testing.T) {
+			var f *fsm.FSM
+			tables := newTablePublisher(filepath.Join(t.TempDir(), "table.cache"), func(*fsm.Table) {},
+				func() *gwelbv1.State { return f.State() }, slog.New(slog.DiscardHandler))
+			defer tables.close()
+			node := benchNode(t, tables)
+			f = fsm.NewFSM(node.onTable)
+			node.fsm = f
+			st := benchState(c.members)
+			for _, p := range st.GetPools() {
+				// The dials fail at once; nothing is reported (fall 100).
+				p.Health = &gwelbv1.HealthCheck{IntervalMs: c.interval.Milliseconds(), Fall: 100}
+			}
+			data, err := proto.Marshal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+				t.Fatal(err)
+			}
+			p := node.prober
+			p.mu.Lock()
+			kept := 0
+			for _, byRoute := range p.probes {
+				for _, pr := range byRoute {
+					if pr.client == p.keep {
+						kept++
+					}
+				}
+			}
+			if kept != c.kept || p.kept != c.kept {
+				t.Errorf("%d probes keep their connection, counted %d, want %d", kept, p.kept, c.kept)
+			}
+			p.mu.Unlock()
+			p.stop()
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.kept != 0 {
+				t.Errorf("%d kept-alive places taken after every probe stopped", p.kept)
+			}
+		})
 	}
 }
