@@ -479,14 +479,24 @@ func (p *prober) check(ctx context.Context, pr *probe) error {
 // (no leader yet, for instance).
 func (p *prober) report(ctx context.Context, pr *probe, down bool, cause string, at time.Time) bool {
 	obs := &gwelbv1.Observation{Pool: pr.pool, Route: pr.route, Node: p.n.cfg.Name, Down: down, UnixNanos: at.UnixNano(), Cause: cause}
-	ctx, cancel := context.WithTimeout(ctx, pr.spec.Interval+p.n.cfg.WriteTimeout)
+	return p.submit(ctx, obs, pr.spec.Interval+p.n.cfg.WriteTimeout)
+}
+
+// submit proposes obs through Raft within timeout; false means try again
+// later.
+func (p *prober) submit(ctx context.Context, obs *gwelbv1.Observation, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	what := "observed member"
+	if obs.GetPassive() {
+		what = "observed member passively"
+	}
 	_, err := p.n.apply(ctx, &gwelbv1.Command{Op: &gwelbv1.Command_Observe{Observe: &gwelbv1.Observe{Observation: obs}}})
 	if err != nil {
-		p.n.log.Debug("observation not recorded yet", "pool", pr.pool, "route", pr.route, "down", down, "err", err)
+		p.n.log.Debug(what+": not recorded yet", "pool", obs.GetPool(), "route", obs.GetRoute(), "down", obs.GetDown(), "err", err)
 		return false
 	}
-	p.n.log.Info("observed member", "pool", pr.pool, "route", pr.route, "down", down, "cause", cause)
+	p.n.log.Info(what, "pool", obs.GetPool(), "route", obs.GetRoute(), "down", obs.GetDown(), "cause", obs.GetCause())
 	return true
 }
 
@@ -594,15 +604,7 @@ func (p *prober) inTable(k probeKey) bool {
 // again later.
 func (p *prober) reportPassive(ctx context.Context, pr *probe, down bool, cause string) bool {
 	obs := &gwelbv1.Observation{Pool: pr.pool, Route: pr.route, Node: p.n.cfg.Name, Down: down, UnixNanos: time.Now().UnixNano(), Cause: cause, Passive: true}
-	ctx, cancel := context.WithTimeout(ctx, p.n.cfg.WriteTimeout)
-	defer cancel()
-	_, err := p.n.apply(ctx, &gwelbv1.Command{Op: &gwelbv1.Command_Observe{Observe: &gwelbv1.Observe{Observation: obs}}})
-	if err != nil {
-		p.n.log.Debug("passive observation not recorded yet", "pool", pr.pool, "route", pr.route, "down", down, "err", err)
-		return false
-	}
-	p.n.log.Info("observed member passively", "pool", pr.pool, "route", pr.route, "down", down, "cause", cause)
-	return true
+	return p.submit(ctx, obs, p.n.cfg.WriteTimeout)
 }
 
 // ObserveFailure counts a request failure the proxy saw (connection refused,
