@@ -236,13 +236,7 @@ func rss() int64 {
 // hours away leave the goroutine count where it was, and a failure the
 // proxy reports runs one that counts it as a failed probe and ends.
 func TestProbesHoldNoGoroutineWhileWaiting(t *testing.T) {
-	var f *fsm.FSM
-	tables := newTablePublisher(filepath.Join(t.TempDir(), "table.cache"), func(*fsm.Table) {},
-		func() *gwelbv1.State { return f.State() }, slog.New(slog.DiscardHandler))
-	defer tables.close()
-	node := benchNode(t, tables)
-	f = fsm.NewFSM(node.onTable)
-	node.fsm = f
+	node, f := probeTestNode(t)
 	st := benchState(1000)
 	for _, p := range st.GetPools() {
 		p.Health = &gwelbv1.HealthCheck{IntervalMs: time.Hour.Milliseconds(), Fall: 10}
@@ -292,13 +286,7 @@ func TestProbeKeepAliveSet(t *testing.T) {
 		{probeKeepAliveMax + time.Millisecond, 100, 0},
 	} {
 		t.Run(fmt.Sprintf("%s/%d", c.interval, c.members), func(t *testing.T) {
-			var f *fsm.FSM
-			tables := newTablePublisher(filepath.Join(t.TempDir(), "table.cache"), func(*fsm.Table) {},
-				func() *gwelbv1.State { return f.State() }, slog.New(slog.DiscardHandler))
-			defer tables.close()
-			node := benchNode(t, tables)
-			f = fsm.NewFSM(node.onTable)
-			node.fsm = f
+			node, f := probeTestNode(t)
 			st := benchState(c.members)
 			for _, p := range st.GetPools() {
 				// The dials fail at once; nothing is reported (fall 100).

@@ -36,24 +36,10 @@ func TestNonVoters(t *testing.T) {
 		t.Fatalf("join --non-voter: %v", err)
 	}
 
-	suffrage := func(tn *clustertest.Node) map[string]string {
-		cl, ctx := c.Admin(tn)
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		st, err := cl.Status(ctx, &gwelbv1.StatusRequest{})
-		if err != nil {
-			return nil
-		}
-		out := map[string]string{}
-		for _, p := range st.GetPeers() {
-			out[p.GetId()] = p.GetSuffrage()
-		}
-		return out
-	}
 	want := map[string]string{"n1": "Voter", "n2": "Voter", "n3": "Voter", "nv1": "Nonvoter", "nv2": "Nonvoter"}
 	clustertest.WaitFor(t, 20*time.Second, "nv1 and nv2 non-voters in the status of every node", func() bool {
 		for _, tn := range c.Live() {
-			if got := suffrage(tn); len(got) != len(want) || !mapsEqual(got, want) {
+			if got := raftSuffrage(c, tn); len(got) != len(want) || !mapsEqual(got, want) {
 				return false
 			}
 		}
@@ -106,7 +92,7 @@ func TestNonVoters(t *testing.T) {
 	clustertest.WaitFor(t, 30*time.Second, "nv1 reaped, nv2 kept", func() bool {
 		leader := c.WaitLeader()
 		leader.Node.Reconcile(ctx)
-		got := suffrage(leader)
+		got := raftSuffrage(c, leader)
 		_, has := got["nv1"]
 		return got != nil && !has && got["nv2"] == "Nonvoter" && got["n1"] == "Voter"
 	})

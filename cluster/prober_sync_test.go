@@ -20,13 +20,7 @@ import (
 // members of each table: an admin change keeps every probe, a URL change
 // restarts that member's, a removed member or pool stops its probes.
 func TestProberSyncFollowsTheTable(t *testing.T) {
-	var f *fsm.FSM
-	tables := newTablePublisher(filepath.Join(t.TempDir(), "table.cache"), func(*fsm.Table) {},
-		func() *gwelbv1.State { return f.State() }, slog.New(slog.DiscardHandler))
-	defer tables.close()
-	node := benchNode(t, tables)
-	f = fsm.NewFSM(node.onTable)
-	node.fsm = f
+	node, f := probeTestNode(t)
 	st := benchState(100)
 	for _, p := range st.GetPools() {
 		p.Health = &gwelbv1.HealthCheck{IntervalMs: 3_600_000, Fall: 10}
@@ -115,4 +109,18 @@ func TestProberSyncFollowsTheTable(t *testing.T) {
 			t.Fatal("frontend was not probed before")
 		}
 	}
+}
+
+// probeTestNode is a node with an FSM, its table publisher and prober, and
+// no Raft: restoring a state into f makes the prober sync to its table.
+func probeTestNode(t *testing.T) (*Node, *fsm.FSM) {
+	t.Helper()
+	var f *fsm.FSM
+	tables := newTablePublisher(filepath.Join(t.TempDir(), "table.cache"), func(*fsm.Table) {},
+		func() *gwelbv1.State { return f.State() }, slog.New(slog.DiscardHandler))
+	t.Cleanup(tables.close)
+	node := benchNode(t, tables)
+	f = fsm.NewFSM(node.onTable)
+	node.fsm = f
+	return node, f
 }
