@@ -19,8 +19,17 @@ build:
 ## test: the whole fast suite, with the race detector; the request path's
 ## 0-allocation test without it (the race detector's sync.Pool drops items);
 ## a short fuzz run of every fuzz target (make fuzz FUZZTIME=short)
+## A failing run ends with a summary of what failed (a hung package's
+## running tests included): CI keeps only the end of a long log.
 test:
-	$(GO) test -race -count=1 ./...
+	@log=$$(mktemp); trap 'rm -f "$$log" "$$log.rc"' EXIT; \
+	echo "$(GO) test -race -count=1 ./..."; \
+	{ $(GO) test -race -count=1 ./... 2>&1; echo $$? >"$$log.rc"; } | tee "$$log"; \
+	rc=$$(cat "$$log.rc"); if [ "$$rc" != 0 ]; then \
+		echo; echo "== make test: what failed =="; \
+		grep -E -A4 '^(--- FAIL|FAIL|panic:|running tests:)' "$$log" | grep -v -E '^goroutine |^\s*$$' | head -60; \
+		exit "$$rc"; \
+	fi
 	$(GO) test -count=1 -run '^TestProxyAllocs$$' ./proxy/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=short
 

@@ -365,7 +365,7 @@ func (s *adminServer) transferLeadership(ctx context.Context, req *gwelbv1.Trans
 	} else {
 		f = n.raft.LeadershipTransfer()
 	}
-	if err := f.Error(); err != nil {
+	if err := awaitRaft(ctx, f); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "transfer leadership: %v", err)
 	}
 	// The future resolves when this node steps down, before the new leader's

@@ -36,6 +36,27 @@ func lostLeadership(err error) bool {
 	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
 }
 
+// awaitRaft waits for f's answer, or for ctx to end, whichever comes
+// first. raft v1.7.3 can lose the answer to an Apply, a Barrier or a
+// configuration change it committed: runFSM returns on shutdown without
+// answering what is still queued for it (only restore futures watch
+// shutdownCh), so a bare f.Error() may block for ever, and with it the
+// node's Kill, which waits for its goroutines after cancelling their
+// context (a CI run hung 10 minutes in TestAdmissionOfManyNonVoters this
+// way). Every wait on a raft future goes through here. The goroutine
+// waiting for a lost answer stays blocked: one per lost future, and only
+// at shutdown.
+func awaitRaft(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for raft: %w", ctx.Err())
+	}
+}
+
 // raftUnavailable maps a failed raft operation op onto Unavailable, with
 // the reason NO_LEADER when the cause is lost leadership.
 func raftUnavailable(op string, err error) error {
@@ -144,7 +165,7 @@ func (n *Node) tryApply(ctx context.Context, data []byte, forwarded bool) (index
 func (n *Node) applyAsLeader(ctx context.Context, data []byte) (index uint64, retry bool, err error) {
 	deadline, _ := ctx.Deadline()
 	f := n.raft.Apply(data, time.Until(deadline))
-	if err := f.Error(); err != nil {
+	if err := awaitRaft(ctx, f); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			// Trying again after an indeterminate ErrLeadershipLost is
 			// exact: the FSM answers a request id it applied before with
@@ -186,7 +207,7 @@ func (n *Node) removePeer(ctx context.Context, name string) error {
 	for {
 		if n.IsLeader() {
 			f := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout)
-			err := f.Error()
+			err := awaitRaft(ctx, f)
 			if err == nil {
 				n.log.Info("removed node from the raft configuration", "peer", name)
 				n.audit(ctx, "Leave", []any{"peer", name, "action", "remove raft peer"}, f.Index(), nil)

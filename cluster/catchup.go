@@ -531,7 +531,7 @@ func (n *Node) leaderCatchUp(ctx context.Context, have uint64) (*gwelbv1.CatchUp
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	if err := n.raft.Barrier(timeout).Error(); err != nil {
+	if err := awaitRaft(ctx, n.raft.Barrier(timeout)); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "barrier: %v", err)
 	}
 	// An asker that waits for its own Raft needs the barrier's commit too.

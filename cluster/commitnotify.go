@@ -68,7 +68,7 @@ func (n *Node) tellFollowers(ctx context.Context) {
 		}
 		// A leader that loses leadership meanwhile gets an error; the new
 		// leader's own first append carries the commit index.
-		if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err != nil && !lostLeadership(err) && ctx.Err() == nil {
+		if err := awaitRaft(ctx, n.raft.Barrier(n.cfg.WriteTimeout)); err != nil && !lostLeadership(err) && ctx.Err() == nil {
 			n.log.Debug("telling followers of a commit", "err", err)
 		}
 	}

@@ -71,7 +71,7 @@ func (l *leadership) revoke() {
 func (n *Node) leaderLoop(ctx context.Context) {
 	for {
 		// Act on FSM state only once every committed entry is applied.
-		if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err == nil {
+		if err := awaitRaft(ctx, n.raft.Barrier(n.cfg.WriteTimeout)); err == nil {
 			break
 		} else if ctx.Err() != nil {
 			return
@@ -165,13 +165,13 @@ func (n *Node) reconcile(ctx context.Context) {
 			continue
 		}
 		n.log.Info("removing voter that left", "peer", name)
-		if err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout).Error(); err != nil {
+		if err := awaitRaft(ctx, n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.WriteTimeout)); err != nil {
 			n.log.Warn("remove voter", "peer", name, "err", err)
 			continue // kept: the next pass tries again
 		}
 		n.view.departures.forget(name)
 	}
-	n.reapNonVoters(servers)
+	n.reapNonVoters(ctx, servers)
 	n.syncBalancers(ctx)
 }
 

@@ -386,7 +386,7 @@ func (n *Node) Kill() {
 func (n *Node) leave(ctx context.Context) error {
 	var errs []error
 	if n.IsLeader() && n.voters() > 1 {
-		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		if err := awaitRaft(ctx, n.raft.LeadershipTransfer()); err != nil {
 			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
 		}
 	}

@@ -47,7 +47,7 @@ func (s *adminServer) SnapshotSave(req *gwelbv1.SnapshotSaveRequest, stream grpc
 			}
 		}
 	}
-	if err := n.raft.Barrier(n.cfg.WriteTimeout).Error(); err != nil {
+	if err := awaitRaft(stream.Context(), n.raft.Barrier(n.cfg.WriteTimeout)); err != nil {
 		return raftUnavailable("barrier", err)
 	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(n.fsm.State())

@@ -148,10 +148,10 @@ func (n *Node) admitAndAddWith(ctx context.Context, joining []candidate, admit f
 			continue // leadership ended: the next leader adds it
 		}
 		next := n.startAdd(c)
-		pending.finish(n) // committed, or failed: Raft took next after it
+		pending.finish(ctx, n) // committed, or failed: Raft took next after it
 		pending = next
 	}
-	pending.finish(n)
+	pending.finish(ctx, n)
 }
 
 // pendingAdd is a configuration change handed to Raft, not yet answered.
@@ -180,11 +180,11 @@ func (n *Node) startAdd(c candidate) *pendingAdd {
 }
 
 // finish waits for the change's answer and logs a failure; nil is a no-op.
-func (p *pendingAdd) finish(n *Node) {
+func (p *pendingAdd) finish(ctx context.Context, n *Node) {
 	if p == nil {
 		return
 	}
-	if err := p.f.Error(); err != nil {
+	if err := awaitRaft(ctx, p.f); err != nil {
 		n.log.Warn("add "+p.kind, "peer", p.c.m.Name, "err", err)
 	}
 }
@@ -205,7 +205,7 @@ func (r *nonVoterReaper) reset() {
 // reapNonVoters removes the non-voters that gossip has seen failed (or not
 // at all) for longer than non_voter_reap, timed from when this leader first
 // saw them failed. Voters are never reaped (DESIGN.md §1.3 step 7).
-func (n *Node) reapNonVoters(servers []raft.Server) {
+func (n *Node) reapNonVoters(ctx context.Context, servers []raft.Server) {
 	alive := map[string]bool{}
 	for _, m := range n.members() {
 		if m.Status == memberlist.StateAlive {
@@ -239,7 +239,7 @@ func (n *Node) reapNonVoters(servers []raft.Server) {
 			continue
 		}
 		n.log.Info("removing non-voter failed longer than non_voter_reap", "peer", name, "failed_for", now.Sub(since).Round(time.Second), "non_voter_reap", n.cfg.NonVoterReap)
-		if err := n.raft.RemoveServer(s.ID, 0, n.cfg.WriteTimeout).Error(); err != nil {
+		if err := awaitRaft(ctx, n.raft.RemoveServer(s.ID, 0, n.cfg.WriteTimeout)); err != nil {
 			n.log.Warn("remove non-voter", "peer", name, "err", err)
 			continue
 		}
