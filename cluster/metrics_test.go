@@ -55,8 +55,23 @@ func TestMetricsThreeNodes(t *testing.T) {
 	}
 	const pool = "backend"
 
+	// Leadership is judged in the retried check: under load an election
+	// can come between a scrape and a look at the node afterwards.
+	leadersSeen := 0
 	fs := waitScrapes("a steady cluster in every scrape", func(i int, f metricstest.Families) string {
 		var why []string
+		if i == 0 {
+			leadersSeen = 0
+		}
+		if lead, _ := f.Value(metrics.RaftLeader); lead == 1 {
+			leadersSeen++
+			if !c.Nodes[i].Node.IsLeader() {
+				why = append(why, "raft_leader = 1 on a node that does not lead")
+			}
+		}
+		if i == len(c.Nodes)-1 && leadersSeen != 1 {
+			why = append(why, fmt.Sprintf("raft_leader = 1 on %d nodes, want exactly 1", leadersSeen))
+		}
 		for _, prefix := range []string{"raft_", "memberlist_", "go_", "process_"} {
 			if len(f.Names(prefix)) == 0 {
 				why = append(why, "no "+prefix+" series")
@@ -84,15 +99,10 @@ func TestMetricsThreeNodes(t *testing.T) {
 		}
 		return strings.Join(why, ", ")
 	})
-	leaders := 0
 	for i, f := range fs {
 		lead, _ := f.Value(metrics.RaftLeader)
 		contact, _ := f.Value(metrics.LastQuorumContactSeconds)
 		if lead == 1 {
-			leaders++
-			if !c.Nodes[i].Node.IsLeader() {
-				t.Errorf("%s says it leads; the leader is %s", c.Nodes[i].Cfg.Name, c.Nodes[i].Node.Leader())
-			}
 			if contact != 0 {
 				t.Errorf("leader's last quorum contact %v s, want 0", contact)
 			}
@@ -102,9 +112,6 @@ func TestMetricsThreeNodes(t *testing.T) {
 		if raft := f.Names("raft_"); len(raft) > 0 {
 			t.Logf("%s: %d raft_ families (e.g. %s), %d memberlist_", c.Nodes[i].Cfg.Name, len(raft), raft[0], len(f.Names("memberlist_")))
 		}
-	}
-	if leaders != 1 {
-		t.Fatalf("gwelb_raft_leader is 1 on %d nodes, want exactly 1", leaders)
 	}
 
 	// GWE server 2 dies: the cluster's verdict, and every node's probe
