@@ -6,6 +6,7 @@ import (
 
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/cluster/clustertest"
+	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
 // A commit reaches the followers' own FSMs at once, not at the leader's
@@ -30,4 +31,36 @@ func TestCommitReachesFollowersWithoutCommitTimeout(t *testing.T) {
 		})
 		t.Logf("change %d applied on every follower", i+1)
 	}
+}
+
+// The leader sends heartbeats at half the followers' heartbeat timeout
+// rate while it leads, and a node that loses leadership times its new
+// leader's failure with the configured heartbeat timeout again (DESIGN.md
+// §1.3, leader.go paceHeartbeats): an old leader left at the leader's pace
+// would notice the new leader's death twice as late.
+func TestLeaderPacesHeartbeats(t *testing.T) {
+	const configured = 500 * time.Millisecond // the default
+	c := clustertest.New(t, 3)
+	pace := func(what string, tn *clustertest.Node, want time.Duration) {
+		t.Helper()
+		clustertest.WaitFor(t, 10*time.Second, tn.Cfg.Name+": "+what, func() bool {
+			return tn.Node.RaftHeartbeatTimeout() == want
+		})
+	}
+	old := c.WaitLeader()
+	pace("the leader's heartbeat timeout", old, 2*configured)
+	for _, f := range c.Followers() {
+		pace("a follower's heartbeat timeout", f, configured)
+	}
+	cl, ctx := c.Admin(old)
+	if _, err := cl.TransferLeadership(ctx, &gwelbv1.TransferLeadershipRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var next *clustertest.Node
+	clustertest.WaitFor(t, 10*time.Second, "another leader", func() bool {
+		next = c.WaitLeader()
+		return next != old
+	})
+	pace("the old leader's heartbeat timeout", old, configured)
+	pace("the new leader's heartbeat timeout", next, 2*configured)
 }

@@ -19,3 +19,9 @@ func (n *Node) Reconcile(ctx context.Context) { n.reconcile(ctx) }
 // ForwardedKey is the metadata key that marks a call one node relays to
 // another on a client's behalf.
 const ForwardedKey = forwardedKey
+
+// RaftHeartbeatTimeout is the heartbeat timeout raft runs with now (the
+// leader paces its heartbeats, leader.go).
+func (n *Node) RaftHeartbeatTimeout() time.Duration {
+	return n.raft.ReloadableConfig().HeartbeatTimeout
+}

@@ -30,13 +30,46 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 			switch {
 			case isLeader && lead == nil:
 				n.log.Info("became leader")
+				n.paceHeartbeats(true)
 				lead = n.establish(ctx)
 			case !isLeader && lead != nil:
 				n.log.Info("lost leadership")
+				n.paceHeartbeats(false)
 				lead.revoke()
 				lead = nil
 			}
 		}
+	}
+}
+
+// leaderHeartbeatFactor is how much longer the leader's heartbeat timeout
+// is than the followers' while it leads (DESIGN.md §1.3): raft sends each
+// follower a heartbeat every HeartbeatTimeout/10 to 2×/10 of the leader's
+// own setting, 50-100 ms at the 500 ms default, which was a third of an
+// idle leader's CPU. Followers hear from the leader at least as often
+// through the AppendEntries of the commit timeout (100-200 ms), so
+// heartbeats matter only while replication to a follower is stuck (a
+// slow disk, a snapshot on its way), and then 100-200 ms still keeps
+// every follower's election timer (500-1000 ms) and the leader's lease
+// (250 ms) fed. Factor 2 halves the heartbeats.
+const leaderHeartbeatFactor = 2
+
+// paceHeartbeats sets raft's heartbeat and election timeouts for the role:
+// the configured ones on a follower (they time the leader's failure), the
+// leader's slower heartbeat while leading (raft requires an election
+// timeout no shorter than the heartbeat timeout; a leader uses it only to
+// time a leadership transfer). Losing leadership restores them at once:
+// raft then resets the follower's timer to the shorter value.
+func (n *Node) paceHeartbeats(leading bool) {
+	rc := n.raft.ReloadableConfig()
+	t := n.cfg.Timing
+	rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
+	if leading {
+		rc.HeartbeatTimeout = leaderHeartbeatFactor * t.HeartbeatTimeout
+		rc.ElectionTimeout = max(t.ElectionTimeout, rc.HeartbeatTimeout)
+	}
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		n.log.Warn("pace raft heartbeats", "leading", leading, "err", err)
 	}
 }
 
