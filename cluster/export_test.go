@@ -25,3 +25,8 @@ const ForwardedKey = forwardedKey
 func (n *Node) RaftHeartbeatTimeout() time.Duration {
 	return n.raft.ReloadableConfig().HeartbeatTimeout
 }
+
+// LogSyncsEachWrite reports whether this node's Raft store fsyncs each
+// write: always on a node that asks to vote, only while it is a voter all
+// the same on one that asks not to (logstore.go).
+func (n *Node) LogSyncsEachWrite() bool { return n.suffrage == nil || n.suffrage.voter.Load() }

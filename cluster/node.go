@@ -34,6 +34,7 @@ type Node struct {
 	transport *raft.NetworkTransport
 	inbox     *raftInbox // between transport and raft: notes the leader's AppendEntries (catchup.go)
 	snaps     raft.SnapshotStore
+	suffrage  *suffrageTracker // a node asking to be a non-voter: whether it is a voter all the same (logstore.go)
 
 	gossip     *memberlist.Memberlist
 	grpcAddrs  sync.Map      // node name -> admin address it last advertised in gossip
@@ -154,6 +155,8 @@ func (n *Node) startRaft() (existing bool, err error) {
 		Path: filepath.Join(n.cfg.DataDir, "raft.db"),
 		// A second process on the same data_dir must fail, not hang.
 		BoltOptions: &bbolt.Options{Timeout: time.Second},
+		// A non-voter's log need not survive a power cut (logstore.go).
+		NoSync: n.nonVoter.Load(),
 	})
 	if err != nil {
 		return false, fmt.Errorf("open raft store %s: %w", n.cfg.DataDir, err)
@@ -165,6 +168,17 @@ func (n *Node) startRaft() (existing bool, err error) {
 		return false, fmt.Errorf("open snapshot store: %w", err)
 	}
 	n.snaps = snaps
+	var logs raft.LogStore = logStore
+	var stable raft.StableStore = logStore
+	var snapStore raft.SnapshotStore = snaps
+	if n.nonVoter.Load() {
+		// Synced until raft names the configuration (logstore.go).
+		n.suffrage = &suffrageTracker{id: raft.ServerID(n.cfg.Name)}
+		n.suffrage.voter.Store(true)
+		nv := nonVoterLogs{BoltStore: logStore, self: n.suffrage}
+		logs, stable = nv, nv
+		snapStore = suffrageSnapshots{SnapshotStore: snaps, self: n.suffrage}
+	}
 	addr, err := net.ResolveTCPAddr("tcp", n.cfg.advertised(n.cfg.RaftAddr))
 	if err != nil {
 		return false, fmt.Errorf("raft_addr %s: %w", n.cfg.RaftAddr, err)
@@ -208,13 +222,20 @@ func (n *Node) startRaft() (existing bool, err error) {
 	// The newest entries are read again for every AppendEntries (the
 	// previous entry's term): a cache in front of BoltDB spares decoding
 	// them each time, as Consul does (DESIGN.md §8).
-	logs, err := raft.NewLogCache(raftLogCache, logStore)
+	cached, err := raft.NewLogCache(raftLogCache, logs)
 	if err != nil {
 		return false, fmt.Errorf("raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, logs, logStore, snaps, n.inbox)
+	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, cached, stable, snapStore, n.inbox)
 	if err != nil {
 		return false, fmt.Errorf("start raft: %w", err)
+	}
+	if n.suffrage != nil {
+		f := r.GetConfiguration()
+		if err := f.Error(); err != nil {
+			return false, fmt.Errorf("read raft configuration: %w", err)
+		}
+		n.suffrage.observe(f.Configuration())
 	}
 	n.raft = r
 	n.notifyCh = notify

@@ -106,3 +106,52 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return len(a) == len(b)
 }
+
+// A non-voter's Raft log is written without fsync, and a node that asks
+// to be a non-voter but is a voter all the same (voter: false set on a
+// former voter; the leader never demotes one) keeps its log durable
+// (DESIGN.md §1.3 step 3, logstore.go): a voter that lost acknowledged
+// entries in a power cut could elect a leader without them. The non-voter
+// that skips the fsyncs still routes every change.
+func TestNonVoterLogDurability(t *testing.T) {
+	c := clustertest.New(t, 3)
+	var gossip []string
+	for _, tn := range c.Nodes {
+		gossip = append(gossip, tn.Cfg.GossipAddr)
+	}
+	cfg := c.NodeConfig("nv1")
+	cfg.NonVoter, cfg.RetryJoin = true, gossip
+	nv1 := c.Start(cfg)
+	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter whose log skips fsync", func() bool {
+		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter" && !nv1.Node.LogSyncsEachWrite()
+	})
+	for _, tn := range c.Nodes[:3] {
+		if !tn.Node.LogSyncsEachWrite() {
+			t.Errorf("voter %s skips fsync", tn.Cfg.Name)
+		}
+	}
+
+	// n3 restarts asking to be a non-voter: it stays a voter, synced.
+	n3 := c.Nodes[2]
+	c.Kill(n3)
+	cfg = n3.Cfg
+	cfg.NonVoter, cfg.BootstrapExpect, cfg.RetryJoin = true, 0, gossip
+	n3 = c.Start(cfg)
+	n3.WaitServing(t, 20*time.Second)
+	if got := raftSuffrage(c, c.WaitLeader())["n3"]; got != "Voter" {
+		t.Fatalf("n3 is %q after asking to be a non-voter, want Voter (never demoted)", got)
+	}
+	if !n3.Node.LogSyncsEachWrite() {
+		t.Error("n3, a voter asking to be a non-voter, skips fsync")
+	}
+	// A configuration entry n3 stores (nv2 added) still names it a voter.
+	cfg = c.NodeConfig("nv2")
+	cfg.NonVoter, cfg.RetryJoin = true, gossip
+	c.Start(cfg)
+	clustertest.WaitFor(t, 20*time.Second, "nv2 a non-voter in n3's own configuration", func() bool {
+		return raftSuffrage(c, n3)["nv2"] == "Nonvoter"
+	})
+	if !n3.Node.LogSyncsEachWrite() {
+		t.Error("n3 skips fsync after storing a configuration")
+	}
+}
