@@ -109,6 +109,9 @@ func TestMetricsThreeNodes(t *testing.T) {
 		} else if contact > 5 || math.IsInf(contact, 1) {
 			t.Errorf("%s: last quorum contact %v s in a healthy cluster", c.Nodes[i].Cfg.Name, contact)
 		}
+		if hb := f.Names("raft_replication_heartbeat"); len(hb) > 0 {
+			t.Errorf("%s: %v: heartbeat timings are filtered out (DESIGN.md §8.1)", c.Nodes[i].Cfg.Name, hb)
+		}
 		if raft := f.Names("raft_"); len(raft) > 0 {
 			t.Logf("%s: %d raft_ families (e.g. %s), %d memberlist_", c.Nodes[i].Cfg.Name, len(raft), raft[0], len(f.Names("memberlist_")))
 		}

@@ -210,6 +210,9 @@ func (n *Node) startRaft() (existing bool, err error) {
 	rc.LeaderLeaseTimeout = n.cfg.Timing.LeaderLeaseTimeout
 	rc.CommitTimeout = n.cfg.Timing.CommitTimeout
 	rc.Logger = hlog
+	// Raft's per-peer series (raft_replication_appendEntries_rpc_n2, ...)
+	// repeat its labelled ones, at a sample per RPC (DESIGN.md §8.1).
+	rc.NoLegacyTelemetry = true
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 	// The state is a few kilobytes: snapshot often so restarts replay little.
