@@ -120,6 +120,9 @@ func lastLogIndex(t *testing.T, c *clustertest.Cluster, tn *clustertest.Node) ui
 func TestRaftRefusesStrangers(t *testing.T) {
 	c := clustertest.New(t, 3)
 	const evil = "http://127.0.0.1:1"
+	// The cluster is up before every follower's own FSM applied the
+	// seed: compare from the seeded tables.
+	c.WaitAll("the seeded table in every node's own FSM", func(tn *clustertest.Node) bool { return len(members(tn)) > 0 })
 	before := map[string]map[string]string{}
 	for _, tn := range c.Live() {
 		before[tn.Cfg.Name] = members(tn)
