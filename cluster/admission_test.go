@@ -103,16 +103,10 @@ func TestAdmissionOfManyNonVoters(t *testing.T) {
 	}
 	const nonVoters = 10
 	c := clustertest.New(t, 3)
-	var gossip []string
-	for _, tn := range c.Nodes {
-		gossip = append(gossip, tn.Cfg.GossipAddr)
-	}
 	leader := c.WaitLeader()
 	t0 := time.Now()
 	for i := range nonVoters {
-		cfg := c.NodeConfig(fmt.Sprintf("nv%d", i+1))
-		cfg.NonVoter, cfg.RetryJoin = true, gossip
-		c.Start(cfg)
+		c.Start(c.NonVoterConfig(fmt.Sprintf("nv%d", i+1)))
 	}
 	var inGossip time.Duration
 	clustertest.WaitFor(t, 60*time.Second, "every non-voter in the leader's Raft configuration", func() bool {

@@ -21,13 +21,8 @@ import (
 func TestNonVoters(t *testing.T) {
 	const reap = time.Second
 	c := clustertest.New(t, 3, func(_ int, cfg *cluster.Config) { cfg.NonVoterReap = reap })
-	var gossip []string
-	for _, tn := range c.Nodes {
-		gossip = append(gossip, tn.Cfg.GossipAddr)
-	}
-	cfg := c.NodeConfig("nv1")
-	cfg.NonVoter, cfg.RetryJoin = true, gossip
-	nv1 := c.Start(cfg)
+	gossip := c.GossipAddrs()
+	nv1 := c.Start(c.NonVoterConfig("nv1"))
 	nv2 := c.Start(c.NodeConfig("nv2")) // joins by the admin RPC below
 	cl, ctx := c.Admin(nv2)
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -115,13 +110,8 @@ func mapsEqual(a, b map[string]string) bool {
 // that skips the fsyncs still routes every change.
 func TestNonVoterLogDurability(t *testing.T) {
 	c := clustertest.New(t, 3)
-	var gossip []string
-	for _, tn := range c.Nodes {
-		gossip = append(gossip, tn.Cfg.GossipAddr)
-	}
-	cfg := c.NodeConfig("nv1")
-	cfg.NonVoter, cfg.RetryJoin = true, gossip
-	nv1 := c.Start(cfg)
+	gossip := c.GossipAddrs()
+	nv1 := c.Start(c.NonVoterConfig("nv1"))
 	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter whose log skips fsync", func() bool {
 		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter" && !nv1.Node.LogSyncsEachWrite()
 	})
@@ -134,7 +124,7 @@ func TestNonVoterLogDurability(t *testing.T) {
 	// n3 restarts asking to be a non-voter: it stays a voter, synced.
 	n3 := c.Nodes[2]
 	c.Kill(n3)
-	cfg = n3.Cfg
+	cfg := n3.Cfg
 	cfg.NonVoter, cfg.BootstrapExpect, cfg.RetryJoin = true, 0, gossip
 	n3 = c.Start(cfg)
 	n3.WaitServing(t, 20*time.Second)
@@ -145,9 +135,7 @@ func TestNonVoterLogDurability(t *testing.T) {
 		t.Error("n3, a voter asking to be a non-voter, skips fsync")
 	}
 	// A configuration entry n3 stores (nv2 added) still names it a voter.
-	cfg = c.NodeConfig("nv2")
-	cfg.NonVoter, cfg.RetryJoin = true, gossip
-	c.Start(cfg)
+	c.Start(c.NonVoterConfig("nv2"))
 	clustertest.WaitFor(t, 20*time.Second, "nv2 a non-voter in n3's own configuration", func() bool {
 		return raftSuffrage(c, n3)["nv2"] == "Nonvoter"
 	})

@@ -140,14 +140,9 @@ func boundedCluster(t *testing.T, voters, nonVoters, members, k int) (*clusterte
 		cfg.Seed = seed
 		dial(i, cfg)
 	})
-	var gossip []string
-	for _, tn := range c.Nodes {
-		gossip = append(gossip, tn.Cfg.GossipAddr)
-	}
 	var nvs []*clustertest.Node
 	for j := range nonVoters {
-		cfg := c.NodeConfig(fmt.Sprint("nv", j+1))
-		cfg.NonVoter, cfg.RetryJoin = true, gossip
+		cfg := c.NonVoterConfig(fmt.Sprint("nv", j+1))
 		pn.option(voters)(j, &cfg)
 		nvs = append(nvs, c.Start(cfg))
 	}

@@ -334,6 +334,24 @@ func (c *Cluster) NodeConfig(name string) cluster.Config {
 	}
 }
 
+// NonVoterConfig is NodeConfig for a node that asks to be a non-voter
+// (voter: false) and joins by gossip through the cluster's nodes.
+func (c *Cluster) NonVoterConfig(name string) cluster.Config {
+	cfg := c.NodeConfig(name)
+	cfg.NonVoter, cfg.RetryJoin = true, c.GossipAddrs()
+	return cfg
+}
+
+// GossipAddrs lists the gossip addresses of the cluster's nodes (a
+// retry_join list).
+func (c *Cluster) GossipAddrs() []string {
+	var out []string
+	for _, tn := range c.Nodes {
+		out = append(out, tn.Cfg.GossipAddr)
+	}
+	return out
+}
+
 // Start runs a node with cfg and its proxy; it is added to c.Nodes, or
 // replaces the entry with the same name (a restart). It returns at once:
 // the data-plane listener binds once the node has caught up (Serving).
