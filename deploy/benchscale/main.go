@@ -57,7 +57,7 @@ func main() {
 	fs.StringVar(&o.bin, "bin", "bin", "directory of the built gwelb binary")
 	fs.IntVar(&o.voters, "voters", 5, "voting nodes")
 	fs.IntVar(&o.nonVoter, "non-voters", 45, "non-voting nodes")
-	fs.IntVar(&o.changes, "changes", 50, "member changes timed until every node shows them")
+	fs.IntVar(&o.changes, "changes", 200, "member changes timed until every node shows them (p99 needs 100 or more: of 50 it is the worst)")
 	fs.DurationVar(&o.idle, "idle", 10*time.Second, "idle window for CPU and probe rates")
 	fs.IntVar(&o.portBase, "port-base", 61000, "first port; the run uses port-base .. port-base+599 on 127.0.0.1")
 	fs.IntVar(&o.big, "big", 10000, "members of the single-node phase (0 skips it)")
