@@ -105,8 +105,8 @@ bench-cluster:
 ## posture on loopback (deploy/benchscale): 5 voters + 45 non-voters
 ## (member change visible on every node, idle CPU, probe rate, RSS, the
 ## leader SIGKILLed under sticky traffic), then a voter and a non-voter
-## holding 10,000 members (RSS, snapshot save and restore); about 2 min
-## after the build (3 on a busy machine).
+## holding 10,000 members (RSS, snapshot save and restore); about 3 min
+## after the build (4 on a busy machine).
 ## BENCHSCALE_FLAGS adds flags (go run ./deploy/benchscale -h)
 BENCHSCALE_FLAGS ?=
 bench-scale: build
