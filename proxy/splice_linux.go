@@ -24,9 +24,15 @@ import (
 // tests check that a body took this path).
 var splicedBytes atomic.Int64
 
-// spliceMax is a pipe's capacity and the most one fill moves (Go's
-// maxSpliceSize).
-const spliceMax = 1 << 20
+// spliceMax is a pipe's capacity and the most one fill moves. Not Go's
+// maxSpliceSize (1 MiB): what waits in the pipe is, like what waits
+// unsent in dst (spliceNotsentLowat), bytes between their writer and
+// their reader, and the fewer there are, the likelier the reader still
+// has them in cache. With both bounds the CPU of make bench's client and
+// member paid 731 ms per GB of 16 MiB downloads (1 MiB and 128 KiB: 870;
+// HAProxy 716), for 1259 MB/s (1107; HAProxy 1151), the balancer's CPU
+// 497 ms per GB (471).
+const spliceMax = 256 << 10
 
 // splicePipe is a pipe whose read end feeds dst; inPipe bytes wait in it.
 type splicePipe struct {
@@ -72,11 +78,11 @@ var pipes = sync.Pool{New: func() any {
 // per byte without it (perf on that CPU: _copy_to_iter 11.8% of it
 // against 6.0% behind HAProxy, which copies through 16 KiB buffers, at
 // the same MB/s), and downloads ran at 0.75-0.90x HAProxy; with it
-// 1.02-1.14x, that CPU's cost per GB 875 ms instead of 1053 (HAProxy
-// 851), the balancer's 520 ms instead of 360 (HAProxy 780). 128 KiB: a
-// 10 Gb/s link drains half of it (the wakeup point) in 50 us, far longer
-// than a drain takes to refill it.
-const spliceNotsentLowat = 128 << 10
+// 1.02-1.14x at 128 KiB, that CPU's cost per GB 875 ms instead of 1053
+// (HAProxy 851), the balancer's 520 ms instead of 360 (HAProxy 780); see
+// spliceMax for 64 KiB. A 10 Gb/s link drains half of 64 KiB (the
+// wakeup point) in 26 us, longer than a drain takes to refill it.
+const spliceNotsentLowat = 64 << 10
 
 // tcpNotsentLowat is TCP_NOTSENT_LOWAT (linux/tcp.h), absent from syscall.
 const tcpNotsentLowat = 25
