@@ -109,9 +109,16 @@ type Config struct {
 // gwelb waits half a second, which elects a new leader in about 0.5-1.5 s,
 // and stays clear of false elections when a 2-core host is busy.
 type Timing struct {
-	HeartbeatTimeout   time.Duration // default 500 ms
-	ElectionTimeout    time.Duration // default 500 ms
-	LeaderLeaseTimeout time.Duration // default 250 ms; must not exceed HeartbeatTimeout
+	HeartbeatTimeout time.Duration // default 500 ms
+	ElectionTimeout  time.Duration // default 500 ms
+	// LeaderLeaseTimeout: a leader that has not heard from a majority for
+	// this long steps down. Default: HeartbeatTimeout (500 ms), the most
+	// raft allows. The leader heartbeats each follower every 100-200 ms
+	// (leader.go paceHeartbeats) and sends it its log as often, so a
+	// shorter lease made a leader whose process stalled for 50 ms on a
+	// busy host step down; reads never rely on the lease (catch-up and
+	// leader duties go through a barrier, catchup.go).
+	LeaderLeaseTimeout time.Duration
 	// CommitTimeout: how often an idle leader sends each follower an
 	// AppendEntries (default 100 ms), the follower's proof that it has
 	// the leader's log (catchup.go). Commits do not wait for it: the
@@ -129,7 +136,7 @@ func (c *Config) setDefaults() {
 		t.ElectionTimeout = 500 * time.Millisecond
 	}
 	if t.LeaderLeaseTimeout == 0 {
-		t.LeaderLeaseTimeout = 250 * time.Millisecond
+		t.LeaderLeaseTimeout = t.HeartbeatTimeout
 	}
 	if t.CommitTimeout == 0 {
 		t.CommitTimeout = 100 * time.Millisecond

@@ -51,7 +51,8 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 // heartbeats matter only while replication to a follower is stuck (a
 // slow disk, a snapshot on its way), and then 100-200 ms still keeps
 // every follower's election timer (500-1000 ms) and the leader's lease
-// (250 ms) fed. Factor 2 halves the heartbeats.
+// (500 ms by default, config.go) fed with 300 ms to spare for a stalled
+// process. Factor 2 halves the heartbeats.
 const leaderHeartbeatFactor = 2
 
 // paceHeartbeats sets raft's heartbeat and election timeouts for the role:
