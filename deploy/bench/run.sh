@@ -26,7 +26,7 @@
 #   BENCH_PATH=/backend/x
 #   BENCH_TARGETS="direct gwelb nginx haproxy apache"
 #   BENCH_SCENARIOS="sticky new"
-#   BENCH_ROUNDS=1            >1: repeat every run, report medians (less noise)
+#   BENCH_ROUNDS=1            >1: repeat every run (wrk and streams), report medians
 #   BENCH_PORT_BASE=18400     first port tried; 12 free ports are picked upward
 #   BENCH_OUT=deploy/bench/out
 #   BENCH_NO_PIN=1            do not pin with taskset
@@ -563,28 +563,47 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 # The second table (deploy/bench/streams): big bodies, WebSockets, idle
-# connections, through every target.
+# connections, through every target. Body and WebSocket runs repeat for
+# BENCH_ROUNDS rounds, the target order reversed every other round as for
+# wrk, and report medians: a single 16 MiB sample swings 650-1,750 MB/s on
+# a shared 2-core machine. Idle connections are measured once (memory).
 STREAMS=${BENCH_STREAMS:-1} IDLE_CONNS=${BENCH_IDLE_CONNS:-500}
-declare -A UP=() DOWN=() WS=() IDLEK=()
+declare -A UP=() DOWN=() WS=() IDLEK=() UP_R=() DOWN_R=() WS_R=()
+add_sample() { # add_sample ARRAY TARGET VALUE: append VALUE to ARRAY[TARGET] if it is a number
+  local -n arr=$1
+  local v
+  v=$(numeric "$3")
+  [[ -n $v ]] && arr[$2]="${arr[$2]:+${arr[$2]} }$v"
+  return 0
+}
 if [[ ${STREAMS} == 1 ]]; then
   go build -o "${RUNDIR}/streams" ./deploy/bench/streams >&2 || die "go build ./deploy/bench/streams failed (or BENCH_STREAMS=0)"
   spin=()
   [[ ${PIN} == 1 ]] && spin=(taskset -c "${WRK_CPU}")
-  for t in "${TARGET_LIST[@]}"; do
-    url="http://127.0.0.1:${TPORT[$t]}"
-    log "streams ${t}: 16 MiB bodies both ways, WebSocket echo$([[ $t != direct ]] && echo ", ${IDLE_CONNS} idle connections")"
-    line=$("${spin[@]}" "${RUNDIR}/streams" -mode body -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
-    for kv in ${line}; do
-      case ${kv} in up_mbps=*) UP[$t]=${kv#*=} ;; down_mbps=*) DOWN[$t]=${kv#*=} ;; esac
+  for ((round = 1; round <= ROUNDS; round++)); do
+    if ((round % 2)); then order=("${TARGET_LIST[@]}"); else order=("${REVERSED[@]}"); fi
+    for t in "${order[@]}"; do
+      url="http://127.0.0.1:${TPORT[$t]}"
+      log "streams round ${round}/${ROUNDS} ${t}: 16 MiB bodies both ways, WebSocket echo$([[ $t != direct && ${round} == 1 ]] && echo ", ${IDLE_CONNS} idle connections")"
+      line=$("${spin[@]}" "${RUNDIR}/streams" -mode body -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
+      for kv in ${line}; do
+        case ${kv} in up_mbps=*) add_sample UP_R "$t" "${kv#*=}" ;; down_mbps=*) add_sample DOWN_R "$t" "${kv#*=}" ;; esac
+      done
+      line=$("${spin[@]}" "${RUNDIR}/streams" -mode ws -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
+      add_sample WS_R "$t" "${line#ws_msgs=}"
+      if [[ $t != direct && ${round} == 1 ]]; then
+        line=$("${spin[@]}" "${RUNDIR}/streams" -mode idle -url "${url}" -cookie "${STICKY_COOKIE}" \
+          -pid "${TPID[$t]}" -conns "${IDLE_CONNS}" 2>>"${RUNDIR}/streams.log") || line=""
+        IDLEK[$t]=${line#idle_kib=}
+      fi
+      check_alive "after streams ${t}"
     done
-    line=$("${spin[@]}" "${RUNDIR}/streams" -mode ws -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
-    WS[$t]=${line#ws_msgs=}
-    if [[ $t != direct ]]; then
-      line=$("${spin[@]}" "${RUNDIR}/streams" -mode idle -url "${url}" -cookie "${STICKY_COOKIE}" \
-        -pid "${TPID[$t]}" -conns "${IDLE_CONNS}" 2>>"${RUNDIR}/streams.log") || line=""
-      IDLEK[$t]=${line#idle_kib=}
-    fi
-    check_alive "after streams ${t}"
+  done
+  whole() { printf '%.0f' "$1"; }
+  for t in "${TARGET_LIST[@]}"; do
+    [[ -n ${UP_R[$t]-} ]] && UP[$t]=$(whole "$(median "${UP_R[$t]}")")
+    [[ -n ${DOWN_R[$t]-} ]] && DOWN[$t]=$(whole "$(median "${DOWN_R[$t]}")")
+    [[ -n ${WS_R[$t]-} ]] && WS[$t]=$(whole "$(median "${WS_R[$t]}")")
   done
 fi
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
