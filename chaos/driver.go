@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gwelb/gwelb/internal/childproc"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -145,7 +146,7 @@ func (d *driver) waitSeeded(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return errors.New("the member table was not seeded within 20s")
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -222,7 +223,7 @@ func (d *driver) leader(ctx context.Context, within time.Duration) (*gnode, erro
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("no agreed leader among %d nodes within %v", len(ns), within)
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -248,7 +249,7 @@ func (d *driver) waitNewLeader(ctx context.Context, among func() []*gnode, old s
 		if time.Now().After(deadline) {
 			return "", 0, fmt.Errorf("no new leader (old %q) within %v", old, within)
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 20*time.Millisecond); err != nil {
 			return "", 0, err
 		}
 	}
@@ -267,7 +268,7 @@ func (d *driver) waitReady(ctx context.Context, n *gnode, within time.Duration) 
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("node %s not ready within %v", n.name, within)
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}
@@ -297,7 +298,7 @@ func (d *driver) waitRecovered(ctx context.Context, within time.Duration) (T, er
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("cluster not recovered within %v: %s", within, why)
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}
@@ -381,7 +382,7 @@ func (d *driver) waitVerdict(ctx context.Context, s *server, down bool, within t
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("verdict of %s not %v on every node within %v", s.name, want, within)
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return 0, err
 		}
 	}

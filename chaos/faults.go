@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gwelb/gwelb/internal/childproc"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -104,7 +105,7 @@ func (d *driver) schedule(ctx context.Context) {
 			d.log.Info("fault done", "id", f.ID, "kind", kind, "target", f.Target, "server", f.Server,
 				"election_ms", f.ElectionMs, "down_ms", f.DownMs, "up_ms", f.UpMs, "recover_ms", f.RecoverMs)
 		}
-		if sleepCtx(ctx, between(d.rng, 2*time.Second, 4*time.Second)) != nil {
+		if childproc.Sleep(ctx, between(d.rng, 2*time.Second, 4*time.Second)) != nil {
 			return
 		}
 	}
@@ -221,7 +222,7 @@ func (d *driver) stepKill(ctx context.Context, f *FaultRecord, leader bool, coun
 		}
 		d.election(f, f.Kind, l.name, name, t0, at)
 	}
-	if err := sleepCtx(ctx, hold); err != nil {
+	if err := childproc.Sleep(ctx, hold); err != nil {
 		return err
 	}
 	healed := d.now()
@@ -278,7 +279,7 @@ func (d *driver) stepPause(ctx context.Context, f *FaultRecord) error {
 		}
 		d.election(f, f.Kind, l.name, name, t0, at)
 	}
-	if err := sleepCtx(ctx, hold-(d.now()-t0)); err != nil && ctx.Err() != nil {
+	if err := childproc.Sleep(ctx, hold-(d.now()-t0)); err != nil && ctx.Err() != nil {
 		t.signal(syscall.SIGCONT)
 		return err
 	}
@@ -339,7 +340,7 @@ func (d *driver) stepPartition(ctx context.Context, f *FaultRecord, leader bool)
 		}
 		d.election(f, f.Kind, l.name, name, t0, at)
 	}
-	if err := sleepCtx(ctx, hold-(d.now()-t0)); err != nil && ctx.Err() != nil {
+	if err := childproc.Sleep(ctx, hold-(d.now()-t0)); err != nil && ctx.Err() != nil {
 		heal()
 		return err
 	}
@@ -400,7 +401,7 @@ func (d *driver) stepRestartNode(ctx context.Context, f *FaultRecord, leader boo
 		d.rec.violation(invAvailability, fmt.Sprintf("fault %d: node %s did not shut down within 25 s of SIGTERM (goroutine dump in %s)", f.ID, t.name, t.logPath))
 		t.dumpAndKill()
 	}
-	if err := sleepCtx(ctx, hold); err != nil {
+	if err := childproc.Sleep(ctx, hold); err != nil {
 		return err
 	}
 	healed := d.now()
@@ -440,7 +441,7 @@ func (d *driver) stepRestartCluster(ctx context.Context, f *FaultRecord) error {
 		wg.Go(func() { n.kill() })
 	}
 	wg.Wait()
-	if err := sleepCtx(ctx, hold); err != nil {
+	if err := childproc.Sleep(ctx, hold); err != nil {
 		return err
 	}
 	healed := d.now()
@@ -521,7 +522,7 @@ func (d *driver) stepGWE(ctx context.Context, f *FaultRecord, kill, nodeDown boo
 		d.rec.closeWin(sk, downAt+slack)
 	}
 	d.probeAgreement(ctx, f, srv)
-	if err := sleepCtx(ctx, hold); err != nil {
+	if err := childproc.Sleep(ctx, hold); err != nil {
 		return err
 	}
 	t1 := d.now()
@@ -605,7 +606,7 @@ func (d *driver) stepJoinLeave(ctx context.Context, f *FaultRecord) error {
 		if time.Now().After(deadline) || !n.running() {
 			return fmt.Errorf("%w: new node %s does not answer (log %s)", errRecovery, name, n.logPath)
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -626,7 +627,7 @@ func (d *driver) stepJoinLeave(ctx context.Context, f *FaultRecord) error {
 	d.mu.Lock()
 	d.dns = append(d.dns, n)
 	d.mu.Unlock()
-	if err := sleepCtx(ctx, hold); err != nil {
+	if err := childproc.Sleep(ctx, hold); err != nil {
 		return err
 	}
 	// An operator takes the node out of DNS first, then makes it leave.
@@ -655,7 +656,7 @@ func (d *driver) stepJoinLeave(ctx context.Context, f *FaultRecord) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: %s still in the raft configuration %v after leaving", errRecovery, name, recoverWithin)
 		}
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -679,7 +680,7 @@ func (d *driver) probeAgreement(ctx context.Context, f *FaultRecord, srv *server
 		if _, same := d.tableIndexes(ctx, d.connected()); same {
 			break
 		}
-		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+		if childproc.Sleep(ctx, 50*time.Millisecond) != nil {
 			return
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/gwelb/gwelb/internal/childproc"
 )
 
 // lockWait is how long a run waits for another run on the machine to end:
@@ -45,7 +47,7 @@ func lockRun(ctx context.Context, log *slog.Logger) (release func(), err error) 
 			f.Close()
 			return nil, fmt.Errorf("another chaos run held %s for more than %v", path, lockWait)
 		}
-		if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 500*time.Millisecond); err != nil {
 			f.Close()
 			return nil, err
 		}

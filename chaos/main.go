@@ -29,6 +29,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/gwelb/gwelb/internal/childproc"
 )
 
 func main() { os.Exit(run()) }
@@ -172,9 +174,9 @@ func (d *driver) execute(ctx context.Context) (*Report, error) {
 		o := &operator{d: d, id: i, rng: rand.New(rand.NewPCG(d.seed, uint64(2000+i)))}
 		wg.Go(func() { o.run(loadCtx) })
 	}
-	if sleepCtx(ctx, d.prof.warmup) == nil {
+	if childproc.Sleep(ctx, d.prof.warmup) == nil {
 		d.schedule(ctx)
-		sleepCtx(ctx, d.prof.cooldown)
+		childproc.Sleep(ctx, d.prof.cooldown)
 	}
 	stopLoad()
 	wg.Wait()
@@ -208,7 +210,7 @@ func (d *driver) final(ctx context.Context) {
 		}
 		idx, same := d.tableIndexes(ctx, ns)
 		if !same {
-			sleepCtx(ctx, 200*time.Millisecond)
+			childproc.Sleep(ctx, 200*time.Millisecond)
 			continue
 		}
 		op := d.readMembers(ctx, ns[try%len(ns)], client)
@@ -240,7 +242,7 @@ func (d *driver) final(ctx context.Context) {
 			d.rec.mu.Unlock()
 			return
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
+		childproc.Sleep(ctx, 200*time.Millisecond)
 	}
 	d.rec.violation(invDurability, "the nodes never settled at one table index with a successful final read")
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/gwelb/gwelb/internal/childproc"
 	"github.com/gwelb/gwelb/internal/pki"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -117,7 +118,7 @@ type gnode struct {
 	dir, cfgPath, logPath          string
 
 	mu     sync.Mutex
-	proc   *proc
+	proc   *childproc.Proc
 	conn   *grpc.ClientConn
 	api    gwelbv1.AdminClient
 	paused bool
@@ -201,13 +202,13 @@ func portFree(addr string) error {
 // start starts the node's process and a fresh admin API connection.
 func (d *driver) startNode(n *gnode) error {
 	argv := d.net.wrap(n.name, []string{filepath.Join(d.bin, "gwelb"), "agent", "-config", n.cfgPath})
-	p, err := spawn(n.name, argv, nil, n.logPath)
+	p, err := childproc.Start(n.name, argv, nil, n.logPath)
 	if err != nil {
 		return err
 	}
 	creds, err := d.adminCreds()
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return err
 	}
 	conn, err := grpc.NewClient(n.grpcAddr,
@@ -219,7 +220,7 @@ func (d *driver) startNode(n *gnode) error {
 			MinConnectTimeout: time.Second,
 		}))
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return fmt.Errorf("admin client of %s: %w", n.name, err)
 	}
 	n.mu.Lock()
@@ -251,14 +252,14 @@ func (n *gnode) client() gwelbv1.AdminClient {
 func (n *gnode) running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.proc != nil && !n.proc.exited()
+	return n.proc != nil && !n.proc.Exited()
 }
 
 // live tells whether the node runs and is not stopped.
 func (n *gnode) live() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.proc != nil && !n.proc.exited() && !n.paused
+	return n.proc != nil && !n.proc.Exited() && !n.paused
 }
 
 func (n *gnode) isMember() bool {
@@ -281,7 +282,7 @@ func (n *gnode) signal(sig syscall.Signal) error {
 	if p == nil {
 		return fmt.Errorf("%s: not started", n.name)
 	}
-	if err := p.signal(sig); err != nil {
+	if err := p.Signal(sig); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -301,7 +302,7 @@ func (n *gnode) kill() error {
 	p := n.proc
 	n.paused = false
 	n.mu.Unlock()
-	return p.kill()
+	return p.Kill()
 }
 
 // dumpAndKill ends a hung node, its goroutines dumped into its log.
@@ -310,7 +311,7 @@ func (n *gnode) dumpAndKill() error {
 	p := n.proc
 	n.paused = false
 	n.mu.Unlock()
-	return p.dumpAndKill()
+	return p.DumpAndKill()
 }
 
 // waitExit waits for the node's process to end.
@@ -321,7 +322,7 @@ func (n *gnode) waitExit(ctx context.Context, d time.Duration) error {
 	if p == nil {
 		return nil
 	}
-	return p.wait(ctx, d)
+	return p.Wait(ctx, d)
 }
 
 // status asks the node for its own view (Status). The call is marked as

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/childproc"
 	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -40,7 +41,7 @@ type operator struct {
 // must be in the history with its outcome.
 func (o *operator) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		if sleepCtx(ctx, between(o.rng, 200*time.Millisecond, 700*time.Millisecond)) != nil {
+		if childproc.Sleep(ctx, between(o.rng, 200*time.Millisecond, 700*time.Millisecond)) != nil {
 			return
 		}
 		o.d.opMu.RLock()

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/gwelb/gwelb/internal/childproc"
 )
 
 // server is one GWE demo server (bin/gwe-demo): a frontend GWE_F_n or a
@@ -19,7 +21,7 @@ type server struct {
 	logPath            string
 
 	mu   sync.Mutex
-	proc *proc
+	proc *childproc.Proc
 }
 
 // Demo server ports on the host address.
@@ -59,7 +61,7 @@ func (d *driver) serversOf(pool string) []*server {
 
 // start starts the server on its address and waits until it answers.
 func (d *driver) startServer(ctx context.Context, s *server) error {
-	p, err := spawn("gwe-"+s.name, []string{filepath.Join(d.bin, "gwe-demo"), "-addr", s.addr, "-name", s.name, "-prefix", s.prefix}, nil, s.logPath)
+	p, err := childproc.Start("gwe-"+s.name, []string{filepath.Join(d.bin, "gwe-demo"), "-addr", s.addr, "-name", s.name, "-prefix", s.prefix}, nil, s.logPath)
 	if err != nil {
 		return err
 	}
@@ -71,13 +73,13 @@ func (d *driver) startServer(ctx context.Context, s *server) error {
 		if code, err := d.get(ctx, s.url+s.prefix+"/about"); err == nil && code == http.StatusOK {
 			return nil
 		}
-		if p.exited() {
+		if p.Exited() {
 			return fmt.Errorf("gwe-demo %s exited at start (log %s)", s.name, s.logPath)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("gwe-demo %s did not answer within 10s", s.name)
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -88,7 +90,7 @@ func (s *server) kill() error {
 	s.mu.Lock()
 	p := s.proc
 	s.mu.Unlock()
-	return p.kill()
+	return p.Kill()
 }
 
 // setHealth flips the server's health check (POST /_demo/health).
@@ -128,16 +130,4 @@ func (d *driver) get(ctx context.Context, url string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-// sleepCtx paces a loop (never used to wait for a condition by itself).
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

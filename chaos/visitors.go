@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/gwelb/gwelb/internal/childproc"
 )
 
 // siteHost is the one host name visitors use for every node, as behind DNS
@@ -106,7 +108,7 @@ func (v *visitor) run(ctx context.Context) {
 	}
 	left := 20 + v.rng.IntN(40)
 	for n := 0; ctx.Err() == nil; n++ {
-		if sleepCtx(ctx, between(v.rng, 100*time.Millisecond, 400*time.Millisecond)) != nil {
+		if childproc.Sleep(ctx, between(v.rng, 100*time.Millisecond, 400*time.Millisecond)) != nil {
 			return
 		}
 		if left--; left == 0 {
@@ -162,7 +164,7 @@ func (v *visitor) runWS(ctx context.Context) {
 		if broke {
 			prev = n.name
 		}
-		if sleepCtx(ctx, between(v.rng, 100*time.Millisecond, 300*time.Millisecond)) != nil {
+		if childproc.Sleep(ctx, between(v.rng, 100*time.Millisecond, 300*time.Millisecond)) != nil {
 			return
 		}
 		if !broke && v.rng.IntN(3) == 0 {
@@ -206,7 +208,7 @@ func (v *visitor) wsSession(ctx context.Context, n *gnode) bool {
 	defer c.CloseNow()
 	lastOK := v.d.now()
 	for i := range 20 + v.rng.IntN(40) {
-		if sleepCtx(ctx, between(v.rng, 200*time.Millisecond, 500*time.Millisecond)) != nil {
+		if childproc.Sleep(ctx, between(v.rng, 200*time.Millisecond, 500*time.Millisecond)) != nil {
 			c.Close(websocket.StatusNormalClosure, "run over")
 			return false
 		}

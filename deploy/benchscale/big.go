@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/gwelb/gwelb/internal/childproc"
 	"github.com/gwelb/gwelb/internal/snapstream"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -32,7 +33,7 @@ const farmSize = 5000
 // farm is one child process serving GWE servers for the big phase.
 type farm struct {
 	first, count, port int
-	proc               *proc
+	proc               *childproc.Proc
 }
 
 // probes asks the farm how many probes it has answered.
@@ -86,17 +87,17 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 	var farms []*farm
 	for first := 0; first < o.big; first += farmSize {
 		f := &farm{first: first, count: min(farmSize, o.big-first), port: port}
-		f.proc, err = spawn("farm", []string{self, "-farm-first", strconv.Itoa(f.first), "-farm-count", strconv.Itoa(f.count), "-farm-port", strconv.Itoa(port)},
-			filepath.Join(work, fmt.Sprintf("farm-%s-%d.log", tag, first)))
+		f.proc, err = childproc.Start("farm", []string{self, "-farm-first", strconv.Itoa(f.first), "-farm-count", strconv.Itoa(f.count), "-farm-port", strconv.Itoa(port)},
+			nil, filepath.Join(work, fmt.Sprintf("farm-%s-%d.log", tag, first)))
 		if err != nil {
 			return err
 		}
-		defer f.proc.kill()
+		defer f.proc.Kill()
 		farms = append(farms, f)
 	}
 	for _, f := range farms {
 		if err := waitFor(ctx, 30*time.Second, "GWE server farm", func() error {
-			if f.proc.exited() {
+			if f.proc.Exited() {
 				return fmt.Errorf("farm %d exited", f.first)
 			}
 			_, err := f.probes(ctx, hc)
@@ -157,7 +158,7 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 	}
 	for _, n := range []*node{v, nv} {
 		if err := waitFor(ctx, 90*time.Second, n.name+" routing to "+last, func() error {
-			if n.proc.exited() {
+			if n.proc.Exited() {
 				return fmt.Errorf("%s exited (log %s)", n.name, n.log)
 			}
 			_, err := route(n)
@@ -211,11 +212,11 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 		r.add("  -> table quiet (no index change for 3 s; the first probes' observations written)", fmt.Sprintf("%.1f s, index %d", time.Since(t0).Seconds(), idx))
 	}
 
-	cpuV0, err := cpuTime(v.proc.pid())
+	cpuV0, err := cpuTime(v.proc.Pid())
 	if err != nil {
 		return err
 	}
-	cpuNV0, err := cpuTime(nv.proc.pid())
+	cpuNV0, err := cpuTime(nv.proc.Pid())
 	if err != nil {
 		return err
 	}
@@ -224,7 +225,7 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 		return err
 	}
 	w0 := time.Now()
-	if err := sleepCtx(ctx, 5*time.Second); err != nil { // the measurement window
+	if err := childproc.Sleep(ctx, 5*time.Second); err != nil { // the measurement window
 		return err
 	}
 	el := time.Since(w0)
@@ -232,11 +233,11 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 	if err != nil {
 		return err
 	}
-	cpuV1, err := cpuTime(v.proc.pid())
+	cpuV1, err := cpuTime(v.proc.Pid())
 	if err != nil {
 		return err
 	}
-	cpuNV1, err := cpuTime(nv.proc.pid())
+	cpuNV1, err := cpuTime(nv.proc.Pid())
 	if err != nil {
 		return err
 	}
@@ -244,11 +245,11 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 	if interval != "" {
 		ivl, _ = time.ParseDuration(interval)
 	}
-	rssV, err := rssBytes(v.proc.pid())
+	rssV, err := rssBytes(v.proc.Pid())
 	if err != nil {
 		return err
 	}
-	rssNV, err := rssBytes(nv.proc.pid())
+	rssNV, err := rssBytes(nv.proc.Pid())
 	if err != nil {
 		return err
 	}
@@ -309,10 +310,10 @@ func bigPhase(ctx context.Context, o options, work string, sec *secrets, r *repo
 		r.check(what, fmt.Sprintf("%s, %s / %s, %s", ms(quantile(saves, 0.5)), ms(quantile(saves, 1)), ms(quantile(restores, 0.5)), ms(quantile(restores, 1))),
 			"< 1 s", worst < time.Second)
 	}
-	if rssV, err = rssBytes(v.proc.pid()); err != nil {
+	if rssV, err = rssBytes(v.proc.Pid()); err != nil {
 		return err
 	}
-	if rssNV, err = rssBytes(nv.proc.pid()); err != nil {
+	if rssNV, err = rssBytes(nv.proc.Pid()); err != nil {
 		return err
 	}
 	r.add("  RSS after them: non-voter / voter", fmt.Sprintf("%s / %s", mib(rssNV), mib(rssV)))
@@ -330,7 +331,7 @@ func waitFor(ctx context.Context, d time.Duration, what string, cond func() erro
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s: not after %v: %w", what, d, err)
 		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}

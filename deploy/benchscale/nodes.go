@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/gwelb/gwelb/internal/childproc"
 	"github.com/gwelb/gwelb/internal/gwedemo"
 	"github.com/gwelb/gwelb/internal/pki"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
@@ -99,7 +100,7 @@ type node struct {
 	grpcAddr, gossip  string
 	httpAddr, opsAddr string
 	dir, cfg, log     string
-	proc              *proc
+	proc              *childproc.Proc
 	conn              *grpc.ClientConn
 	api               gwelbv1.AdminClient
 }
@@ -204,13 +205,13 @@ func portFree(addr string) error {
 
 // start runs bin/gwelb agent for the node and opens its admin client.
 func (n *node) start(bin string, sec *secrets) error {
-	p, err := spawn(n.name, []string{filepath.Join(bin, "gwelb"), "agent", "-config", n.cfg}, n.log)
+	p, err := childproc.Start(n.name, []string{filepath.Join(bin, "gwelb"), "agent", "-config", n.cfg}, nil, n.log)
 	if err != nil {
 		return err
 	}
 	conn, err := grpc.NewClient(n.grpcAddr, grpc.WithTransportCredentials(sec.creds), grpc.WithPerRPCCredentials(bearer(sec.token)))
 	if err != nil {
-		_ = p.kill()
+		_ = p.Kill()
 		return fmt.Errorf("admin client of %s: %w", n.name, err)
 	}
 	n.proc, n.conn, n.api = p, conn, gwelbv1.NewAdminClient(conn)
@@ -222,7 +223,7 @@ func (n *node) stop() error {
 	if n.conn != nil {
 		n.conn.Close()
 	}
-	return n.proc.kill()
+	return n.proc.Kill()
 }
 
 // bearer sends the cluster token with every RPC.

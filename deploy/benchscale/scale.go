@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gwelb/gwelb/internal/childproc"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -87,7 +88,7 @@ func scalePhase(ctx context.Context, o options, work string, sec *secrets, serve
 	fmt.Printf("all %d nodes route; leader %s (%.1f s); settling 5 s\n", total, leader.name, time.Since(t0).Seconds())
 	// Let the joins' catch-up traffic and the first probes' observations
 	// end before the idle window (pacing, not synchronisation).
-	if err := sleepCtx(ctx, 5*time.Second); err != nil {
+	if err := childproc.Sleep(ctx, 5*time.Second); err != nil {
 		return err
 	}
 	if err := c.idle(ctx, o, leader, servers, r); err != nil {
@@ -113,11 +114,11 @@ func (c *cluster) waitRouting(ctx context.Context, d time.Duration) error {
 				if err == nil {
 					return
 				}
-				if n.proc.exited() {
+				if n.proc.Exited() {
 					errs[i] = fmt.Errorf("%s exited (log %s)", n.name, n.log)
 					return
 				}
-				if sleepCtx(ctx, 200*time.Millisecond) != nil {
+				if childproc.Sleep(ctx, 200*time.Millisecond) != nil {
 					errs[i] = fmt.Errorf("%s not routing after %v: %w (log %s)", n.name, d, err, n.log)
 					return
 				}
@@ -162,7 +163,7 @@ func (c *cluster) waitMembership(ctx context.Context, voters, nonVoters int, d t
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("membership not complete after %v: %s", d, last)
 		}
-		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 250*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -174,7 +175,7 @@ func (c *cluster) idle(ctx context.Context, o options, leader *node, servers []*
 	cpu0 := make([]time.Duration, len(c.nodes))
 	for i, n := range c.nodes {
 		var err error
-		if cpu0[i], err = cpuTime(n.proc.pid()); err != nil {
+		if cpu0[i], err = cpuTime(n.proc.Pid()); err != nil {
 			return err
 		}
 	}
@@ -187,7 +188,7 @@ func (c *cluster) idle(ctx context.Context, o options, leader *node, servers []*
 		return err
 	}
 	t0 := time.Now()
-	if err := sleepCtx(ctx, o.idle); err != nil { // the measurement window
+	if err := childproc.Sleep(ctx, o.idle); err != nil { // the measurement window
 		return err
 	}
 	el := time.Since(t0)
@@ -198,7 +199,7 @@ func (c *cluster) idle(ctx context.Context, o options, leader *node, servers []*
 	var leaderCPU, sum float64
 	var voterCPU, nvCPU []float64
 	for i, n := range c.nodes {
-		cpu1, err := cpuTime(n.proc.pid())
+		cpu1, err := cpuTime(n.proc.Pid())
 		if err != nil {
 			return err
 		}
@@ -227,7 +228,7 @@ func (c *cluster) idle(ctx context.Context, o options, leader *node, servers []*
 	var leaderRSS int64
 	var voterRSS, nvRSS []float64
 	for _, n := range c.nodes {
-		b, err := rssBytes(n.proc.pid())
+		b, err := rssBytes(n.proc.Pid())
 		if err != nil {
 			return err
 		}
@@ -375,7 +376,7 @@ func (c *cluster) changes(ctx context.Context, o options, leader *node, r *repor
 			slowest = max(slowest, d)
 		}
 		all, acks = append(all, slowest), append(acks, ack)
-		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil { // pacing: one change at a time
+		if err := childproc.Sleep(ctx, 100*time.Millisecond); err != nil { // pacing: one change at a time
 			return err
 		}
 	}
@@ -426,19 +427,19 @@ func (c *cluster) failover(ctx context.Context, old *node, r *report) error {
 					}
 					failMu.Unlock()
 				}
-				if sleepCtx(tctx, 100*time.Millisecond) != nil {
+				if childproc.Sleep(tctx, 100*time.Millisecond) != nil {
 					return
 				}
 			}
 		})
 	}
 	defer func() { stopTraffic(); wg.Wait() }()
-	if err := sleepCtx(ctx, time.Second); err != nil { // traffic before the kill
+	if err := childproc.Sleep(ctx, time.Second); err != nil { // traffic before the kill
 		return err
 	}
 	fmt.Printf("SIGKILL leader %s\n", old.name)
 	tKill := time.Now()
-	if err := old.proc.kill(); err != nil {
+	if err := old.proc.Kill(); err != nil {
 		return err
 	}
 	// Writes through a surviving voter, forwarded to whichever leader
@@ -453,7 +454,7 @@ func (c *cluster) failover(ctx context.Context, old *node, r *report) error {
 				writeAck <- time.Since(tKill)
 				return
 			}
-			if sleepCtx(ctx, 20*time.Millisecond) != nil {
+			if childproc.Sleep(ctx, 20*time.Millisecond) != nil {
 				return
 			}
 		}
@@ -483,7 +484,7 @@ func (c *cluster) failover(ctx context.Context, old *node, r *report) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("no new leader 15 s after killing %s", old.name)
 		}
-		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 10*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -524,7 +525,7 @@ func (c *cluster) failover(ctx context.Context, old *node, r *report) error {
 		if time.Now().After(deadline) {
 			break
 		}
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		if err := childproc.Sleep(ctx, 50*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -535,7 +536,7 @@ func (c *cluster) failover(ctx context.Context, old *node, r *report) error {
 		return errors.New("no write acknowledged 15 s after the kill")
 	}
 	// Traffic goes on 2 s after the last node knows the leader.
-	if err := sleepCtx(ctx, 2*time.Second); err != nil {
+	if err := childproc.Sleep(ctx, 2*time.Second); err != nil {
 		return err
 	}
 	window := time.Since(tKill) + time.Second
