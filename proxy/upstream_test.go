@@ -18,24 +18,28 @@ import (
 // connection and closes the connection as soon as it is idle: every
 // connection the proxy keeps for later is dead when it is taken (what a
 // member's idle timeout does). It reads bodies by Content-Length and
-// echoes them.
-func hangUpWhenIdle(t *testing.T) (url string, conns *atomic.Int64) {
+// echoes them; hungUp counts the connections it has closed.
+func hangUpWhenIdle(t *testing.T) (url string, hungUp *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	conns = new(atomic.Int64)
+	hungUp = new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			conns.Add(1)
 			go func() {
-				defer c.Close()
+				defer func() {
+					// Counted once closed: on loopback the FIN is in the
+					// proxy's socket when Close returns.
+					c.Close()
+					hungUp.Add(1)
+				}()
 				req, err := http.ReadRequest(bufio.NewReader(c))
 				if err != nil {
 					return
@@ -46,7 +50,7 @@ func hangUpWhenIdle(t *testing.T) (url string, conns *atomic.Int64) {
 			}()
 		}
 	}()
-	return "http://" + ln.Addr().String(), conns
+	return "http://" + ln.Addr().String(), hungUp
 }
 
 // A warm connection the member closed while it sat in the pool is not the
@@ -54,7 +58,7 @@ func hangUpWhenIdle(t *testing.T) (url string, conns *atomic.Int64) {
 // included), the member is neither quarantined nor reported, and the
 // session stays.
 func TestStalePooledConnectionNotBlamed(t *testing.T) {
-	url, conns := hangUpWhenIdle(t)
+	url, hungUp := hangUpWhenIdle(t)
 	h := startProxy(t, mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID", Insert: true},
 		Members: []fsm.MemberSpec{{Route: "1", URL: url}}}), Options{}, ListenerConfig{})
 	body := bytes.Repeat([]byte("b"), 10<<10)
@@ -72,9 +76,9 @@ func TestStalePooledConnectionNotBlamed(t *testing.T) {
 			t.Fatalf("request %d: the body did not reach the member whole (%d bytes back)", i, len(r.body))
 		}
 		wantCookie(t, r, "")
-		// Let the member's close of the now idle connection land.
-		waitFor(t, 5*time.Second, "the member to hang up", func() bool { return conns.Load() >= int64(i+1) })
-		time.Sleep(20 * time.Millisecond)
+		// The member has closed the now idle connection: the next request
+		// meets a pooled connection its member closed.
+		waitFor(t, 5*time.Second, "the member to hang up", func() bool { return hungUp.Load() >= int64(i+1) })
 	}
 	if got := h.obs.calls(); len(got) != 0 {
 		t.Errorf("the Observer received %+v: a connection closed while idle was blamed on the member", got)
