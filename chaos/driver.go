@@ -361,19 +361,9 @@ func (d *driver) waitVerdict(ctx context.Context, s *server, down bool, within t
 		sts, errs := statuses(ctx, ns, time.Second)
 		ok := len(ns) > 0
 		for i := range ns {
-			if errs[i] != nil {
+			if errs[i] != nil || !verdictIs(sts[i], s, want) {
 				ok = false
 				break
-			}
-			for _, p := range sts[i].GetPools() {
-				if p.GetPool().GetName() != s.pool {
-					continue
-				}
-				for _, m := range p.GetMembers() {
-					if m.GetMember().GetUrl() == s.url && m.GetMember().GetVerdict() != want {
-						ok = false
-					}
-				}
 			}
 		}
 		if ok {
@@ -386,6 +376,22 @@ func (d *driver) waitVerdict(ctx context.Context, s *server, down bool, within t
 			return 0, err
 		}
 	}
+}
+
+// verdictIs tells whether every member of s's pool on s's URL has verdict
+// want in the node state st.
+func verdictIs(st *gwelbv1.StatusResponse, s *server, want gwelbv1.Verdict) bool {
+	for _, p := range st.GetPools() {
+		if p.GetPool().GetName() != s.pool {
+			continue
+		}
+		for _, m := range p.GetMembers() {
+			if m.GetMember().GetUrl() == s.url && m.GetMember().GetVerdict() != want {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // transport returns the HTTP transport that dials node n, whatever the

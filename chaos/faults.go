@@ -671,13 +671,18 @@ func (d *driver) stepJoinLeave(ctx context.Context, f *FaultRecord) error {
 // still, where it sends fresh sticky values naming the dead server: over
 // HTTP (the data plane: the route in Set-Cookie, or the server that
 // answers), with the Route RPC, and once with gwelbctl route --all-nodes.
-// Each answer is bracketed by the node's table index.
+// Each answer is bracketed by the node's table index, and counts only if
+// that table has every member on the dead server DOWN (invariant 2 holds
+// after the verdict): an operator's write that landed after waitVerdict
+// (one cut short by its deadline may still commit during the probe) can
+// re-create such a member, UP until its probers judge it, and nodes then
+// legitimately differ by their local quarantine of it.
 func (d *driver) probeAgreement(ctx context.Context, f *FaultRecord, srv *server) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(verdictWithin)
 	for time.Now().Before(deadline) {
-		if _, same := d.tableIndexes(ctx, d.connected()); same {
+		if _, same := d.tableIndexes(ctx, d.connected(), srv); same {
 			break
 		}
 		if childproc.Sleep(ctx, 50*time.Millisecond) != nil {
@@ -688,34 +693,38 @@ func (d *driver) probeAgreement(ctx context.Context, f *FaultRecord, srv *server
 	for round := 1; round <= 3; round++ {
 		value = fmt.Sprintf("agree%d-%d.%s", f.ID, round, srv.name)
 		ns := d.connected()
-		before, _ := d.tableIndexes(ctx, ns)
-		type answer struct{ route, server, err string }
+		before, _ := d.tableIndexes(ctx, ns, srv)
+		type answer struct {
+			route, server, err string
+			index              uint64
+		}
 		httpA := make([]answer, len(ns))
 		rpcA := make([]answer, len(ns))
 		var wg sync.WaitGroup
 		for i, n := range ns {
 			wg.Go(func() {
 				r, s, err := d.probeHTTP(ctx, n, srv.pool, value)
-				httpA[i] = answer{r, s, errString(err)}
+				httpA[i] = answer{route: r, server: s, err: errString(err)}
 			})
 			wg.Go(func() {
 				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
 				resp, err := n.client().Route(cctx, &gwelbv1.RouteRequest{Pool: srv.pool, Value: value})
-				rpcA[i] = answer{resp.GetRoute(), "", errString(err)}
-				if err == nil {
-					// The RPC names its own index: no need to bracket it.
-					rpcA[i].server = strconv.FormatUint(resp.GetTableIndex(), 10)
-				}
+				rpcA[i] = answer{route: resp.GetRoute(), err: errString(err), index: resp.GetTableIndex()}
 			})
 		}
 		wg.Wait()
-		after, _ := d.tableIndexes(ctx, ns)
+		after, _ := d.tableIndexes(ctx, ns, srv)
 		at := d.now()
 		for i, n := range ns {
 			d.rec.addProbe(AgreementProbe{Fault: f.ID, Round: round, Pool: srv.pool, Value: value, Via: "http", Node: n.name, Dead: srv.name,
 				IndexBefore: before[i], IndexAfter: after[i], Route: httpA[i].route, Server: httpA[i].server, Err: httpA[i].err, At: at})
-			idx, _ := strconv.ParseUint(rpcA[i].server, 10, 64)
+			// The RPC names its own index; it counts when the bracket
+			// saw that same table, all dead members DOWN.
+			idx := rpcA[i].index
+			if idx != before[i] || idx != after[i] {
+				idx = 0
+			}
 			d.rec.addProbe(AgreementProbe{Fault: f.ID, Round: round, Pool: srv.pool, Value: value, Via: "rpc", Node: n.name, Dead: srv.name,
 				IndexBefore: idx, IndexAfter: idx, Route: rpcA[i].route, Err: rpcA[i].err, At: at})
 		}
@@ -724,7 +733,9 @@ func (d *driver) probeAgreement(ctx context.Context, f *FaultRecord, srv *server
 	if len(ns) == 0 {
 		return
 	}
+	before, _ := d.tableIndexes(ctx, ns, srv)
 	code, stdout, stderr := d.gwelbctl(ctx, pick(d.rng, sortedNames(ns)), 5*time.Second, "route", srv.pool, value, "--all-nodes")
+	after, _ := d.tableIndexes(ctx, ns, srv)
 	var rows []struct {
 		Node       string `json:"node"`
 		TableIndex uint64 `json:"table_index"`
@@ -738,21 +749,32 @@ func (d *driver) probeAgreement(ctx context.Context, f *FaultRecord, srv *server
 	if code == 7 {
 		f.Notes = append(f.Notes, "gwelbctl route --all-nodes reported a disagreement (exit 7)")
 	}
+	bracket := map[string]uint64{}
+	for i, n := range ns {
+		if before[i] == after[i] {
+			bracket[n.name] = before[i]
+		}
+	}
 	at := d.now()
 	for _, r := range rows {
+		idx := r.TableIndex
+		if idx != bracket[r.Node] {
+			idx = 0
+		}
 		d.rec.addProbe(AgreementProbe{Fault: f.ID, Round: 4, Pool: srv.pool, Value: value, Via: "gwelbctl", Node: r.Node, Dead: srv.name,
-			IndexBefore: r.TableIndex, IndexAfter: r.TableIndex, Route: r.Route, Err: r.Error, At: at})
+			IndexBefore: idx, IndexAfter: idx, Route: r.Route, Err: r.Error, At: at})
 	}
 }
 
-// tableIndexes returns each node's table index (0 when it did not answer)
-// and whether they are all equal.
-func (d *driver) tableIndexes(ctx context.Context, ns []*gnode) ([]uint64, bool) {
+// tableIndexes returns each node's table index and whether they are all
+// equal. A node that did not answer is 0, and so, when dead is not nil, is
+// one whose table does not have every member on dead DOWN.
+func (d *driver) tableIndexes(ctx context.Context, ns []*gnode, dead *server) ([]uint64, bool) {
 	sts, errs := statuses(ctx, ns, time.Second)
 	out := make([]uint64, len(ns))
 	same := true
 	for i := range ns {
-		if errs[i] == nil {
+		if errs[i] == nil && (dead == nil || verdictIs(sts[i], dead, gwelbv1.Verdict_VERDICT_DOWN)) {
 			out[i] = sts[i].GetTableIndex()
 		}
 		same = same && out[i] != 0 && out[i] == out[0]

@@ -208,7 +208,7 @@ func (d *driver) final(ctx context.Context) {
 		if len(ns) == 0 {
 			break
 		}
-		idx, same := d.tableIndexes(ctx, ns)
+		idx, same := d.tableIndexes(ctx, ns, nil)
 		if !same {
 			childproc.Sleep(ctx, 200*time.Millisecond)
 			continue
