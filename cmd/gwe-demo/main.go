@@ -26,6 +26,7 @@ type config struct {
 	tlsCert   string
 	tlsKey    string
 	unhealthy bool
+	noEcho    bool
 }
 
 func main() {
@@ -57,6 +58,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 	fs.StringVar(&cfg.tlsCert, "tls-cert", "", "TLS certificate file (PEM); enables HTTPS with -tls-key")
 	fs.StringVar(&cfg.tlsKey, "tls-key", "", "TLS private key file (PEM)")
 	fs.BoolVar(&cfg.unhealthy, "unhealthy", false, "start with a failing health check")
+	fs.BoolVar(&cfg.noEcho, "no-echo", false, "do not report the forwarded headers in X-GWE-Got-* (benchmarks: the answer stays the same size whatever a balancer forwards)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(out)
@@ -83,6 +85,7 @@ func parseFlags(args []string, out io.Writer) (config, error) {
 func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	s := gwedemo.New(cfg.name, cfg.prefix)
 	s.SetHealthy(!cfg.unhealthy)
+	s.SetEcho(!cfg.noEcho)
 
 	// Listen first so an address in use fails before we claim to be listening.
 	ln, err := net.Listen("tcp", cfg.addr)

@@ -44,6 +44,7 @@ type Server struct {
 	name      string
 	prefix    string
 	unhealthy atomic.Bool // zero value means healthy, which is the useful default
+	quiet     atomic.Bool // zero value echoes, which tests rely on
 	requests  atomic.Int64
 }
 
@@ -62,6 +63,13 @@ func (s *Server) Name() string { return s.name }
 // SetHealthy sets whether the /about health check succeeds.
 func (s *Server) SetHealthy(ok bool) { s.unhealthy.Store(!ok) }
 
+// SetEcho sets whether answers report the forwarded headers (X-GWE-Got-*).
+// Benchmarks turn it off: the echo makes a server's answer grow with what a
+// balancer forwards, so servers sharing a CPU with the load generator would
+// cost more behind a balancer that forwards more headers, and the figure
+// would measure the echo, not the balancer.
+func (s *Server) SetEcho(on bool) { s.quiet.Store(!on) }
+
 // Healthy reports whether the /about health check succeeds.
 func (s *Server) Healthy() bool { return !s.unhealthy.Load() }
 
@@ -73,11 +81,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set(HeaderServer, s.name)
 	h.Set(HeaderURI, r.RequestURI)
-	echoHeader(h, r.Header, "X-Forwarded-For", HeaderGotForwardedFor, ", ")
-	echoHeader(h, r.Header, "X-Forwarded-Proto", HeaderGotForwardedProto, ", ")
-	echoHeader(h, r.Header, "X-Forwarded-Host", HeaderGotForwardedHost, ", ")
-	// HTTP/2 may split Cookie into several fields; "; " rejoins them as one header.
-	echoHeader(h, r.Header, "Cookie", HeaderGotCookie, "; ")
+	if !s.quiet.Load() {
+		echoHeader(h, r.Header, "X-Forwarded-For", HeaderGotForwardedFor, ", ")
+		echoHeader(h, r.Header, "X-Forwarded-Proto", HeaderGotForwardedProto, ", ")
+		echoHeader(h, r.Header, "X-Forwarded-Host", HeaderGotForwardedHost, ", ")
+		// HTTP/2 may split Cookie into several fields; "; " rejoins them as one header.
+		echoHeader(h, r.Header, "Cookie", HeaderGotCookie, "; ")
+	}
 
 	path := r.URL.Path
 	if strings.HasPrefix(path, "/_demo/") {

@@ -107,6 +107,24 @@ func TestNameAndForwardedHeaders(t *testing.T) {
 	}
 }
 
+// TestNoEcho: with the echo off (benchmarks) the answer is the same
+// whatever the balancer forwarded.
+func TestNoEcho(t *testing.T) {
+	s := New("2", "/backend")
+	s.SetEcho(false)
+	ts := newTestServer(t, s)
+	hdr := http.Header{"X-Forwarded-For": {"127.0.0.1"}, "Cookie": {"ROUTEID=.2"}}
+	resp, body := do(t, http.MethodGet, ts.URL+"/backend/x", nil, hdr)
+	if string(body) != "2\n" || resp.Header.Get(HeaderServer) != "2" {
+		t.Errorf("answer %q from %q, want \"2\\n\" from 2", body, resp.Header.Get(HeaderServer))
+	}
+	for _, k := range []string{HeaderGotForwardedFor, HeaderGotForwardedProto, HeaderGotForwardedHost, HeaderGotCookie} {
+		if v := resp.Header.Get(k); v != "" {
+			t.Errorf("%s = %q with the echo off, want absent", k, v)
+		}
+	}
+}
+
 func TestHealthFlip(t *testing.T) {
 	s := New("1", "/backend/") // the trailing slash must not matter
 	ts := newTestServer(t, s)
