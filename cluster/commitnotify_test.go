@@ -33,11 +33,11 @@ func TestCommitReachesFollowersWithoutCommitTimeout(t *testing.T) {
 	}
 }
 
-// The leader sends heartbeats at half the followers' heartbeat timeout
-// rate while it leads, and a node that loses leadership times its new
+// The leader sends heartbeats at a third of the followers' heartbeat
+// timeout rate while it leads, and a node that loses leadership times its new
 // leader's failure with the configured heartbeat timeout again (DESIGN.md
 // §1.3, leader.go paceHeartbeats): an old leader left at the leader's pace
-// would notice the new leader's death twice as late.
+// would notice the new leader's death three times as late.
 func TestLeaderPacesHeartbeats(t *testing.T) {
 	const configured = 500 * time.Millisecond // the default
 	c := clustertest.New(t, 3)
@@ -48,7 +48,7 @@ func TestLeaderPacesHeartbeats(t *testing.T) {
 		})
 	}
 	old := c.WaitLeader()
-	pace("the leader's heartbeat timeout", old, 2*configured)
+	pace("the leader's heartbeat timeout", old, cluster.LeaderHeartbeatFactor*configured)
 	for _, f := range c.Followers() {
 		pace("a follower's heartbeat timeout", f, configured)
 	}
@@ -62,5 +62,5 @@ func TestLeaderPacesHeartbeats(t *testing.T) {
 		return next != old
 	})
 	pace("the old leader's heartbeat timeout", old, configured)
-	pace("the new leader's heartbeat timeout", next, 2*configured)
+	pace("the new leader's heartbeat timeout", next, cluster.LeaderHeartbeatFactor*configured)
 }

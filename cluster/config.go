@@ -113,16 +113,18 @@ type Timing struct {
 	ElectionTimeout  time.Duration // default 500 ms
 	// LeaderLeaseTimeout: a leader that has not heard from a majority for
 	// this long steps down. Default: HeartbeatTimeout (500 ms), the most
-	// raft allows. The leader heartbeats each follower every 100-200 ms
-	// (leader.go paceHeartbeats) and sends it its log as often, so a
+	// raft allows. The leader heartbeats each follower every 150-300 ms
+	// (leader.go paceHeartbeats) and its log every 200-400 ms, so a
 	// shorter lease made a leader whose process stalled for 50 ms on a
 	// busy host step down; reads never rely on the lease (catch-up and
 	// leader duties go through a barrier, catchup.go).
 	LeaderLeaseTimeout time.Duration
 	// CommitTimeout: how often an idle leader sends each follower an
-	// AppendEntries (default 100 ms), the follower's proof that it has
-	// the leader's log (catchup.go). Commits do not wait for it: the
-	// leader tells followers of each at once (commitnotify.go).
+	// AppendEntries (default two fifths of HeartbeatTimeout, 200 ms: raft
+	// waits 200-400 ms), the follower's proof that it has the leader's log
+	// (catchup.go: news at most about half the staleness bound old).
+	// Commits do not wait for it: the leader tells followers of each at
+	// once (commitnotify.go).
 	CommitTimeout time.Duration
 	GossipProfile string // "lan" (default) or "local": memberlist's LAN or loopback profile
 }
@@ -139,7 +141,7 @@ func (c *Config) setDefaults() {
 		t.LeaderLeaseTimeout = t.HeartbeatTimeout
 	}
 	if t.CommitTimeout == 0 {
-		t.CommitTimeout = 100 * time.Millisecond
+		t.CommitTimeout = t.HeartbeatTimeout * 2 / 5
 	}
 	if t.GossipProfile == "" {
 		t.GossipProfile = "lan"

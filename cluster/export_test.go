@@ -20,6 +20,9 @@ func (n *Node) Reconcile(ctx context.Context) { n.reconcile(ctx) }
 // another on a client's behalf.
 const ForwardedKey = forwardedKey
 
+// LeaderHeartbeatFactor is how much slower the leader heartbeats.
+const LeaderHeartbeatFactor = leaderHeartbeatFactor
+
 // RaftHeartbeatTimeout is the heartbeat timeout raft runs with now (the
 // leader paces its heartbeats, leader.go).
 func (n *Node) RaftHeartbeatTimeout() time.Duration {
