@@ -36,6 +36,7 @@ type reqState struct {
 	value   string // the sticky value that decided (query beats cookie)
 	carried string // the route the request carried, "" if none
 	member  int    // index of the member serving the request
+	behind  bool   // refused: this node may be behind the cluster (§6.1)
 	body    *reqBody
 
 	upstreamStart time.Time
@@ -122,7 +123,7 @@ func (s *Server) exchange(x *exchange) {
 			// Still behind after the wait: 503 keeps the visitor's
 			// cookie, and their retry reaches a node that knows the
 			// member, or this one caught up (DESIGN.md §6.1).
-			st.member = -1
+			st.member, st.behind = -1, true
 			x.extraHeader = "Retry-After: 1\r\n"
 			x.answer(http.StatusServiceUnavailable, "gwelb: this node may be behind the cluster: route "+st.carried+" is unknown or disabled here; try again")
 			return

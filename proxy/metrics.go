@@ -131,10 +131,11 @@ var discarded = prometheus.NewCounter(prometheus.CounterOpts{Name: "gwelb_discar
 type poolMetrics struct {
 	repins   [len(metrics.RepinCauses)]prometheus.Counter
 	noMember prometheus.Counter // the pool's own 503: no usable member
+	behind   prometheus.Counter // 503: this node may be behind the cluster
 }
 
 func newPoolMetrics(m *metrics.Proxy, pool string) *poolMetrics {
-	pm := &poolMetrics{noMember: m.Requests.WithLabelValues(pool, "", "503")}
+	pm := &poolMetrics{noMember: m.Requests.WithLabelValues(pool, "", "503"), behind: m.RefusedBehind.WithLabelValues(pool)}
 	for i, cause := range metrics.RepinCauses {
 		pm.repins[i] = m.Repins.WithLabelValues(pool, cause)
 	}
@@ -241,7 +242,11 @@ func (s *Server) record(st *reqState, answered int) {
 		return // answered before a pool was chosen (404, 400, 405)
 	}
 	if st.member < 0 {
-		pv.metrics.noMember.Inc()
+		if st.behind {
+			pv.metrics.behind.Inc()
+		} else {
+			pv.metrics.noMember.Inc()
+		}
 		return
 	}
 	ms := pv.members[st.member]

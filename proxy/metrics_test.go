@@ -266,3 +266,32 @@ func TestOpsPprofOptIn(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsRefusedBehind: a node that may be behind the cluster refuses
+// a session it cannot place (DESIGN.md §6.1) and counts the 503 in
+// gwelb_refused_behind_total, not as the pool's "no usable member" 503;
+// a pool with no usable member still counts there.
+func TestMetricsRefusedBehind(t *testing.T) {
+	back := startMembers(t, "/backend", "1", "2")
+	pool := editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.State = fsm.Disabled })
+	mh := startMetricsProxy(t, mustTable(t, pool))
+	mh.srv.SetFreshness(&fakeFreshness{}) // not fresh, and catching up changes nothing
+	for _, cookie := range []string{"ROUTEID=.added", "ROUTEID=.2"} {
+		if r := mh.get(t, "/backend/x", cookie); r.status != http.StatusServiceUnavailable {
+			t.Fatalf("%s on a node behind: %v, want 503", cookie, r)
+		}
+	}
+	noMember := []string{"pool", "backend", "route", "", "code", "503"}
+	mh.waitSeries(t, "after two refusals of a node behind",
+		series{metrics.RefusedBehindTotal, []string{"pool", "backend"}, 2},
+		series{metrics.RequestsTotal, noMember, 0},
+	)
+	mh.srv.Update(mustTable(t, editMember(pool, "1", func(m *fsm.MemberSpec) { m.Verdict = fsm.Down })))
+	if r := mh.get(t, "/backend/x"); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("no usable member: %v, want 503", r)
+	}
+	mh.waitSeries(t, "after a 503 for want of a member",
+		series{metrics.RefusedBehindTotal, []string{"pool", "backend"}, 2},
+		series{metrics.RequestsTotal, noMember, 1},
+	)
+}

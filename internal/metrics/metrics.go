@@ -38,6 +38,7 @@ const (
 	UpstreamDurationSeconds  = "gwelb_upstream_duration_seconds"
 	RetriesTotal             = "gwelb_retries_total"
 	RepinsTotal              = "gwelb_repins_total"
+	RefusedBehindTotal       = "gwelb_refused_behind_total"
 	Quarantined              = "gwelb_quarantined"
 	InFlight                 = "gwelb_inflight"
 	WebSockets               = "gwelb_websockets"
@@ -178,7 +179,8 @@ var (
 type Proxy struct {
 	// Requests counts requests a member served (or failed), by the
 	// member that served last and the status the client got; route "" is
-	// the pool's own 503 when no member was usable.
+	// the pool's own 503 when no member was usable (a node behind the
+	// cluster counts its refusals in RefusedBehind instead).
 	Requests *prometheus.CounterVec
 	// UpstreamDuration observes the time from sending a request to its
 	// (last) member until that member's response headers, or its failure.
@@ -189,6 +191,10 @@ type Proxy struct {
 	// Repins counts requests that carried a route and were served by
 	// another member, by cause (RepinCauses).
 	Repins *prometheus.CounterVec
+	// RefusedBehind counts the 503s of a node that may be behind the
+	// cluster (DESIGN.md §6.1), by pool: not a pool without members, a
+	// node to look at.
+	RefusedBehind *prometheus.CounterVec
 
 	members sync.Mutex // guards seq
 	seq     iter.Seq[MemberState]
@@ -221,6 +227,9 @@ func NewProxy() *Proxy {
 		Repins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: RepinsTotal,
 			Help: "Requests that carried a route and were served by another member (their session moves), by cause: unknown_route, member_unusable (verdict down, quarantined, or failed and retried), admin_state (disabled)."},
 			[]string{"pool", "cause"}),
+		RefusedBehind: prometheus.NewCounterVec(prometheus.CounterOpts{Name: RefusedBehindTotal,
+			Help: "Requests answered 503 (Retry-After, cookie kept) because this node may be behind the cluster: the route they carried is unknown or disabled on its table, and it could not catch up (DESIGN.md §6.1)."},
+			[]string{"pool"}),
 		quarantined: prometheus.NewDesc(Quarantined, "1 while this node quarantines the member after a connection failure (fail_timeout), else 0.", mr, nil),
 		inflight:    prometheus.NewDesc(InFlight, "Requests (WebSockets included) in flight to the member through this node.", mr, nil),
 		websockets:  prometheus.NewDesc(WebSockets, "WebSockets open to the member through this node.", mr, nil),
@@ -241,6 +250,7 @@ func (p *Proxy) Describe(ch chan<- *prometheus.Desc) {
 	p.UpstreamDuration.Describe(ch)
 	p.Retries.Describe(ch)
 	p.Repins.Describe(ch)
+	p.RefusedBehind.Describe(ch)
 	ch <- p.quarantined
 	ch <- p.inflight
 	ch <- p.websockets
@@ -252,6 +262,7 @@ func (p *Proxy) Collect(ch chan<- prometheus.Metric) {
 	p.UpstreamDuration.Collect(ch)
 	p.Retries.Collect(ch)
 	p.Repins.Collect(ch)
+	p.RefusedBehind.Collect(ch)
 	p.members.Lock()
 	seq := p.seq
 	p.members.Unlock()
