@@ -196,6 +196,8 @@ func fsmError(err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, fsm.ErrExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, fsm.ErrConflict):
+		return status.Error(codes.Aborted, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
 }

@@ -22,13 +22,18 @@ func (n *Node) PoolSpecs() []fsm.PoolSpec {
 // PutPool adds a pool or replaces its settings through Raft; its members
 // are kept. The pool is judged by the one validator (fsm.ValidatePool)
 // before anything is proposed, and again by the FSM, which also refuses a
-// prefix another pool has (DESIGN.md §5.1). Read-write: not in
+// prefix another pool has (DESIGN.md §5.1). With expected settings it is
+// a compare-and-set, decided in Apply: Aborted, nothing changed, when the
+// pool's settings are not those any more (§5.2). Read-write: not in
 // readOnlyMethods.
 func (s *adminServer) PutPool(ctx context.Context, req *gwelbv1.PutPoolRequest) (*gwelbv1.WriteResponse, error) {
 	p := req.GetPool()
-	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_PutPool{PutPool: &gwelbv1.PutPool{Pool: p}}}
+	cmd := &gwelbv1.Command{Op: &gwelbv1.Command_PutPool{PutPool: &gwelbv1.PutPool{Pool: p, Expected: req.GetExpected()}}}
 	if err := checkPool(p); err != nil {
 		return nil, s.refuse(ctx, req.GetRequestId(), cmd, err)
+	}
+	if e := req.GetExpected(); e != nil && e.GetName() != p.GetName() {
+		return nil, s.refuse(ctx, req.GetRequestId(), cmd, status.Errorf(codes.InvalidArgument, "put pool %s: expected settings of pool %q", p.GetName(), e.GetName()))
 	}
 	return s.write(ctx, req.GetRequestId(), cmd)
 }

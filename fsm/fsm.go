@@ -25,8 +25,9 @@ const CommandVersion = 1
 
 // MaxCommandVersion is the highest Command.version this build applies:
 // version 2 added PutMember's mode, version 3 bounded probing (a pool's
-// health.probers, passive observations; DESIGN.md §5.2, §5.5).
-const MaxCommandVersion = boundedProbingVersion
+// health.probers, passive observations; DESIGN.md §5.2, §5.5), version 4
+// PutPool's expected settings (compare-and-set).
+const MaxCommandVersion = poolCASVersion
 
 var (
 	// ErrNotFound reports a command naming a pool or member that does not exist.
@@ -35,6 +36,10 @@ var (
 	ErrInvalid = errors.New("invalid")
 	// ErrVersion reports a command written for a newer version of the FSM.
 	ErrVersion = errors.New("unsupported command version")
+	// ErrConflict reports a compare-and-set PutPool whose expected
+	// settings are not the pool's any more: another write changed them
+	// after the writer read them.
+	ErrConflict = errors.New("changed meanwhile")
 )
 
 // maxMs is the largest millisecond count that still fits a time.Duration.
@@ -196,6 +201,8 @@ func newOutcome(id string, index uint64, err error) *gwelbv1.Outcome {
 		o.Code = gwelbv1.OutcomeCode_OUTCOME_VERSION
 	case errors.Is(err, ErrExists):
 		o.Code = gwelbv1.OutcomeCode_OUTCOME_EXISTS
+	case errors.Is(err, ErrConflict):
+		o.Code = gwelbv1.OutcomeCode_OUTCOME_CONFLICT
 	default:
 		o.Code = gwelbv1.OutcomeCode_OUTCOME_INVALID
 	}
@@ -223,6 +230,8 @@ func answerOf(o *gwelbv1.Outcome) any {
 		return &outcomeError{o.GetError(), ErrVersion}
 	case gwelbv1.OutcomeCode_OUTCOME_EXISTS:
 		return &outcomeError{o.GetError(), ErrExists}
+	case gwelbv1.OutcomeCode_OUTCOME_CONFLICT:
+		return &outcomeError{o.GetError(), ErrConflict}
 	}
 	return &outcomeError{o.GetError(), ErrInvalid}
 }
@@ -396,7 +405,7 @@ func applyToStore(s *store, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_Seed:
 		err = applySeed(s, op.Seed, now)
 	case *gwelbv1.Command_PutPool:
-		err = putPool(s, op.PutPool.GetPool(), now)
+		err = putPool(s, op.PutPool.GetPool(), op.PutPool.GetExpected(), now)
 	case *gwelbv1.Command_RemovePool:
 		err = removePool(s, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
@@ -499,9 +508,18 @@ func operatorFields(m *gwelbv1.Member) *gwelbv1.Member {
 	return c
 }
 
-func putPool(s *store, p *gwelbv1.Pool, now int64) error {
+func putPool(s *store, p, expected *gwelbv1.Pool, now int64) error {
 	if err := validatePool(p); err != nil {
 		return err
+	}
+	if expected != nil {
+		cur := s.pools[p.GetName()]
+		if cur == nil {
+			return fmt.Errorf("pool %s %w", p.GetName(), ErrNotFound)
+		}
+		if !samePoolSettings(cur.msg, expected) {
+			return fmt.Errorf("pool %s: its settings %w: read them again", p.GetName(), ErrConflict)
+		}
 	}
 	existed := s.pools[p.GetName()] != nil
 	oldK := 0
@@ -518,6 +536,15 @@ func putPool(s *store, p *gwelbv1.Pool, now int64) error {
 		}
 	}
 	return nil
+}
+
+// samePoolSettings tells whether two pools have the same settings,
+// members aside, as the one schema sees them (a reader's copy went through
+// PoolFromProto and back).
+func samePoolSettings(a, b *gwelbv1.Pool) bool {
+	sa, sb := PoolFromProto(a), PoolFromProto(b)
+	sa.Members, sb.Members = nil, nil
+	return proto.Equal(PoolToProto(sa), PoolToProto(sb))
 }
 
 func removePool(s *store, name string) error {

@@ -321,6 +321,55 @@ func TestFSMApplySequences(t *testing.T) {
 	}
 }
 
+// TestPutPoolCompareAndSet: a PutPool with the settings its writer read
+// applies while they are the pool's, and is refused (ErrConflict, nothing
+// changed, the outcome remembered) once another write changed them: two
+// gwelbctl pool set at once cannot lose one (DESIGN.md §5.2). It is written
+// at the version that introduced it, which an older node refuses.
+func TestPutPoolCompareAndSet(t *testing.T) {
+	h := fxNew(t)
+	h.must(fxBackendWith(t0)...)
+	read := h.f.State().GetPools()[0] // what both writers read
+	withTimeout := proto.Clone(read).(*gwelbv1.Pool)
+	withTimeout.FailTimeoutMs = new(int64(9000))
+	withCookie := proto.Clone(read).(*gwelbv1.Pool)
+	withCookie.Cookie = "GWE_ROUTE"
+	first := fxCmd(t0, &gwelbv1.PutPool{Pool: withTimeout, Expected: read})
+	data, err := EncodeCommand(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written gwelbv1.Command
+	if err := proto.Unmarshal(data, &written); err != nil || written.GetVersion() != poolCASVersion {
+		t.Errorf("written at version %d (%v), want %d", written.GetVersion(), err, poolCASVersion)
+	}
+	if err := h.apply(first); err != nil {
+		t.Fatalf("the first writer: %v", err)
+	}
+	before := h.f.State()
+	second := fxCmd(t0, &gwelbv1.PutPool{Pool: withCookie, Expected: read})
+	if err := h.apply(second); !errors.Is(err, ErrConflict) {
+		t.Fatalf("the second writer, on settings that changed: err = %v, want %v", err, ErrConflict)
+	}
+	after := h.f.State()
+	before.Index, before.Outcomes, after.Outcomes = after.Index, nil, nil
+	if !proto.Equal(before, after) {
+		t.Errorf("a refused compare-and-set changed the state:\nbefore %v\nafter  %v", before, after)
+	}
+	if got := after.GetPools()[0]; got.GetFailTimeoutMs() != 9000 || got.GetCookie() != "ROUTEID" {
+		t.Errorf("pool after both writers: %v, want the first's change only", got)
+	}
+	// Read again, the second writer applies its change over the first's.
+	again := proto.Clone(after.GetPools()[0]).(*gwelbv1.Pool)
+	again.Cookie = "GWE_ROUTE"
+	if err := h.apply(fxCmd(t0, &gwelbv1.PutPool{Pool: again, Expected: after.GetPools()[0]})); err != nil {
+		t.Fatalf("the second writer after reading again: %v", err)
+	}
+	if got := h.f.State().GetPools()[0]; got.GetFailTimeoutMs() != 9000 || got.GetCookie() != "GWE_ROUTE" {
+		t.Errorf("pool after the retry: %v, want both changes", got)
+	}
+}
+
 func TestFSMApplyErrors(t *testing.T) {
 	setup := append(fxBackendWith(t0), cmdPutPool(t0, fxFrontend()), cmdBalancers(t0, "a", "b", "c"))
 	future := cmdPutPool(t0, fxBackend())
@@ -347,6 +396,8 @@ func TestFSMApplyErrors(t *testing.T) {
 		{"put pool bad expect status", nil, cmdPutPool(t0, &gwelbv1.Pool{Name: "x", Prefix: "/x", Cookie: "X", Health: &gwelbv1.HealthCheck{ExpectStatus: 42}}), ErrInvalid},
 		{"put pool relative health path", nil, cmdPutPool(t0, &gwelbv1.Pool{Name: "x", Prefix: "/x", Cookie: "X", Health: &gwelbv1.HealthCheck{Path: "about"}}), ErrInvalid},
 		{"put pool flap limit without window", nil, cmdPutPool(t0, &gwelbv1.Pool{Name: "x", Prefix: "/x", Cookie: "X", Health: &gwelbv1.HealthCheck{FlapLimit: 3, HoldDownMs: 1000}}), ErrInvalid},
+		{"put pool changed meanwhile", nil, fxCmd(t0, &gwelbv1.PutPool{Pool: fxBackend(), Expected: &gwelbv1.Pool{Name: "backend", Prefix: "/backend", Cookie: "OTHER"}}), ErrConflict},
+		{"put pool expected absent", nil, fxCmd(t0, &gwelbv1.PutPool{Pool: &gwelbv1.Pool{Name: "x", Prefix: "/x", Cookie: "X"}, Expected: &gwelbv1.Pool{Name: "x", Prefix: "/x", Cookie: "X"}}), ErrNotFound},
 		{"remove pool absent", nil, cmdRemovePool(t0, "nope"), ErrNotFound},
 		{"put member nil", nil, fxCmd(t0, &gwelbv1.PutMember{}), ErrInvalid},
 		{"put member unknown pool", nil, cmdPutMember(t0, "nope", "1", "http://h:1"), ErrNotFound},

@@ -33,8 +33,16 @@ const putModeVersion = 2
 // observations they admit.
 const boundedProbingVersion = 3
 
+// poolCASVersion is the Command.version that introduced PutPool's expected
+// settings: a version 3 node would ignore them and apply the change over
+// whatever another write left, the lost update they prevent.
+const poolCASVersion = 4
+
 // commandVersion is the lowest Command.version that applies c right.
 func commandVersion(c *gwelbv1.Command) uint32 {
+	if c.GetPutPool().GetExpected() != nil {
+		return poolCASVersion
+	}
 	if c.GetObserve().GetObservation().GetPassive() || c.GetPutPool().GetPool().GetHealth().GetProbers() != 0 ||
 		slices.ContainsFunc(c.GetSeed().GetPools(), func(p *gwelbv1.Pool) bool { return p.GetHealth().GetProbers() != 0 }) {
 		return boundedProbingVersion

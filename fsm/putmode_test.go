@@ -114,6 +114,7 @@ func TestPutMemberModeVersion(t *testing.T) {
 		{fxCmd(t0, &gwelbv1.SetBalancers{Nodes: []string{"a"}, Observers: []string{"nv"}}), 1},
 		{cmdObserve(t0, "backend", "1", "a", true, t0, ""), 1},
 		{cmdPassive(t0, "backend", "1", "nv", true, t0, ""), 3},
+		{fxCmd(t0, &gwelbv1.PutPool{Pool: fxBackend(), Expected: fxBackend()}), 4},
 	} {
 		data, err := EncodeCommand(tc.cmd)
 		if err != nil {
@@ -127,7 +128,7 @@ func TestPutMemberModeVersion(t *testing.T) {
 			t.Errorf("%s mode %v: version %d, want %d", describe(tc.cmd), tc.cmd.GetPutMember().GetMode(), back.GetVersion(), tc.want)
 		}
 	}
-	if MaxCommandVersion != 3 || CommandVersion != 1 {
+	if MaxCommandVersion != 4 || CommandVersion != 1 {
 		t.Errorf("versions: writes %d, applies up to %d", CommandVersion, MaxCommandVersion)
 	}
 }

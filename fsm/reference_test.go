@@ -90,7 +90,7 @@ func applyCommand(st *gwelbv1.State, cmd *gwelbv1.Command) error {
 	case *gwelbv1.Command_Seed:
 		err = refApplySeed(st, op.Seed, now)
 	case *gwelbv1.Command_PutPool:
-		err = refPutPool(st, op.PutPool.GetPool(), now)
+		err = refPutPool(st, op.PutPool.GetPool(), op.PutPool.GetExpected(), now)
 	case *gwelbv1.Command_RemovePool:
 		err = refRemovePool(st, op.RemovePool.GetName())
 	case *gwelbv1.Command_PutMember:
@@ -167,12 +167,18 @@ func refApplySeed(st *gwelbv1.State, seed *gwelbv1.Seed, now int64) error {
 	return nil
 }
 
-func refPutPool(st *gwelbv1.State, p *gwelbv1.Pool, now int64) error {
+func refPutPool(st *gwelbv1.State, p, expected *gwelbv1.Pool, now int64) error {
 	if err := validatePool(p); err != nil {
 		return err
 	}
 	c := proto.Clone(p).(*gwelbv1.Pool)
 	i, ok := findPool(st, p.GetName())
+	if expected != nil && !ok {
+		return ErrNotFound
+	}
+	if expected != nil && !samePoolSettings(st.Pools[i], expected) {
+		return ErrConflict
+	}
 	if !ok {
 		st.Pools = slices.Insert(st.Pools, i, c)
 		return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
@@ -122,6 +125,10 @@ func (a *app) poolStatus(cmd *cobra.Command, name string) (*gwelbv1.PoolStatus, 
 	return nil, &cliError{code: exitNotFound, msg: fmt.Sprintf("pool %q not found", name)}
 }
 
+// poolSetAttempts bounds pool set's reads and compare-and-set writes when
+// other writes keep changing the pool in between.
+const poolSetAttempts = 5
+
 func (a *app) poolSetCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set POOL --SETTING VALUE...",
@@ -156,37 +163,57 @@ durations (500ms, 10s, 1m30s).`,
 		if len(given) == 0 {
 			return usagef("nothing to set: give at least one setting (see gwelbctl pool set --help)")
 		}
-		ps, err := a.poolStatus(cmd, name)
-		if err != nil {
-			return err
-		}
-		old := fsm.PoolFromProto(ps.GetPool())
-		next := old
-		v := reflect.ValueOf(&next).Elem()
-		for _, f := range given {
-			if err := f.set(flags, v.FieldByIndex(f.index)); err != nil {
-				return usagef("--%s: %v", f.flag, err)
+		// A compare-and-set: the change applies only while the pool's
+		// settings are the ones read here, so a pool set running at the
+		// same time cannot be overwritten; on a conflict, read again.
+		var plan fsm.Plan
+		var resp *gwelbv1.WriteResponse
+		for attempt := 1; ; attempt++ {
+			ps, err := a.poolStatus(cmd, name)
+			if err != nil {
+				return err
 			}
-		}
-		// The cluster's validator, before anything is sent: the message
-		// names the setting as the config file does.
-		if err := fsm.ValidatePool(next); err != nil {
-			return &cliError{code: exitError, msg: strings.ReplaceAll(err.Error(), "\n", "; "), err: err}
-		}
-		plan := fsm.PlanChanges([]fsm.PoolSpec{old}, []fsm.PoolSpec{next})
-		if plan.Empty() {
-			if a.jsonOutput() {
-				return a.printJSON(map[string]any{"pool": name, "changes": []string{}, "index": 0})
+			old := fsm.PoolFromProto(ps.GetPool())
+			next := old
+			v := reflect.ValueOf(&next).Elem()
+			for _, f := range given {
+				if err := f.set(flags, v.FieldByIndex(f.index)); err != nil {
+					return usagef("--%s: %v", f.flag, err)
+				}
 			}
-			_, err := fmt.Fprintf(a.stdout, "pool %s: no change\n", name)
-			return err
-		}
-		req := &gwelbv1.PutPoolRequest{Pool: fsm.PoolToProto(next), RequestId: requestID()}
-		resp, err := unary(a, cmd, "pool set", func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error) {
-			return c.PutPool(ctx, req)
-		})
-		if err != nil {
-			return err
+			// The cluster's validator, before anything is sent: the
+			// message names the setting as the config file does.
+			if err := fsm.ValidatePool(next); err != nil {
+				return &cliError{code: exitError, msg: strings.ReplaceAll(err.Error(), "\n", "; "), err: err}
+			}
+			plan = fsm.PlanChanges([]fsm.PoolSpec{old}, []fsm.PoolSpec{next})
+			if plan.Empty() {
+				if a.jsonOutput() {
+					return a.printJSON(map[string]any{"pool": name, "changes": []string{}, "index": 0})
+				}
+				_, err := fmt.Fprintf(a.stdout, "pool %s: no change\n", name)
+				return err
+			}
+			req := &gwelbv1.PutPoolRequest{Pool: fsm.PoolToProto(next), Expected: fsm.PoolToProto(old), RequestId: requestID()}
+			resp, err = unary(a, cmd, "pool set", func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error) {
+				return c.PutPool(ctx, req)
+			})
+			if err == nil {
+				break
+			}
+			if status.Code(errors.Unwrap(err)) != codes.Aborted {
+				return err
+			}
+			if attempt == poolSetAttempts {
+				return &cliError{code: exitError, msg: fmt.Sprintf("pool set: pool %s changed under this command %d times; nothing was changed, try again", name, attempt), err: err}
+			}
+			// The addressed node may not have applied the write that
+			// won yet: give it a moment before reading again.
+			select {
+			case <-cmd.Context().Done():
+				return &cliError{code: exitError, msg: "pool set: interrupted", err: cmd.Context().Err()}
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
 		}
 		lines := planLines(plan)
 		if a.jsonOutput() {
@@ -195,7 +222,7 @@ durations (500ms, 10s, 1m30s).`,
 		for _, l := range lines {
 			fmt.Fprintln(a.stdout, l)
 		}
-		_, err = fmt.Fprintf(a.stdout, "pool %s updated (index %d)\n", name, resp.GetIndex())
+		_, err := fmt.Fprintf(a.stdout, "pool %s updated (index %d)\n", name, resp.GetIndex())
 		return err
 	}
 	return cmd

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -281,5 +283,45 @@ func TestMemberAddKeepsAdminState(t *testing.T) {
 	wantOK(t, r)
 	if m := members(t, f)["9"]; m.GetState() != gwelbv1.AdminState_ADMIN_STATE_DRAIN || m.GetWeight() != 1 {
 		t.Errorf("new member 9: %v", m)
+	}
+}
+
+// TestPoolSetConcurrent: three operators change different settings of one
+// pool at the same moment, each through another node. pool set reads the
+// pool and writes it back whole, so without the compare-and-set one
+// write's read would be older than another's write and undo it; with it,
+// the loser is refused, reads again and applies its change on top: every
+// node ends with all three changes, round after round.
+func TestPoolSetConcurrent(t *testing.T) {
+	c := clustertest.New(t, 3)
+	c.WaitLeader()
+	nodes := c.Live()
+	for round := 1; round <= 3; round++ {
+		fall, timeout, interval := 3+round, time.Duration(5+round)*time.Second, time.Duration(round)*time.Second
+		sets := [][]string{
+			{"--health-fall", strconv.Itoa(fall)},
+			{"--fail-timeout", timeout.String()},
+			{"--health-interval", interval.String()},
+		}
+		start := make(chan struct{})
+		results := make([]result, len(sets))
+		var wg sync.WaitGroup
+		for i, set := range sets {
+			wg.Go(func() {
+				<-start
+				results[i] = ctl(t, nodes[i%len(nodes)], append([]string{"pool", "set", "backend"}, set...)...)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, r := range results {
+			if r.code != exitOK {
+				t.Fatalf("round %d: pool set %v: exit %d, stderr %q", round, sets[i], r.code, r.stderr)
+			}
+		}
+		c.WaitAll(fmt.Sprintf("round %d: all three changes on every node", round), func(tn *clustertest.Node) bool {
+			p, ok := backendSpec(tn)
+			return ok && p.Health.Fall == fall && p.Quarantine() == timeout && p.Health.Interval == interval
+		})
 	}
 }

@@ -1022,9 +1022,12 @@ func (x *PutMemberRequest) GetMode() PutMemberMode {
 }
 
 type PutPoolRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pool          *Pool                  `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"` // without members
-	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Pool      *Pool                  `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"` // without members
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// expected: apply only while the pool's settings are these (members
+	// aside); else ABORTED, nothing changed (read the pool and try again).
+	Expected      *Pool `protobuf:"bytes,3,opt,name=expected,proto3" json:"expected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1071,6 +1074,13 @@ func (x *PutPoolRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *PutPoolRequest) GetExpected() *Pool {
+	if x != nil {
+		return x.Expected
+	}
+	return nil
 }
 
 type RemovePoolRequest struct {
@@ -2160,11 +2170,12 @@ const file_gwelb_v1_admin_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\v2\x10.gwelb.v1.MemberR\x06member\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12+\n" +
-	"\x04mode\x18\x03 \x01(\x0e2\x17.gwelb.v1.PutMemberModeR\x04mode\"S\n" +
+	"\x04mode\x18\x03 \x01(\x0e2\x17.gwelb.v1.PutMemberModeR\x04mode\"\x7f\n" +
 	"\x0ePutPoolRequest\x12\"\n" +
 	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"F\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12*\n" +
+	"\bexpected\x18\x03 \x01(\v2\x0e.gwelb.v1.PoolR\bexpected\"F\n" +
 	"\x11RemovePoolRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2326,48 +2337,49 @@ var file_gwelb_v1_admin_proto_depIdxs = []int32{
 	36, // 10: gwelb.v1.PutMemberRequest.member:type_name -> gwelb.v1.Member
 	38, // 11: gwelb.v1.PutMemberRequest.mode:type_name -> gwelb.v1.PutMemberMode
 	35, // 12: gwelb.v1.PutPoolRequest.pool:type_name -> gwelb.v1.Pool
-	39, // 13: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
-	9,  // 14: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
-	6,  // 15: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
-	0,  // 16: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
-	34, // 17: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
-	1,  // 18: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
-	10, // 19: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
-	12, // 20: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
-	14, // 21: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
-	17, // 22: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
-	18, // 23: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
-	15, // 24: gwelb.v1.Admin.PutPool:input_type -> gwelb.v1.PutPoolRequest
-	16, // 25: gwelb.v1.Admin.RemovePool:input_type -> gwelb.v1.RemovePoolRequest
-	20, // 26: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
-	22, // 27: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
-	24, // 28: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
-	26, // 29: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
-	27, // 30: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
-	29, // 31: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
-	30, // 32: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
-	32, // 33: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
-	2,  // 34: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
-	11, // 35: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
-	13, // 36: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
-	19, // 37: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
-	19, // 38: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
-	19, // 39: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
-	19, // 40: gwelb.v1.Admin.PutPool:output_type -> gwelb.v1.WriteResponse
-	19, // 41: gwelb.v1.Admin.RemovePool:output_type -> gwelb.v1.WriteResponse
-	21, // 42: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
-	23, // 43: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
-	25, // 44: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
-	27, // 45: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
-	28, // 46: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
-	19, // 47: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
-	31, // 48: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
-	33, // 49: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
-	34, // [34:50] is the sub-list for method output_type
-	18, // [18:34] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	35, // 13: gwelb.v1.PutPoolRequest.expected:type_name -> gwelb.v1.Pool
+	39, // 14: gwelb.v1.SetMemberStateRequest.state:type_name -> gwelb.v1.AdminState
+	9,  // 15: gwelb.v1.RouteResponse.quarantined:type_name -> gwelb.v1.LocalQuarantine
+	6,  // 16: gwelb.v1.WatchEvent.pools:type_name -> gwelb.v1.PoolStatus
+	0,  // 17: gwelb.v1.KeyringRequest.op:type_name -> gwelb.v1.KeyringOp
+	34, // 18: gwelb.v1.KeyringResponse.nodes:type_name -> gwelb.v1.KeyringNodeResult
+	1,  // 19: gwelb.v1.Admin.Status:input_type -> gwelb.v1.StatusRequest
+	10, // 20: gwelb.v1.Admin.Join:input_type -> gwelb.v1.JoinRequest
+	12, // 21: gwelb.v1.Admin.Leave:input_type -> gwelb.v1.LeaveRequest
+	14, // 22: gwelb.v1.Admin.PutMember:input_type -> gwelb.v1.PutMemberRequest
+	17, // 23: gwelb.v1.Admin.RemoveMember:input_type -> gwelb.v1.RemoveMemberRequest
+	18, // 24: gwelb.v1.Admin.SetMemberState:input_type -> gwelb.v1.SetMemberStateRequest
+	15, // 25: gwelb.v1.Admin.PutPool:input_type -> gwelb.v1.PutPoolRequest
+	16, // 26: gwelb.v1.Admin.RemovePool:input_type -> gwelb.v1.RemovePoolRequest
+	20, // 27: gwelb.v1.Admin.Route:input_type -> gwelb.v1.RouteRequest
+	22, // 28: gwelb.v1.Admin.Watch:input_type -> gwelb.v1.WatchRequest
+	24, // 29: gwelb.v1.Admin.TransferLeadership:input_type -> gwelb.v1.TransferLeadershipRequest
+	26, // 30: gwelb.v1.Admin.SnapshotSave:input_type -> gwelb.v1.SnapshotSaveRequest
+	27, // 31: gwelb.v1.Admin.SnapshotRestore:input_type -> gwelb.v1.SnapshotChunk
+	29, // 32: gwelb.v1.Admin.Apply:input_type -> gwelb.v1.ApplyRequest
+	30, // 33: gwelb.v1.Admin.CatchUp:input_type -> gwelb.v1.CatchUpRequest
+	32, // 34: gwelb.v1.Admin.Keyring:input_type -> gwelb.v1.KeyringRequest
+	2,  // 35: gwelb.v1.Admin.Status:output_type -> gwelb.v1.StatusResponse
+	11, // 36: gwelb.v1.Admin.Join:output_type -> gwelb.v1.JoinResponse
+	13, // 37: gwelb.v1.Admin.Leave:output_type -> gwelb.v1.LeaveResponse
+	19, // 38: gwelb.v1.Admin.PutMember:output_type -> gwelb.v1.WriteResponse
+	19, // 39: gwelb.v1.Admin.RemoveMember:output_type -> gwelb.v1.WriteResponse
+	19, // 40: gwelb.v1.Admin.SetMemberState:output_type -> gwelb.v1.WriteResponse
+	19, // 41: gwelb.v1.Admin.PutPool:output_type -> gwelb.v1.WriteResponse
+	19, // 42: gwelb.v1.Admin.RemovePool:output_type -> gwelb.v1.WriteResponse
+	21, // 43: gwelb.v1.Admin.Route:output_type -> gwelb.v1.RouteResponse
+	23, // 44: gwelb.v1.Admin.Watch:output_type -> gwelb.v1.WatchEvent
+	25, // 45: gwelb.v1.Admin.TransferLeadership:output_type -> gwelb.v1.TransferLeadershipResponse
+	27, // 46: gwelb.v1.Admin.SnapshotSave:output_type -> gwelb.v1.SnapshotChunk
+	28, // 47: gwelb.v1.Admin.SnapshotRestore:output_type -> gwelb.v1.SnapshotRestoreResponse
+	19, // 48: gwelb.v1.Admin.Apply:output_type -> gwelb.v1.WriteResponse
+	31, // 49: gwelb.v1.Admin.CatchUp:output_type -> gwelb.v1.CatchUpResponse
+	33, // 50: gwelb.v1.Admin.Keyring:output_type -> gwelb.v1.KeyringResponse
+	35, // [35:51] is the sub-list for method output_type
+	19, // [19:35] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_admin_proto_init() }

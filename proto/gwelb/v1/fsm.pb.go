@@ -181,6 +181,7 @@ const (
 	OutcomeCode_OUTCOME_INVALID   OutcomeCode = 2
 	OutcomeCode_OUTCOME_VERSION   OutcomeCode = 3
 	OutcomeCode_OUTCOME_EXISTS    OutcomeCode = 4 // PutMember CREATE of a route that exists
+	OutcomeCode_OUTCOME_CONFLICT  OutcomeCode = 5 // PutPool whose expected settings changed meanwhile
 )
 
 // Enum value maps for OutcomeCode.
@@ -191,6 +192,7 @@ var (
 		2: "OUTCOME_INVALID",
 		3: "OUTCOME_VERSION",
 		4: "OUTCOME_EXISTS",
+		5: "OUTCOME_CONFLICT",
 	}
 	OutcomeCode_value = map[string]int32{
 		"OUTCOME_APPLIED":   0,
@@ -198,6 +200,7 @@ var (
 		"OUTCOME_INVALID":   2,
 		"OUTCOME_VERSION":   3,
 		"OUTCOME_EXISTS":    4,
+		"OUTCOME_CONFLICT":  5,
 	}
 )
 
@@ -1009,8 +1012,13 @@ func (x *Seed) GetMembers() []*Member {
 }
 
 type PutPool struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pool          *Pool                  `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Pool  *Pool                  `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	// expected, when set, makes the write a compare-and-set: it applies only
+	// while the pool's settings are these (members aside), else it is
+	// refused with OUTCOME_CONFLICT. gwelbctl pool set reads the pool, then
+	// sends the change with what it read, so two at once cannot lose one.
+	Expected      *Pool `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1048,6 +1056,13 @@ func (*PutPool) Descriptor() ([]byte, []int) {
 func (x *PutPool) GetPool() *Pool {
 	if x != nil {
 		return x.Pool
+	}
+	return nil
+}
+
+func (x *PutPool) GetExpected() *Pool {
+	if x != nil {
+		return x.Expected
 	}
 	return nil
 }
@@ -1611,9 +1626,10 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\x02op\"X\n" +
 	"\x04Seed\x12$\n" +
 	"\x05pools\x18\x01 \x03(\v2\x0e.gwelb.v1.PoolR\x05pools\x12*\n" +
-	"\amembers\x18\x02 \x03(\v2\x10.gwelb.v1.MemberR\amembers\"-\n" +
+	"\amembers\x18\x02 \x03(\v2\x10.gwelb.v1.MemberR\amembers\"Y\n" +
 	"\aPutPool\x12\"\n" +
-	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\" \n" +
+	"\x04pool\x18\x01 \x01(\v2\x0e.gwelb.v1.PoolR\x04pool\x12*\n" +
+	"\bexpected\x18\x02 \x01(\v2\x0e.gwelb.v1.PoolR\bexpected\" \n" +
 	"\n" +
 	"RemovePool\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"b\n" +
@@ -1659,13 +1675,14 @@ const file_gwelb_v1_fsm_proto_rawDesc = "" +
 	"\rPutMemberMode\x12\x1a\n" +
 	"\x16PUT_MEMBER_MODE_UPSERT\x10\x00\x12\x1a\n" +
 	"\x16PUT_MEMBER_MODE_CREATE\x10\x01\x12\x1a\n" +
-	"\x16PUT_MEMBER_MODE_UPDATE\x10\x02*w\n" +
+	"\x16PUT_MEMBER_MODE_UPDATE\x10\x02*\x8d\x01\n" +
 	"\vOutcomeCode\x12\x13\n" +
 	"\x0fOUTCOME_APPLIED\x10\x00\x12\x15\n" +
 	"\x11OUTCOME_NOT_FOUND\x10\x01\x12\x13\n" +
 	"\x0fOUTCOME_INVALID\x10\x02\x12\x13\n" +
 	"\x0fOUTCOME_VERSION\x10\x03\x12\x12\n" +
-	"\x0eOUTCOME_EXISTS\x10\x04B/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
+	"\x0eOUTCOME_EXISTS\x10\x04\x12\x14\n" +
+	"\x10OUTCOME_CONFLICT\x10\x05B/Z-github.com/gwelb/gwelb/proto/gwelb/v1;gwelbv1b\x06proto3"
 
 var (
 	file_gwelb_v1_fsm_proto_rawDescOnce sync.Once
@@ -1719,20 +1736,21 @@ var file_gwelb_v1_fsm_proto_depIdxs = []int32{
 	6,  // 12: gwelb.v1.Seed.pools:type_name -> gwelb.v1.Pool
 	7,  // 13: gwelb.v1.Seed.members:type_name -> gwelb.v1.Member
 	6,  // 14: gwelb.v1.PutPool.pool:type_name -> gwelb.v1.Pool
-	7,  // 15: gwelb.v1.PutMember.member:type_name -> gwelb.v1.Member
-	2,  // 16: gwelb.v1.PutMember.mode:type_name -> gwelb.v1.PutMemberMode
-	0,  // 17: gwelb.v1.SetMemberState.state:type_name -> gwelb.v1.AdminState
-	8,  // 18: gwelb.v1.Observe.observation:type_name -> gwelb.v1.Observation
-	6,  // 19: gwelb.v1.State.pools:type_name -> gwelb.v1.Pool
-	7,  // 20: gwelb.v1.State.members:type_name -> gwelb.v1.Member
-	8,  // 21: gwelb.v1.State.observations:type_name -> gwelb.v1.Observation
-	19, // 22: gwelb.v1.State.outcomes:type_name -> gwelb.v1.Outcome
-	3,  // 23: gwelb.v1.Outcome.code:type_name -> gwelb.v1.OutcomeCode
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	6,  // 15: gwelb.v1.PutPool.expected:type_name -> gwelb.v1.Pool
+	7,  // 16: gwelb.v1.PutMember.member:type_name -> gwelb.v1.Member
+	2,  // 17: gwelb.v1.PutMember.mode:type_name -> gwelb.v1.PutMemberMode
+	0,  // 18: gwelb.v1.SetMemberState.state:type_name -> gwelb.v1.AdminState
+	8,  // 19: gwelb.v1.Observe.observation:type_name -> gwelb.v1.Observation
+	6,  // 20: gwelb.v1.State.pools:type_name -> gwelb.v1.Pool
+	7,  // 21: gwelb.v1.State.members:type_name -> gwelb.v1.Member
+	8,  // 22: gwelb.v1.State.observations:type_name -> gwelb.v1.Observation
+	19, // 23: gwelb.v1.State.outcomes:type_name -> gwelb.v1.Outcome
+	3,  // 24: gwelb.v1.Outcome.code:type_name -> gwelb.v1.OutcomeCode
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_gwelb_v1_fsm_proto_init() }
