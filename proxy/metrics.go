@@ -199,6 +199,7 @@ func (s *Server) pruneMetrics(t *fsm.Table) {
 		if t.Pool(name) == nil {
 			s.metrics.Repins.DeletePartialMatch(prometheus.Labels{"pool": name})
 			s.metrics.Requests.DeletePartialMatch(prometheus.Labels{"pool": name})
+			s.metrics.RefusedBehind.DeleteLabelValues(name)
 			delete(s.poolMetrics, name)
 		}
 	}

@@ -199,7 +199,7 @@ func TestMetricsSeriesFollowTable(t *testing.T) {
 	front := startMembers(t, "/frontend", "GWE_F_1")
 	mh.srv.Update(mustTable(t, frontendPool(front)))
 	f = metricstest.Scrape(t, mh.metricsURL)
-	for _, name := range []string{metrics.RequestsTotal, metrics.RepinsTotal, metrics.InFlight} {
+	for _, name := range []string{metrics.RequestsTotal, metrics.RepinsTotal, metrics.RefusedBehindTotal, metrics.InFlight} {
 		if n := f.Count(name, "pool", "backend"); n != 0 {
 			t.Errorf("%s: %d series of removed pool backend", name, n)
 		}
@@ -294,4 +294,9 @@ func TestMetricsRefusedBehind(t *testing.T) {
 		series{metrics.RefusedBehindTotal, []string{"pool", "backend"}, 2},
 		series{metrics.RequestsTotal, noMember, 1},
 	)
+	// The pool goes, and its refusals' series with it.
+	mh.srv.Update(mustTable(t, frontendPool(startMembers(t, "/frontend", "GWE_F_1"))))
+	if n := metricstest.Scrape(t, mh.metricsURL).Count(metrics.RefusedBehindTotal, "pool", "backend"); n != 0 {
+		t.Errorf("%s: %d series of removed pool backend", metrics.RefusedBehindTotal, n)
+	}
 }
