@@ -138,11 +138,11 @@ type freshness struct {
 // staleAfter is how long without news from the leader's log makes the
 // table suspect: two heartbeat timeouts. A healthy idle leader sends every
 // follower an AppendEntries with its commit index every commit timeout
-// (200-400 ms, raft's replicate loop) besides heartbeats, and one at once
-// after each commit (commitnotify.go); a contact counts once the node has
-// applied its commit index (idle: at once, so an idle follower's news is
-// at most about 500 ms old with the 100 ms tick), else as of the one
-// before it, and this leaves the rest of the second for a busy host.
+// (150-300 ms, raft's replicate loop) besides heartbeats, and one at once
+// after each commit (commitnotify.go); a contact counts as sent when the
+// one before it arrived, so an idle follower's news is at most about
+// 700 ms old (two waits and the 100 ms tick), and this leaves 300 ms for
+// a busy host before a needless catch-up.
 func (n *Node) staleAfter() time.Duration { return 2 * n.cfg.Timing.HeartbeatTimeout }
 
 // staleRefuse is how long a node that knows it may be behind refuses to

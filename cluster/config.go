@@ -114,15 +114,16 @@ type Timing struct {
 	// LeaderLeaseTimeout: a leader that has not heard from a majority for
 	// this long steps down. Default: HeartbeatTimeout (500 ms), the most
 	// raft allows. The leader heartbeats each follower every 150-300 ms
-	// (leader.go paceHeartbeats) and its log every 200-400 ms, so a
+	// (leader.go paceHeartbeats) and its log every 150-300 ms, so a
 	// shorter lease made a leader whose process stalled for 50 ms on a
 	// busy host step down; reads never rely on the lease (catch-up and
 	// leader duties go through a barrier, catchup.go).
 	LeaderLeaseTimeout time.Duration
 	// CommitTimeout: how often an idle leader sends each follower an
-	// AppendEntries (default two fifths of HeartbeatTimeout, 200 ms: raft
-	// waits 200-400 ms), the follower's proof that it has the leader's log
-	// (catchup.go: news at most about half the staleness bound old).
+	// AppendEntries (default three tenths of HeartbeatTimeout, 150 ms:
+	// raft waits 150-300 ms), the follower's proof that it has the
+	// leader's log (catchup.go: news at most about 700 ms old, 300 ms
+	// inside the staleness bound; 200 ms left only 100 ms).
 	// Commits do not wait for it: the leader tells followers of each at
 	// once (commitnotify.go).
 	CommitTimeout time.Duration
@@ -141,7 +142,7 @@ func (c *Config) setDefaults() {
 		t.LeaderLeaseTimeout = t.HeartbeatTimeout
 	}
 	if t.CommitTimeout == 0 {
-		t.CommitTimeout = t.HeartbeatTimeout * 2 / 5
+		t.CommitTimeout = t.HeartbeatTimeout * 3 / 10
 	}
 	if t.GossipProfile == "" {
 		t.GossipProfile = "lan"

@@ -47,7 +47,7 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 // follower a heartbeat every HeartbeatTimeout/10 to 2×/10 of the leader's
 // own setting, 50-100 ms at the 500 ms default, which was a third of an
 // idle leader's CPU. At factor 3 they go every 150-300 ms; with the
-// AppendEntries of the commit timeout (200-400 ms, config.go) a follower
+// AppendEntries of the commit timeout (150-300 ms, config.go) a follower
 // hears from the leader at least every 300 ms, which keeps every
 // follower's election timer (500-1000 ms) and the leader's lease (500 ms
 // by default) fed with 200 ms to spare for a stalled process, and the
