@@ -53,6 +53,11 @@ type PoolChange struct {
 	// Pool is the wanted pool with defaults applied and without members
 	// (OpAdd, OpChange), or the pool as it is (OpRemove).
 	Pool PoolSpec
+	// Was is the pool as the plan read it, without members (OpChange): the
+	// settings a compare-and-set PutPool expects (DESIGN.md §5.2), so a
+	// pool another writer changed after the plan was made is not
+	// overwritten with a change nobody saw.
+	Was PoolSpec
 	// Fields are the fields that differ (OpChange), or, for OpAdd, the
 	// fields the new pool does not leave at their defaults.
 	Fields []FieldChange
@@ -103,7 +108,7 @@ func PlanChanges(have, want []PoolSpec) Plan {
 		default:
 			hd, wd := withoutMembers(h.WithDefaults()), withoutMembers(w.WithDefaults())
 			if fields := diffFields(hd, wd); len(fields) > 0 {
-				plan.Pools = append(plan.Pools, PoolChange{Op: OpChange, Pool: wd, Fields: fields})
+				plan.Pools = append(plan.Pools, PoolChange{Op: OpChange, Pool: wd, Was: withoutMembers(h), Fields: fields})
 			}
 		}
 		removed := 0

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"gopkg.in/yaml.v3"
 
 	"github.com/gwelb/gwelb/fsm"
@@ -42,7 +44,10 @@ refused unless --force: it is what a truncated or wrong file looks like.
 Then, unless --dry-run, the changes are applied through the addressed node:
 pools first, then members, removals last. Each applied change is printed
 with its Raft index. A change that fails stops the run (the exit code says
-why); what was applied stays, and running apply again continues.`,
+why); what was applied stays, and running apply again continues. A pool
+changed by another writer after the plan was read is not overwritten: the
+change is a compare-and-set on the settings the plan shows as old, so apply
+stops there, and running it again plans from the new settings.`,
 		Example: `  gwelbctl apply -f deploy/local/n1.yaml --dry-run
   gwelbctl apply -f n1.yaml`,
 		Args: args(),
@@ -59,6 +64,9 @@ why); what was applied stays, and running apply again continues.`,
 				return err
 			}
 			plan := fsm.PlanChanges(statusPools(st), want)
+			if a.env.planned != nil {
+				a.env.planned()
+			}
 			return a.runPlan(cmd, plan, dryRun, force)
 		},
 	}
@@ -135,6 +143,10 @@ func planSteps(plan fsm.Plan) []applyStep {
 			}})
 		default:
 			req := &gwelbv1.PutPoolRequest{Pool: fsm.PoolToProto(pc.Pool), RequestId: requestID()}
+			if pc.Op == fsm.OpChange {
+				// Compare-and-set: the settings the printed plan read.
+				req.Expected = fsm.PoolToProto(pc.Was)
+			}
 			puts = append(puts, applyStep{RPC: "PutPool", Lines: lines, call: func(ctx context.Context, c gwelbv1.AdminClient) (*gwelbv1.WriteResponse, error) {
 				return c.PutPool(ctx, req)
 			}})
@@ -232,9 +244,13 @@ func (a *app) runPlan(cmd *cobra.Command, plan fsm.Plan, dryRun, force bool) err
 		resp, err := s.call(ctx, n.api)
 		cancel()
 		if err != nil {
+			conflict := status.Code(err) == codes.Aborted
 			err = n.fail("apply: "+strings.Join(s.Lines, "; "), err)
 			var ce *cliError
 			if errors.As(err, &ce) {
+				if conflict {
+					ce.msg += "; another writer changed the pool after this plan was read, and its change stays"
+				}
 				ce.msg += fmt.Sprintf(" (%d of %d changes applied; run apply again to continue)", applied, len(steps))
 			}
 			if a.jsonOutput() {

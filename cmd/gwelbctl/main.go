@@ -84,6 +84,9 @@ func main() {
 type env struct {
 	getenv func(string) string
 	now    func() time.Time
+	// planned, tests only: runs after apply read the cluster's pools and
+	// made its plan, before it writes (a concurrent writer goes there).
+	planned func()
 }
 
 // run runs gwelbctl with args (without the program name) and returns the

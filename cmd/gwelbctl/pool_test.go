@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -324,4 +325,54 @@ func TestPoolSetConcurrent(t *testing.T) {
 			return ok && p.Health.Fall == fall && p.Quarantine() == timeout && p.Health.Interval == interval
 		})
 	}
+}
+
+// TestApplyConflict: apply prints a plan from the pools it read, then
+// writes. A pool set landing in between (another operator) used to be
+// overwritten by the plan's older view of the pool; now the plan's PutPool
+// is a compare-and-set, apply stops with a clear line and the other
+// change stays. It fails without PoolChange.Was in the request.
+func TestApplyConflict(t *testing.T) {
+	c := clustertest.New(t, 3)
+	c.WaitLeader()
+	f := c.Followers()[0]
+	g := c.GWE
+	file := writeFile(t, fmt.Sprintf(`pools:
+  - name: backend
+    prefix: /backend
+    sticky: {cookie: ROUTEID, insert: true}
+    fail_timeout: 7s
+    health: {interval: 100ms, timeout: 2s}
+    members:
+      - {route: "1", url: %q}
+      - {route: "2", url: %q}
+      - {route: "3", url: %q}
+`, g["1"].URL, g["2"].URL, g["3"].URL))
+
+	var other result
+	args := append(caArgs(f, "--addr", f.Node.GRPCAddr(), "--token", clustertest.Token), "apply", "-f", file)
+	var stdout, stderr bytes.Buffer
+	e := env{getenv: func(string) string { return "" }, now: func() time.Time { return testNow }, planned: func() {
+		// Another operator, through another node, after the plan was read.
+		other = ctl(t, c.WaitLeader(), "pool", "set", "backend", "--health-fall", "9")
+	}}
+	code := runWith(t.Context(), e, args, &stdout, &stderr)
+	wantOK(t, other)
+	r := result{stdout.String(), stderr.String(), code}
+	wantFail(t, r, exitError, `apply: ~ pool backend fail_timeout 5s -> 7s: .*another writer changed the pool after this plan was read, and its change stays \(0 of 1 changes applied; run apply again to continue\)`)
+	c.WaitAll("the other writer's change, and not the stale plan's, on every node", func(tn *clustertest.Node) bool {
+		p, ok := backendSpec(tn)
+		return ok && p.Health.Fall == 9 && p.Quarantine() == 5*time.Second
+	})
+
+	// Run again: a plan from the new state, which keeps health.fall 9 only
+	// if the file says so; this file leaves it out, so it goes back to
+	// the default, as the printed plan says.
+	r = ctl(t, f, "apply", "-f", file)
+	wantOK(t, r)
+	wantLine(t, r.stdout, `^~ pool backend .*fail_timeout 5s -> 7s`)
+	c.WaitAll("the second apply on every node", func(tn *clustertest.Node) bool {
+		p, ok := backendSpec(tn)
+		return ok && p.Quarantine() == 7*time.Second
+	})
 }
