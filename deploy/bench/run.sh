@@ -418,9 +418,9 @@ parse_wrk() {
 }
 
 # Per-round values, space-separated, keyed "target,scenario".
-declare -A RPS_R=() P50_R=() P99_R=()
+declare -A RPS_R=() P50_R=() P99_R=() CPU_R=()
 # Final values (medians over rounds; errors and requests summed).
-declare -A RPS=() P50=() P99=() ERRS=() REQS=()
+declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=()
 
 bench() { # bench TARGET SCENARIO ROUND
   local t=$1 s=$2 round=$3 url hdr=() raw parsed rps p50 p99 non2xx serr reqs
@@ -433,12 +433,19 @@ bench() { # bench TARGET SCENARIO ROUND
   check_alive "before ${t}/${s}"
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${WARMUP}" "${hdr[@]}" "${url}" >/dev/null ||
     die "wrk warm-up failed for ${t}/${s}"
+  local ticks0=""
+  [[ -n ${TPID[$t]-} ]] && ticks0=$(cpu_ticks "${TPID[$t]}")
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency "${hdr[@]}" "${url}" >"${raw}" ||
     die "wrk failed for ${t}/${s}"
+  local ticks1=""
+  [[ -n ${ticks0} ]] && ticks1=$(cpu_ticks "${TPID[$t]}")
   check_alive "after ${t}/${s}"
   parsed=$(parse_wrk "${raw}") || die "cannot parse wrk output ${raw}: $(cat "${raw}")"
   read -r rps p50 p99 non2xx serr reqs <<<"${parsed}"
   RPS_R[$t,$s]+="${RPS_R[$t,$s]:+ }${rps}"
+  if [[ -n ${ticks1} ]] && ((reqs > 0)); then
+    CPU_R[$t,$s]+="${CPU_R[$t,$s]:+ }$(awk -v d=$((ticks1 - ticks0)) -v hz="${CLK_TCK}" -v n="${reqs}" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')"
+  fi
   P50_R[$t,$s]+="${P50_R[$t,$s]:+ }${p50}"
   P99_R[$t,$s]+="${P99_R[$t,$s]:+ }${p99}"
   REQS[$t,$s]=$((${REQS[$t,$s]:-0} + reqs))
@@ -452,6 +459,26 @@ bench() { # bench TARGET SCENARIO ROUND
       die "${t}: after the run, ROUTEID=.2 no longer reaches server 2 (status='${H_STATUS}' X-GWE-Server='${H_SERVER}' body='${H_BODY}')"
     fi
   fi
+}
+
+# cpu_ticks PID: CPU time (user + system, clock ticks) of PID and its
+# descendants (nginx and Apache work in child processes) from /proc: the
+# balancer's own cost per request, whichever CPU is the bound. A child that
+# exits during a run takes its ticks with it (Apache may retire workers).
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+cpu_ticks() {
+  local p total=0 pids=("$1") i=0
+  while ((i < ${#pids[@]})); do
+    p=${pids[i]}
+    ((i++)) || true
+    [[ -r /proc/${p}/stat ]] || continue
+    total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/${p}/stat")))
+    if command -v pgrep >/dev/null 2>&1; then
+      # shellcheck disable=SC2207
+      pids+=($(pgrep -P "${p}" || true))
+    fi
+  done
+  echo "${total}"
 }
 
 # cpu_busy_pct: percentage of all CPUs' time spent busy over the next 2s
@@ -625,6 +652,7 @@ for s in "${SCENARIO_LIST[@]}"; do
     RPS[$t,$s]=$(median "${RPS_R[$t,$s]}")
     P50[$t,$s]=$(median "${P50_R[$t,$s]}")
     P99[$t,$s]=$(median "${P99_R[$t,$s]}")
+    [[ -n ${CPU_R[$t,$s]-} ]] && CPU[$t,$s]=$(median "${CPU_R[$t,$s]}")
   done
 done
 
@@ -643,23 +671,29 @@ done
       "${IDLE_BUSY}" "${IDLE_BUSY_END}"
     printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
   fi
-  printf '| %-11s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s |\n' \
-    target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx' 'x haproxy' 'p99 x haproxy' 'x haproxy-min'
-  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '----------' '-----------:' '---------:' \
-    '---------:' '--------:' '----------:' '---------:' '-----------:' '---------------:' '---------------:'
+  printf '| %-11s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s |\n' \
+    target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx' 'x haproxy' 'p99 x haproxy' 'x haproxy-min' \
+    'CPU us/req' 'CPU x haproxy'
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '----------' '-----------:' '---------:' \
+    '---------:' '--------:' '----------:' '---------:' '-----------:' '---------------:' '---------------:' \
+    '-----------:' '---------------:'
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
-      printf '| %-11s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s |\n' \
+      printf '| %-11s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s |\n' \
         "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}")" "$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}")" \
         "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}")" "$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}")" \
-        "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}")"
+        "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}")" \
+        "${CPU[$t,$s]:--}" "$(ratio "${CPU[$t,$s]-}" "${CPU[haproxy,$s]-}")"
     done
   done
   printf '\nx direct / x nginx / x haproxy / x haproxy-min = req/s of the row divided by req/s of that target in the\n'
   printf 'same scenario (new = new sessions: the balancer inserts the route cookie); p99 x haproxy below 1 is better.\n'
   printf 'haproxy forwards the cookie and X-Forwarded-For/-Host/-Proto as gwelb does; haproxy-min forwards neither,\n'
   printf 'so its servers (on the CPU wrk shares) parse fewer headers per request.\n'
+  printf 'CPU us/req = CPU time (user + system) of the balancer and its child processes over the measured run,\n'
+  printf 'divided by the requests served: its own cost per request, which decides its req/s on a machine where\n'
+  printf 'the balancer, not wrk and the servers (CPU 0 here), runs out of CPU; CPU x haproxy below 1 is cheaper.\n'
   if [[ ${STREAMS} == 1 ]]; then
     printf '\n| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' \
       target '16 MiB up MB/s' '16 MiB down MB/s' 'ws msg/s' 'idle KiB/conn' 'up x haproxy' 'down x haproxy' 'ws x haproxy'
@@ -704,7 +738,7 @@ done
   sep=""
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
-      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "rps_rounds": [%s]}' \
+      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "rps_rounds": [%s]}' \
         "${sep}" "$(json_str "$t")" "$(json_str "$s")" "${REQS[$t,$s]}" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
@@ -712,6 +746,7 @@ done
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(numeric "${CPU[$t,$s]-}" null)" \
         "$(tr ' ' ',' <<<"${RPS_R[$t,$s]}")"
       sep=$',\n'
     done
