@@ -17,7 +17,7 @@
 # against HAProxy, which forwarded neither in the config now haproxy-min).
 # For the same reason the ratios are to haproxy, which forwards what gwelb
 # forwards: every extra header is parsed on CPU 0, and the least-work config
-# ran ~5-8% more req/s with the servers doing less (haproxy-min column).
+# ran 3-9% more req/s with the servers doing less (haproxy-min column).
 # Before measuring, every balancer is checked to route ROUTEID=.N to server N
 # and to insert a cookie that matches the server that answered; any mismatch
 # aborts the run.
