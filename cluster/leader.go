@@ -56,20 +56,34 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 // core at 50 nodes but left 100 ms.
 const leaderHeartbeatFactor = 3
 
+// nonVoterHeartbeatTimeout is a non-voter's raft heartbeat timeout
+// (paceHeartbeats): the leader's.
+func nonVoterHeartbeatTimeout(t Timing) time.Duration {
+	return leaderHeartbeatFactor * t.HeartbeatTimeout
+}
+
 // paceHeartbeats sets raft's heartbeat and election timeouts for the role:
-// the configured ones on a follower (they time the leader's failure), the
-// leader's slower heartbeat while leading (raft requires an election
-// timeout no shorter than the heartbeat timeout; a leader uses it only to
-// time a leadership transfer). Losing leadership restores them at once:
-// raft then resets the follower's timer to the shorter value.
+// the configured ones on a voting follower (they time the leader's
+// failure), the leader's slower heartbeat while leading (raft requires an
+// election timeout no shorter than the heartbeat timeout; a leader uses it
+// only to time a leadership transfer). Losing leadership restores them at
+// once: raft then resets the follower's timer to the shorter value. A
+// non-voter (by the configuration it had when it started: suffrage changes
+// only through a restart) takes the leader's: it never stands for
+// election, so its timer only decides when it stops naming a leader, and
+// the leader answers most of its heartbeats without sending them on that
+// account (transport.go, nonVoterHeartbeatTimeout).
 func (n *Node) paceHeartbeats(leading bool) {
 	rc := n.raft.ReloadableConfig()
 	t := n.cfg.Timing
 	rc.HeartbeatTimeout, rc.ElectionTimeout = t.HeartbeatTimeout, t.ElectionTimeout
-	if leading {
+	switch {
+	case leading:
 		rc.HeartbeatTimeout = leaderHeartbeatFactor * t.HeartbeatTimeout
-		rc.ElectionTimeout = max(t.ElectionTimeout, rc.HeartbeatTimeout)
+	case n.suffrage != nil && !n.suffrage.voter.Load():
+		rc.HeartbeatTimeout = nonVoterHeartbeatTimeout(t)
 	}
+	rc.ElectionTimeout = max(t.ElectionTimeout, rc.HeartbeatTimeout)
 	if err := n.raft.ReloadConfig(rc); err != nil {
 		n.log.Warn("pace raft heartbeats", "leading", leading, "err", err)
 	}

@@ -32,7 +32,8 @@ type Node struct {
 	raft      *raft.Raft
 	logStore  *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
-	inbox     *raftInbox // between transport and raft: notes the leader's AppendEntries (catchup.go)
+	inbox     *raftInbox     // between transport and raft: notes the leader's AppendEntries (catchup.go)
+	raftTrans *raftTransport // what raft runs on: the inbox, and heartbeats to non-voters answered (transport.go)
 	snaps     raft.SnapshotStore
 	suffrage  *suffrageTracker // a node asking to be a non-voter: whether it is a voter all the same (logstore.go)
 
@@ -229,10 +230,24 @@ func (n *Node) startRaft() (existing bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("raft log cache: %w", err)
 	}
-	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, cached, stable, snapStore, n.inbox)
+	n.raftTrans = newRaftTransport(n.inbox, n.cfg.Timing)
+	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, cached, stable, snapStore, n.raftTrans)
 	if err != nil {
 		return false, fmt.Errorf("start raft: %w", err)
 	}
+	isNonVoter := func(id raft.ServerID) bool {
+		f := r.GetConfiguration()
+		if f.Error() != nil {
+			return false
+		}
+		for _, srv := range f.Configuration().Servers {
+			if srv.ID == id {
+				return srv.Suffrage == raft.Nonvoter
+			}
+		}
+		return false
+	}
+	n.raftTrans.nonVoter.Store(&isNonVoter)
 	if n.suffrage != nil {
 		f := r.GetConfiguration()
 		if err := f.Error(); err != nil {
@@ -241,6 +256,9 @@ func (n *Node) startRaft() (existing bool, err error) {
 		n.suffrage.observe(f.Configuration())
 	}
 	n.raft = r
+	if n.suffrage != nil && !n.suffrage.voter.Load() {
+		n.paceHeartbeats(false) // a non-voter's heartbeat timeout (leader.go)
+	}
 	n.notifyCh = notify
 	role := r.State
 	stream.role.Store(&role)

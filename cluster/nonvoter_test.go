@@ -143,3 +143,50 @@ func TestNonVoterLogDurability(t *testing.T) {
 		t.Error("n3 skips fsync after storing a configuration")
 	}
 }
+
+// TestNonVoterHeartbeatsRideOnAppendEntries: the leader answers the
+// heartbeats to a non-voter from the AppendEntries the non-voter has just
+// answered instead of sending them (transport.go, DESIGN.md §1.3), and
+// the non-voter never loses sight of the leader: not while idle, and not
+// while the AppendEntries stop reaching it, when the heartbeats must go
+// out again (raft's timer on the non-voter, at 1.5 s, would otherwise
+// forget the leader within 1.5-3 s).
+func TestNonVoterHeartbeatsRideOnAppendEntries(t *testing.T) {
+	c := clustertest.New(t, 3)
+	nv := c.Start(c.NonVoterConfig("nv1"))
+	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter", func() bool {
+		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter"
+	})
+	nv.WaitServing(t, 20*time.Second)
+	leader := c.WaitLeader()
+
+	// watch polls nv1's view of the leader for d and fails on a gap.
+	watch := func(what string, d time.Duration) {
+		t.Helper()
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+			if l := nv.Node.Leader(); l != leader.Cfg.Name {
+				t.Fatalf("%s: nv1 names leader %q, want %s", what, l, leader.Cfg.Name)
+			}
+		}
+	}
+	before := leader.Node.HeartbeatsAnswered()
+	watch("idle", 2*time.Second)
+	if n := leader.Node.HeartbeatsAnswered() - before; n < 6 {
+		t.Fatalf("idle for 2 s: the leader answered %d heartbeats to nv1 itself, want nearly all of the 7-13 due", n)
+	}
+
+	// The AppendEntries to nv1 hang (its Raft receives nothing but
+	// heartbeats): once the last answer is older than the margin, every
+	// heartbeat goes out, and nv1 keeps the leader.
+	stalled := leader.Node.HeartbeatsAnswered()
+	resume := nv.Node.StallRaft(false)
+	defer resume()
+	watch("AppendEntries stalled", 4*time.Second)
+	// At most the heartbeats due within 1.15 s of the last answer (one
+	// every 150-300 ms: 8); of the 13-27 due in 4 s, the others went out.
+	if n := leader.Node.HeartbeatsAnswered() - stalled; n > 8 {
+		t.Fatalf("AppendEntries to nv1 stalled for 4 s: the leader still answered %d of its heartbeats itself", n)
+	}
+	resume()
+	watch("after the stall", 500*time.Millisecond)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -81,3 +82,101 @@ func (s *raftStream) Close() error { return s.ln.Close() }
 
 // Addr is the address peers dial, the advertised one.
 func (s *raftStream) Addr() net.Addr { return s.advertise }
+
+// raftTransport is the transport raft runs on: the inbox (catchup.go) for
+// what arrives, and for what leaves, one change: a heartbeat to a
+// non-voter is answered from the AppendEntries that reached it a moment
+// ago instead of being sent (DESIGN.md §1.3).
+//
+// Why: an idle leader sends every follower a heartbeat and an
+// AppendEntries each every 150-300 ms, and at 5 voters and 45 non-voters
+// those RPCs were most of its CPU (issue 13). A non-voter needs neither
+// for an election (it never stands) nor for the leader's lease (raft
+// counts voters only); its heartbeats only keep its own heartbeat timer
+// from deciding that the leader is gone, and that timer runs at the
+// leader's pace, 1.5 s by default (leader.go paceHeartbeats). The
+// AppendEntries of the commit timeout reset it too, so a heartbeat due
+// within skipWithin of one that the non-voter answered says nothing new.
+// skipWithin leaves the timer its margin should the AppendEntries stop (a
+// slow disk, a snapshot on its way, a stalled connection): the heartbeats
+// after that go out for real, on their own connection. Voters get every
+// heartbeat. The freshness monitor never counted heartbeats (catchup.go).
+// A non-voter of an older build, at 500 ms, may stop naming the leader
+// for a moment when its AppendEntries stall; nothing else changes.
+type raftTransport struct {
+	*raftInbox
+	// skipWithin is how recently an AppendEntries to a non-voter must have
+	// been answered for its heartbeat to be answered without sending; 0
+	// sends every heartbeat.
+	skipWithin time.Duration
+	nonVoter   atomic.Pointer[func(raft.ServerID) bool] // set once raft runs
+
+	mu      sync.Mutex
+	acked   map[raft.ServerID]appendAck // the last AppendEntries answered, per follower
+	skipped atomic.Uint64               // heartbeats answered without sending
+}
+
+// appendAck is an AppendEntries a follower answered with success.
+type appendAck struct {
+	at   time.Time
+	term uint64
+	resp raft.AppendEntriesResponse
+}
+
+func newRaftTransport(in *raftInbox, t Timing) *raftTransport {
+	// After the last answer a heartbeat may be answered for the non-voter's
+	// heartbeat timeout less the longest wait for the next AppendEntries
+	// (two commit timeouts: raft waits one to two) and a tenth of the
+	// configured heartbeat timeout for a slow process: 1.15 s at the
+	// defaults (1.5 s, 150 ms, 500 ms).
+	skip := max(nonVoterHeartbeatTimeout(t)-2*t.CommitTimeout-t.HeartbeatTimeout/10, 0)
+	return &raftTransport{raftInbox: in, skipWithin: skip, acked: map[raft.ServerID]appendAck{}}
+}
+
+// isHeartbeat tells raft's heartbeats from its AppendEntries by the test
+// NetworkTransport applies on the receiving side (net_transport.go).
+func isHeartbeat(a *raft.AppendEntriesRequest) bool {
+	return a.Term != 0 && (len(a.RPCHeader.Addr) > 0 || len(a.Leader) > 0) &&
+		a.PrevLogEntry == 0 && a.PrevLogTerm == 0 && len(a.Entries) == 0 && a.LeaderCommitIndex == 0
+}
+
+// AppendEntries sends an AppendEntries or a heartbeat to a follower,
+// unless it is a heartbeat to a non-voter that has just answered an
+// AppendEntries (see raftTransport).
+func (t *raftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	beat := isHeartbeat(args)
+	if beat && t.answered(id, args.Term, resp) {
+		return nil
+	}
+	err := t.raftInbox.AppendEntries(id, target, args, resp)
+	if !beat {
+		t.mu.Lock()
+		if err == nil && resp.Success {
+			t.acked[id] = appendAck{at: time.Now(), term: args.Term, resp: *resp}
+		} else {
+			delete(t.acked, id)
+		}
+		t.mu.Unlock()
+	}
+	return err
+}
+
+// answered fills resp from the non-voter id's last AppendEntries answer if
+// it came in this term within skipWithin.
+func (t *raftTransport) answered(id raft.ServerID, term uint64, resp *raft.AppendEntriesResponse) bool {
+	if t.skipWithin <= 0 {
+		return false
+	}
+	t.mu.Lock()
+	a, ok := t.acked[id]
+	t.mu.Unlock()
+	if !ok || a.term != term || time.Since(a.at) >= t.skipWithin {
+		return false
+	}
+	if f := t.nonVoter.Load(); f == nil || !(*f)(id) {
+		return false
+	}
+	*resp = a.resp
+	t.skipped.Add(1)
+	return true
+}
