@@ -134,9 +134,11 @@ func newRaftTransport(in *raftInbox, t Timing) *raftTransport {
 }
 
 // isHeartbeat tells raft's heartbeats from its AppendEntries by the test
-// NetworkTransport applies on the receiving side (net_transport.go).
+// NetworkTransport applies on the receiving side (net_transport.go), less
+// the deprecated Leader field, which only senders older than RPCHeader.Addr
+// fill alone: what passes here comes from this node's own raft.
 func isHeartbeat(a *raft.AppendEntriesRequest) bool {
-	return a.Term != 0 && (len(a.RPCHeader.Addr) > 0 || len(a.Leader) > 0) &&
+	return a.Term != 0 && len(a.RPCHeader.Addr) > 0 &&
 		a.PrevLogEntry == 0 && a.PrevLogTerm == 0 && len(a.Entries) == 0 && a.LeaderCommitIndex == 0
 }
 
