@@ -109,7 +109,10 @@ type Config struct {
 // gwelb waits half a second, which elects a new leader in about 0.5-1.5 s,
 // and stays clear of false elections when a 2-core host is busy.
 type Timing struct {
-	HeartbeatTimeout time.Duration // default 500 ms
+	// HeartbeatTimeout: default 500 ms. A voting follower starts an
+	// election after this long without the leader; the leader and the
+	// non-voters run at three times it (leader.go paceHeartbeats).
+	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration // default 500 ms
 	// LeaderLeaseTimeout: a leader that has not heard from a majority for
 	// this long steps down. Default: HeartbeatTimeout (500 ms), the most
