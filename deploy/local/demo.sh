@@ -58,9 +58,10 @@ export GWELB_TOKEN="$(cat "$secrets/token")" GWELB_CACERT="$secrets/ca/ca.pem"
 export GWELB_CLIENT_CERT="$secrets/operator.pem" GWELB_CLIENT_KEY="$secrets/operator-key.pem"
 deadline=$((SECONDS + 30))
 # Ready when every node answers and names a leader (gwelbctl, not curl: a
-# fresh machine may have no curl).
+# fresh machine may have no curl). -o json prints every field, "leader": ""
+# too, so the match wants a name.
 for addr in 127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003; do
-	until bin/gwelbctl --addr "$addr" --timeout 1s status -o json 2>/dev/null | grep -q '"leader"'; do
+	until bin/gwelbctl --addr "$addr" --timeout 1s status -o json 2>/dev/null | grep -q '"leader": *"[^"]'; do
 		if [ $SECONDS -ge $deadline ]; then
 			echo "the cluster did not become ready; logs in $state/" >&2
 			tail -n 5 "$state"/n*.log >&2
