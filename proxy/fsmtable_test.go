@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/testnet"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -38,7 +39,7 @@ func (l *fsmLog) apply(c *gwelbv1.Command) *fsm.Table {
 // takes the full rebuild, which keeps the quarantine too.
 func TestUpdateCarriesOverSameLayout(t *testing.T) {
 	back := startMembers(t, "/backend", "1", "2", "3")
-	spec := editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.URL = closedURL(t) })
+	spec := editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.URL = "http://" + testnet.ClosedAddr(t) })
 	log := &fsmLog{t: t, f: fsm.NewFSM(nil)}
 	h := startProxy(t, log.apply(fsm.SeedCommand([]fsm.PoolSpec{spec})), Options{}, ListenerConfig{})
 

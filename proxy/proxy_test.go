@@ -32,6 +32,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/gwelb/gwelb/fsm"
 	"github.com/gwelb/gwelb/internal/gwedemo"
+	"github.com/gwelb/gwelb/internal/testnet"
 )
 
 // seed is the guide's single load balancer: frontend members GWE_F_1..3
@@ -892,18 +893,6 @@ func TestBigBodies(t *testing.T) {
 	})
 }
 
-// closedURL returns the URL of a loopback port nobody listens on.
-func closedURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "http://" + ln.Addr().String()
-	ln.Close()
-	return u
-}
-
 // Rule 8: a refused connection is retried once on the fallback, the
 // failure is observed and the member quarantined for fail_timeout.
 func TestRetryOnRefused(t *testing.T) {
@@ -992,7 +981,7 @@ func TestRetryOnRefused(t *testing.T) {
 	t.Run("fallback refused too", func(t *testing.T) {
 		// Both the member and its fallback are gone: one retry only, then
 		// 502; both failures are observed and both members quarantined.
-		dead := editMember(spec, fallback, func(m *fsm.MemberSpec) { m.URL = closedURL(t) })
+		dead := editMember(spec, fallback, func(m *fsm.MemberSpec) { m.URL = "http://" + testnet.ClosedAddr(t) })
 		h := startProxy(t, mustTable(t, dead), Options{}, ListenerConfig{})
 		r := h.get(t, "/backend/x", "ROUTEID=.2")
 		if r.status != http.StatusBadGateway || r.server() != "" {
@@ -1103,7 +1092,7 @@ func TestRetryBodyLimit(t *testing.T) {
 	t.Run("over limit but never sent is retried", func(t *testing.T) {
 		// Connection refused: no byte of the body left the balancer, so
 		// the whole body is still there to send to the fallback.
-		refused := mustTable(t, editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.URL = closedURL(t) }))
+		refused := mustTable(t, editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.URL = "http://" + testnet.ClosedAddr(t) }))
 		h := startProxy(t, refused, Options{RetryBodyBytes: 64 << 10}, ListenerConfig{})
 		r, body := post(t, h, 1<<20)
 		if r.status != http.StatusOK || r.server() != "1" || r.body != string(body) {
@@ -1294,7 +1283,7 @@ func TestReadyz(t *testing.T) {
 // Local state (quarantine) survives table updates that keep the member.
 func TestQuarantineSurvivesUpdate(t *testing.T) {
 	back := startMembers(t, "/backend", "1", "2", "3")
-	spec := editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.URL = closedURL(t) })
+	spec := editMember(backendPool(back), "2", func(m *fsm.MemberSpec) { m.URL = "http://" + testnet.ClosedAddr(t) })
 	h := startProxy(t, mustTable(t, spec), Options{}, ListenerConfig{})
 	if r := h.get(t, "/backend/x", "ROUTEID=.2"); r.status != http.StatusOK {
 		t.Fatalf("got %v", r)

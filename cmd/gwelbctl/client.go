@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +18,8 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
@@ -36,7 +40,13 @@ func (n *nodeConn) close() { _ = n.cc.Close() }
 // fail turns the failure of RPC op into the error the user sees. A
 // connection failure that looks like a TLS setup mismatch gets a hint.
 func (n *nodeConn) fail(op string, err error) error {
-	err = rpcError(op, n.addr, n.cc.GetState() == connectivity.Ready, n.timeout, err)
+	// The node answered if its response headers arrived (answerSeen), or,
+	// for a deadline with no answer yet, if the connection is up. The
+	// connection state alone is not enough: grpc-go hands the new
+	// connection to RPCs a moment before it reports it Ready, so a fast
+	// answer can fail before the state says Ready.
+	reached := errors.As(err, new(answeredError)) || n.cc.GetState() == connectivity.Ready
+	err = rpcError(op, n.addr, reached, n.timeout, err)
 	var ce *cliError
 	if !errors.As(err, &ce) || ce.code != exitUnreachable {
 		return err
@@ -75,6 +85,9 @@ func (a *app) dial(addr string) (*nodeConn, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("gwelbctl/" + version),
+		grpc.WithStatsHandler(answerSeen{}),
+		grpc.WithUnaryInterceptor(markUnaryAnswer),
+		grpc.WithStreamInterceptor(markStreamAnswer),
 	}
 	if a.token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(a.token)))
@@ -153,3 +166,77 @@ func unary[Resp any](a *app, cmd *cobra.Command, op string, call func(context.Co
 	}
 	return resp, nil
 }
+
+// answeredError is the failure of an RPC whose response headers or trailers
+// came from the node: its own status, not a broken connection. It keeps the
+// status (status.FromError and status.Code see through it) and the message.
+type answeredError struct{ error }
+
+// GRPCStatus returns the status of the wrapped error.
+func (e answeredError) GRPCStatus() *status.Status { return status.Convert(e.error) }
+
+// Unwrap returns the wrapped error.
+func (e answeredError) Unwrap() error { return e.error }
+
+// answerKey is the context key of an RPC's *atomic.Bool that answerSeen
+// sets when the node's response headers or trailers arrive.
+type answerKey struct{}
+
+// answerSeen is a client stats handler that notes, per RPC, that the node's
+// response headers or trailers arrived: grpc-go reports InHeader and
+// InTrailer only for frames the server sent, never for a connection that
+// failed or broke.
+type answerSeen struct{}
+
+// TagRPC returns ctx.
+func (answerSeen) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+// HandleRPC sets the RPC's flag on the node's headers or trailers.
+func (answerSeen) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	switch s.(type) {
+	case *stats.InHeader, *stats.InTrailer:
+		if seen, ok := ctx.Value(answerKey{}).(*atomic.Bool); ok {
+			seen.Store(true)
+		}
+	}
+}
+
+// TagConn returns ctx.
+func (answerSeen) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+// HandleConn does nothing.
+func (answerSeen) HandleConn(context.Context, stats.ConnStats) {}
+
+// markAnswer wraps err in answeredError if the node answered.
+func markAnswer(seen *atomic.Bool, err error) error {
+	if err == nil || errors.Is(err, io.EOF) || !seen.Load() {
+		return err
+	}
+	return answeredError{err}
+}
+
+// markUnaryAnswer marks the failure of a unary RPC the node answered.
+func markUnaryAnswer(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	seen := new(atomic.Bool)
+	return markAnswer(seen, invoke(context.WithValue(ctx, answerKey{}, seen), method, req, reply, cc, opts...))
+}
+
+// markStreamAnswer marks the failures of a stream the node answered.
+func markStreamAnswer(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, stream grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	seen := new(atomic.Bool)
+	cs, err := stream(context.WithValue(ctx, answerKey{}, seen), desc, cc, method, opts...)
+	if err != nil {
+		return nil, markAnswer(seen, err)
+	}
+	return answerStream{ClientStream: cs, seen: seen}, nil
+}
+
+// answerStream marks the failures RecvMsg returns; SendMsg's io.EOF only
+// says the stream ended, and its status comes from RecvMsg.
+type answerStream struct {
+	grpc.ClientStream
+	seen *atomic.Bool
+}
+
+// RecvMsg receives a message and marks a failure the node answered.
+func (s answerStream) RecvMsg(m any) error { return markAnswer(s.seen, s.ClientStream.RecvMsg(m)) }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gwelb/gwelb/cluster/clustertest"
+	"github.com/gwelb/gwelb/internal/testnet"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -341,7 +342,7 @@ func TestCLIAgainstCluster(t *testing.T) {
 			}
 		})
 		t.Run("unreachable", func(t *testing.T) {
-			addr := closedAddr(t)
+			addr := testnet.ClosedAddr(t)
 			r := cliEnv(t, nil, "--addr", addr, "--token", clustertest.Token, "status")
 			wantFail(t, r, exitUnreachable, `^gwelbctl: cannot reach gwelb node at `+regexp.QuoteMeta(addr)+`: connection refused\n$`)
 			r = cliEnv(t, nil, "--addr", addr, "--token", clustertest.Token, "member", "drain", "backend", "1")

@@ -162,9 +162,10 @@ func usagef(format string, args ...any) error {
 // rpcError turns the failure of RPC op against the node at addr into the
 // error the user sees, with its exit code. The exit code comes from the
 // status code and the reason the node attached (package rpcerr), never from
-// the message, which is for people. reached tells whether the connection to
-// the node was up when the RPC failed: an Unavailable from a node that is
-// up is the node's own answer, not a connection failure.
+// the message, which is for people. reached tells whether the node answered
+// (its response headers arrived) or the connection to it was up when the
+// RPC failed: an Unavailable from a node that answered is the node's own
+// status, not a connection failure.
 //
 //	Unauthenticated, PermissionDenied        5 unauthorised
 //	NotFound                                 6 not found

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -35,6 +36,7 @@ import (
 
 	"github.com/gwelb/gwelb/internal/rpcerr"
 	"github.com/gwelb/gwelb/internal/snapstream"
+	"github.com/gwelb/gwelb/internal/testnet"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -246,20 +248,6 @@ func startServer(t *testing.T, f *fakeAdmin, opts ...grpc.ServerOption) string {
 		<-done
 	})
 	return lis.Addr().String()
-}
-
-// closedAddr returns a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 type result struct {
@@ -593,7 +581,7 @@ func routeCluster(t *testing.T, routes ...string) (string, []string) {
 		st.Gossip = append(st.Gossip, &gwelbv1.GossipMember{Name: name, Status: "alive", GrpcAddr: addr})
 	}
 	st.Gossip = append(st.Gossip,
-		&gwelbv1.GossipMember{Name: "dead", Status: "dead", GrpcAddr: closedAddr(t)},
+		&gwelbv1.GossipMember{Name: "dead", Status: "dead", GrpcAddr: testnet.ClosedAddr(t)},
 		&gwelbv1.GossipMember{Name: "nogrpc", Status: "alive"},
 	)
 	return addrs[0], addrs
@@ -639,7 +627,7 @@ func TestRouteAllNodesUnreachable(t *testing.T) {
 	addr, _ := routeCluster(t, "1")
 	f := &fakeAdmin{status: &gwelbv1.StatusResponse{Node: "n0", Gossip: []*gwelbv1.GossipMember{
 		{Name: "n0", Status: "alive", GrpcAddr: addr},
-		{Name: "gone", Status: "alive", GrpcAddr: closedAddr(t)},
+		{Name: "gone", Status: "alive", GrpcAddr: testnet.ClosedAddr(t)},
 	}}}
 	r := cli(t, startServer(t, f), "route", "frontend", "abc", "--all-nodes")
 	wantFail(t, r, exitError, `1 of 2 nodes did not answer`)
@@ -851,7 +839,7 @@ func TestWatchInterrupt(t *testing.T) {
 
 func TestExitCodes(t *testing.T) {
 	ok := startServer(t, &fakeAdmin{status: cannedStatus()})
-	closed := closedAddr(t)
+	closed := testnet.ClosedAddr(t)
 	// The reason decides exit 4, not the words: this message avoids them,
 	// and the next two servers use them without the reason.
 	noLeader := startServer(t, &fakeAdmin{err: rpcerr.NoLeader("between elections; try again shortly")})
@@ -946,6 +934,44 @@ func TestRPCErrorMapping(t *testing.T) {
 	}
 }
 
+// TestAnswerBeatsConnectionState: an Unavailable the node sent is its own
+// answer (exit 1) even when the connection does not yet say Ready. grpc-go
+// hands a new connection to RPCs a moment before it reports it Ready, and a
+// fast answer used to land in that moment as "cannot reach" (exit 3): CI
+// saw it on "unavailable but reached".
+func TestAnswerBeatsConnectionState(t *testing.T) {
+	busy := startServer(t, &fakeAdmin{err: status.Error(codes.Unavailable, "node is shutting down")})
+	a := &app{timeout: time.Second, token: testToken}
+	n, err := a.dial(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.close()
+	// The stats handler marks the node's answer.
+	_, err = n.api.Status(t.Context(), &gwelbv1.StatusRequest{})
+	if !errors.As(err, new(answeredError)) || status.Code(err) != codes.Unavailable || status.Convert(err).Message() != "node is shutting down" {
+		t.Fatalf("the node's own answer: %v (%T), want it marked answered with its status kept", err, err)
+	}
+	// A connection that never came up is not an answer.
+	c, err := a.dial(testnet.ClosedAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	_, err = c.api.Status(t.Context(), &gwelbv1.StatusRequest{})
+	if errors.As(err, new(answeredError)) || status.Code(err) != codes.Unavailable {
+		t.Fatalf("refused connection: %v (%T), want an unmarked Unavailable", err, err)
+	}
+	// The marked answer decides on a connection that is not Ready.
+	if st := c.cc.GetState(); st == connectivity.Ready {
+		t.Fatalf("state %v, want a connection that is not Ready", st)
+	}
+	var ce *cliError
+	if !errors.As(c.fail("status", answeredError{status.Error(codes.Unavailable, "node is shutting down")}), &ce) || ce.code != exitError {
+		t.Fatalf("got %+v, want exit %d", ce, exitError)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	addr := startServer(t, &fakeAdmin{status: cannedStatus()})
 	for _, args := range [][]string{
@@ -1000,7 +1026,7 @@ func TestEnvironment(t *testing.T) {
 	wantOK(t, r)
 
 	// Flags beat the environment.
-	r = cliEnv(t, map[string]string{"GWELB_ADDR": closedAddr(t), "GWELB_TOKEN": "wrong"}, "--addr", addr, "--token", testToken, "raft", "peers")
+	r = cliEnv(t, map[string]string{"GWELB_ADDR": testnet.ClosedAddr(t), "GWELB_TOKEN": "wrong"}, "--addr", addr, "--token", testToken, "raft", "peers")
 	wantOK(t, r)
 	r = cliEnv(t, map[string]string{"GWELB_ADDR": addr, "GWELB_TOKEN": testToken}, "--token", "wrong", "raft", "peers")
 	wantFail(t, r, exitUnauthorised, `unauthorised`)
