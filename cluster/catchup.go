@@ -123,6 +123,9 @@ type freshness struct {
 	// lock-free; 0 while catching up.
 	until atomic.Int64
 
+	// rounds counts the catch-up rounds begun after the start (tests).
+	rounds atomic.Uint64
+
 	// refuseFor overrides staleRefuse (tests); 0 keeps the default.
 	refuseFor atomic.Int64
 	// askCut, tests only: while set, catch-up questions go unanswered
@@ -137,12 +140,12 @@ type freshness struct {
 
 // staleAfter is how long without news from the leader's log makes the
 // table suspect: two heartbeat timeouts. A healthy idle leader sends every
-// follower an AppendEntries with its commit index every commit timeout
-// (150-300 ms, raft's replicate loop) besides heartbeats, and one at once
-// after each commit (commitnotify.go); a contact counts as sent when the
-// one before it arrived, so an idle follower's news is at most about
-// 700 ms old (two waits and the 100 ms tick), and this leaves 300 ms for
-// a busy host before a needless catch-up.
+// follower an AppendEntries with its commit index a hold (600 ms) after
+// the previous one came back (transport.go) besides heartbeats, and one at
+// once after each commit (commitnotify.go); an idle one counts as sent a
+// hold after the one before it arrived, so an idle follower's news is at
+// most about 700 ms old (a hold, two round trips and the 100 ms tick),
+// and this leaves 300 ms for a busy host before a needless catch-up.
 func (n *Node) staleAfter() time.Duration { return 2 * n.cfg.Timing.HeartbeatTimeout }
 
 // staleRefuse is how long a node that knows it may be behind refuses to
@@ -232,6 +235,7 @@ func (n *Node) beginCatchUpLocked(reason string) *catchUp {
 	c := &catchUp{reason: reason, start: now, hold: now.Add(n.cfg.StartupCatchupTimeout), done: make(chan struct{})}
 	n.fresh.cur = c
 	n.fresh.until.Store(0)
+	n.fresh.rounds.Add(1)
 	n.log.Info("table may be behind the cluster's: catching up", "why", reason)
 	n.goRun(func(ctx context.Context) { n.runCatchUp(ctx, c) })
 	return c
@@ -593,9 +597,9 @@ func (p *peerClients) catchUpFresh(ctx context.Context, addr string, req *gwelbv
 }
 
 // raftInbox stands between raft's network transport and raft, and notes
-// each AppendEntries from a leader that is not a heartbeat: raft's
-// replicate loop sends one to every follower every commit timeout with
-// the leader's commit index, entries or not. A follower that has applied
+// each AppendEntries from a leader that is not a heartbeat: the leader
+// sends one to every follower at least every hold (transport.go) with its
+// commit index, entries or not. A follower that has applied
 // that index held everything the leader had committed when it was sent
 // (checkFreshness). Heartbeats go round the inbox, straight to raft
 // (NetworkTransport's fast path), and are not evidence of the log.
@@ -605,6 +609,11 @@ type raftInbox struct {
 	rpcs  chan raft.RPC
 	last  atomic.Pointer[replContact]
 	stall atomic.Pointer[inboxStall] // tests: a network that stopped delivering
+	// appends counts the AppendEntries passed to raft (tests).
+	appends atomic.Uint64
+	// holdOf returns how long the named leader holds an idle
+	// AppendEntries (transport.go), 0 when unknown.
+	holdOf func(leader string) time.Duration
 }
 
 // replContact is one AppendEntries as the inbox passed it to raft.
@@ -614,9 +623,9 @@ type raftInbox struct {
 // heals, and say nothing of what the leader committed meanwhile. Raft
 // sends a follower its next AppendEntries only once the previous one has
 // been answered (one in flight: pipelining is off, node.go), so each was
-// sent after the one before it arrived; sent is that arrival, within a
-// commit timeout or so of the truth. The first of a term has no such
-// bound and counts for nothing.
+// sent after the one before it arrived; sent is that arrival, or, for an
+// idle one, that arrival plus the leader's hold (contact). The first of a
+// term has no such bound and counts for nothing.
 type replContact struct {
 	sent   time.Time // no later than it was sent; zero when unknown
 	at     time.Time // when it arrived
@@ -673,11 +682,8 @@ func (in *raftInbox) run(ctx context.Context) {
 		}
 		in.held(false)
 		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
-			c := &replContact{at: time.Now(), term: req.Term, commit: req.LeaderCommitIndex}
-			if prev := in.last.Load(); prev != nil && prev.term == req.Term {
-				c.sent = prev.at
-			}
-			in.last.Store(c)
+			in.last.Store(in.contact(req, time.Now()))
+			in.appends.Add(1)
 		}
 		select {
 		case in.rpcs <- rpc:
@@ -685,6 +691,30 @@ func (in *raftInbox) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// contact is what an AppendEntries arriving at now tells of the leader's
+// log: its commit index, sent no earlier than the previous one's arrival
+// (one in flight), or, for an idle one (no entries, the previous commit
+// index), than that arrival plus the hold the leader gossips (its
+// transport sent it no sooner, transport.go; the leader applies the same
+// test against the previous one it sent, and whenever this node's previous
+// differs from that one, an answer was lost and the leader's held
+// longer). A hold that would put the sending after the arrival is not the
+// leader's and counts for nothing.
+func (in *raftInbox) contact(req *raft.AppendEntriesRequest, now time.Time) *replContact {
+	c := &replContact{at: now, term: req.Term, commit: req.LeaderCommitIndex}
+	prev := in.last.Load()
+	if prev == nil || prev.term != req.Term {
+		return c
+	}
+	c.sent = prev.at
+	if len(req.Entries) == 0 && prev.commit == req.LeaderCommitIndex && in.holdOf != nil {
+		if h := in.holdOf(string(req.RPCHeader.ID)); h > 0 && !prev.at.Add(h).After(now) {
+			c.sent = prev.at.Add(h)
+		}
+	}
+	return c
 }
 
 // Ready reports whether the node may route: nil once it has caught up with

@@ -116,19 +116,18 @@ type Timing struct {
 	ElectionTimeout  time.Duration // default 500 ms
 	// LeaderLeaseTimeout: a leader that has not heard from a majority for
 	// this long steps down. Default: HeartbeatTimeout (500 ms), the most
-	// raft allows. The leader heartbeats each follower every 150-300 ms
-	// (leader.go paceHeartbeats) and its log every 150-300 ms, so a
-	// shorter lease made a leader whose process stalled for 50 ms on a
-	// busy host step down; reads never rely on the lease (catch-up and
-	// leader duties go through a barrier, catchup.go).
+	// raft allows. The leader heartbeats each voter every 150-300 ms
+	// (leader.go paceHeartbeats), so a shorter lease made a leader whose
+	// process stalled for 50 ms on a busy host step down; reads never rely
+	// on the lease (catch-up and leader duties go through a barrier,
+	// catchup.go).
 	LeaderLeaseTimeout time.Duration
-	// CommitTimeout: how often an idle leader sends each follower an
-	// AppendEntries (default three tenths of HeartbeatTimeout, 150 ms:
-	// raft waits 150-300 ms), the follower's proof that it has the
-	// leader's log (catchup.go: news at most about 700 ms old, 300 ms
-	// inside the staleness bound; 200 ms left only 100 ms).
-	// Commits do not wait for it: the leader tells followers of each at
-	// once (commitnotify.go).
+	// CommitTimeout: an idle leader sends each follower an AppendEntries
+	// every four of these (default three tenths of HeartbeatTimeout,
+	// 150 ms: one every 600 ms, transport.go), the follower's proof that
+	// it has the leader's log (catchup.go: news at most about 700 ms old,
+	// 300 ms inside the staleness bound). Commits do not wait for it: the
+	// leader tells followers of each at once (commitnotify.go).
 	CommitTimeout time.Duration
 	GossipProfile string // "lan" (default) or "local": memberlist's LAN or loopback profile
 }

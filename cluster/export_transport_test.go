@@ -1,6 +1,39 @@
 package cluster
 
+import "time"
+
 // HeartbeatsAnswered counts the heartbeats to non-voters this node, as
 // leader, answered without sending (transport.go), for
 // TestNonVoterHeartbeatsRideOnAppendEntries.
 func (n *Node) HeartbeatsAnswered() uint64 { return n.raftTrans.skipped.Load() }
+
+// AppendEntriesHeld counts the idle AppendEntries this node, as leader,
+// held (transport.go), and of those the ones an append released and the
+// follower's last answer stood in for.
+func (n *Node) AppendEntriesHeld() (held, spared uint64) {
+	return n.raftTrans.held.Load(), n.raftTrans.spared.Load()
+}
+
+// AppendEntriesHolding counts the idle AppendEntries this node holds now.
+func (n *Node) AppendEntriesHolding() int64 { return n.raftTrans.holding.Load() }
+
+// HoldIdleAppends sets how long this node, as leader, holds an idle
+// AppendEntries (4 commit timeouts by default); its gossip still says the
+// default, which followers then undercount: on the safe side.
+func (n *Node) HoldIdleAppends(d time.Duration) { n.raftTrans.holdIdle.Store(int64(d)) }
+
+// AppendEntriesReceived counts the AppendEntries (not heartbeats) this
+// node's Raft received.
+func (n *Node) AppendEntriesReceived() uint64 { return n.inbox.appends.Load() }
+
+// CatchUpRounds counts the catch-up rounds this node began after it
+// started (catchup.go): a needless one is a node that thought its table
+// stale.
+func (n *Node) CatchUpRounds() uint64 { return n.fresh.rounds.Load() }
+
+// IdleHold is how long this node, as leader, holds an idle AppendEntries.
+func (n *Node) IdleHold() time.Duration { return time.Duration(n.raftTrans.holdIdle.Load()) }
+
+// LeaderIdleHold is the hold this node's leader gossips, which it counts
+// on (catchup.go); 0 when it does not know it.
+func (n *Node) LeaderIdleHold() time.Duration { return n.idleHoldOf(n.Leader()) }

@@ -29,6 +29,11 @@ type nodeMeta struct {
 	// NonVoter asks the leader to admit the node as a Raft non-voter
 	// (suffrage.go).
 	NonVoter bool `json:"nv,omitempty"`
+	// IdleHold is how long, in milliseconds, the node as leader holds an
+	// idle AppendEntries after the previous one to the same follower came
+	// back (transport.go): its followers count one as sent that much after
+	// the previous arrival (catchup.go). Absent (an older build): 0.
+	IdleHold int64 `json:"ih,omitempty"`
 }
 
 // maxDepartures bounds how many graceful leavers a node remembers. A
@@ -327,6 +332,19 @@ func (n *Node) grpcAddrOf(name string) string {
 	return ""
 }
 
+// idleHoldOf returns how long the named node holds an idle AppendEntries
+// as leader, by its gossip; 0 when gossip does not list it.
+func (n *Node) idleHoldOf(name string) time.Duration {
+	v := &n.view
+	v.mu.Lock()
+	m, ok := v.members[name]
+	v.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return time.Duration(m.Meta.IdleHold) * time.Millisecond
+}
+
 // remember keeps the admin address a peer advertises (see grpcAddrOf).
 func (n *Node) remember(m *memberlist.Node) {
 	var meta nodeMeta
@@ -348,7 +366,7 @@ func (n *Node) kick() {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load()})
+	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load(), IdleHold: idleHold(d.n.cfg.Timing).Milliseconds()})
 	if len(b) > limit {
 		return nil
 	}

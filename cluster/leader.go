@@ -46,14 +46,14 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 // is than the followers' while it leads (DESIGN.md §1.3): raft sends each
 // follower a heartbeat every HeartbeatTimeout/10 to 2×/10 of the leader's
 // own setting, 50-100 ms at the 500 ms default, which was a third of an
-// idle leader's CPU. At factor 3 they go every 150-300 ms; with the
-// AppendEntries of the commit timeout (150-300 ms, config.go) a follower
-// hears from the leader at least every 300 ms, which keeps every
-// follower's election timer (500-1000 ms) and the leader's lease (500 ms
-// by default) fed with 200 ms to spare for a stalled process, and the
-// heartbeats alone still do it while replication to a follower is stuck
-// (a slow disk, a snapshot on its way). Factor 4 saved another 0.6% of a
-// core at 50 nodes but left 100 ms.
+// idle leader's CPU. At factor 3 they go every 150-300 ms, so a voter
+// hears from the leader at least every 300 ms, by heartbeats alone (an
+// idle leader's AppendEntries go every 600 ms, transport.go, and not at
+// all while replication to a follower is stuck: a slow disk, a snapshot
+// on its way), which keeps every voter's election timer (500-1000 ms) and
+// the leader's lease (500 ms by default) fed with 200 ms to spare for a
+// stalled process. Factor 4 saved another 0.6% of a core at 50 nodes but
+// left 100 ms.
 const leaderHeartbeatFactor = 3
 
 // nonVoterHeartbeatTimeout is a non-voter's raft heartbeat timeout

@@ -33,7 +33,7 @@ type Node struct {
 	logStore  *raftboltdb.BoltStore
 	transport *raft.NetworkTransport
 	inbox     *raftInbox     // between transport and raft: notes the leader's AppendEntries (catchup.go)
-	raftTrans *raftTransport // what raft runs on: the inbox, and heartbeats to non-voters answered (transport.go)
+	raftTrans *raftTransport // what raft runs on: the inbox, heartbeats to non-voters answered, idle AppendEntries held (transport.go)
 	snaps     raft.SnapshotStore
 	suffrage  *suffrageTracker // a node asking to be a non-voter: whether it is a voter all the same (logstore.go)
 
@@ -222,6 +222,7 @@ func (n *Node) startRaft() (existing bool, err error) {
 	// Raft reads its RPCs through the inbox, which tells the freshness
 	// monitor when the leader's log last reached this node (catchup.go).
 	n.inbox = newRaftInbox(n.ctx, trans)
+	n.inbox.holdOf = n.idleHoldOf
 	n.goRun(n.inbox.run)
 	// The newest entries are read again for every AppendEntries (the
 	// previous entry's term): a cache in front of BoltDB spares decoding
@@ -231,7 +232,8 @@ func (n *Node) startRaft() (existing bool, err error) {
 		return false, fmt.Errorf("raft log cache: %w", err)
 	}
 	n.raftTrans = newRaftTransport(n.inbox, n.cfg.Timing)
-	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, cached, stable, snapStore, n.raftTrans)
+	// The transport holds idle AppendEntries until the log grows (transport.go).
+	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, heldLogStore{LogCache: cached, trans: n.raftTrans}, stable, snapStore, n.raftTrans)
 	if err != nil {
 		return false, fmt.Errorf("start raft: %w", err)
 	}

@@ -84,18 +84,21 @@ func (s *raftStream) Close() error { return s.ln.Close() }
 func (s *raftStream) Addr() net.Addr { return s.advertise }
 
 // raftTransport is the transport raft runs on: the inbox (catchup.go) for
-// what arrives, and for what leaves, one change: a heartbeat to a
-// non-voter is answered from the AppendEntries that reached it a moment
-// ago instead of being sent (DESIGN.md §1.3).
+// what arrives, and for what leaves, two changes (DESIGN.md §1.3): a
+// heartbeat to a non-voter is answered from the AppendEntries that reached
+// it a moment ago instead of being sent, and an idle AppendEntries (no
+// entries, the commit index of the one before) goes out no sooner than
+// holdIdle after the one before it came back.
 //
 // Why: an idle leader sends every follower a heartbeat and an
 // AppendEntries each every 150-300 ms, and at 5 voters and 45 non-voters
-// those RPCs were most of its CPU (issue 13). A non-voter needs neither
-// for an election (it never stands) nor for the leader's lease (raft
-// counts voters only); its heartbeats only keep its own heartbeat timer
-// from deciding that the leader is gone, and that timer runs at the
-// leader's pace, 1.5 s by default (leader.go paceHeartbeats). The
-// AppendEntries of the commit timeout reset it too, so a heartbeat due
+// those RPCs were most of its CPU (issue 13).
+//
+// Heartbeats: a non-voter needs them neither for an election (it never
+// stands) nor for the leader's lease (raft counts voters only); they only
+// keep its own heartbeat timer from deciding that the leader is gone, and
+// that timer runs at the leader's pace, 1.5 s by default (leader.go
+// paceHeartbeats). The AppendEntries reset it too, so a heartbeat due
 // within skipWithin of one that the non-voter answered says nothing new.
 // skipWithin leaves the timer its margin should the AppendEntries stop (a
 // slow disk, a snapshot on its way, a stalled connection): the heartbeats
@@ -103,35 +106,84 @@ func (s *raftStream) Addr() net.Addr { return s.advertise }
 // heartbeat. The freshness monitor never counted heartbeats (catchup.go).
 // A non-voter of an older build, at 500 ms, may stop naming the leader
 // for a moment when its AppendEntries stall; nothing else changes.
+//
+// Idle AppendEntries: raft sends one every commit timeout (150-300 ms)
+// only so that a follower learns the commit index and knows it has the
+// leader's log (catchup.go's freshness); nothing in it is new. Held to a
+// fixed cadence, a follower may count one as sent no earlier than the
+// arrival of the one before plus the hold, which it reads from the
+// leader's gossip (nodeMeta "ih"): its news is then as fresh at one
+// AppendEntries every 600 ms as it was at one every 150-300 ms counted
+// from the previous arrival alone (both at most about 700 ms old). The
+// moment the leader appends (heldLogStore), a held one is answered from the
+// follower's last answer instead of being sent, so raft's replication
+// loop goes on at once to send the new entries.
 type raftTransport struct {
 	*raftInbox
 	// skipWithin is how recently an AppendEntries to a non-voter must have
 	// been answered for its heartbeat to be answered without sending; 0
 	// sends every heartbeat.
 	skipWithin time.Duration
-	nonVoter   atomic.Pointer[func(raft.ServerID) bool] // set once raft runs
+	// holdIdle is how long (a time.Duration) after the previous
+	// AppendEntries to a follower came back an idle one is sent; 0 sends
+	// each at once. Atomic for tests, which lengthen it.
+	holdIdle atomic.Int64
+	nonVoter atomic.Pointer[func(raft.ServerID) bool] // set once raft runs
 
 	mu      sync.Mutex
-	acked   map[raft.ServerID]appendAck // the last AppendEntries answered, per follower
-	skipped atomic.Uint64               // heartbeats answered without sending
+	acked   map[raft.ServerID]appendAck  // the last AppendEntries answered, per follower
+	sent    map[raft.ServerID]appendSent // the last AppendEntries sent, per follower
+	release chan struct{}                // closed (and replaced) when the leader appends
+	// stored is the last index of the newest entries this node stored: an
+	// idle AppendEntries whose previous index is older must not be held.
+	stored  atomic.Uint64
+	skipped atomic.Uint64 // heartbeats answered without sending
+	held    atomic.Uint64 // idle AppendEntries held
+	holding atomic.Int64  // idle AppendEntries held now
+	spared  atomic.Uint64 // held AppendEntries answered without sending, released by an append
 }
 
 // appendAck is an AppendEntries a follower answered with success.
 type appendAck struct {
 	at   time.Time
 	term uint64
+	last uint64 // the last index the follower confirmed
 	resp raft.AppendEntriesResponse
+}
+
+// appendSent is the last AppendEntries sent to a follower (answered or
+// failed).
+type appendSent struct {
+	term   uint64
+	commit uint64
+	done   time.Time // when the call came back
 }
 
 func newRaftTransport(in *raftInbox, t Timing) *raftTransport {
 	// After the last answer a heartbeat may be answered for the non-voter's
 	// heartbeat timeout less the longest wait for the next AppendEntries
-	// (two commit timeouts: raft waits one to two) and a tenth of the
-	// configured heartbeat timeout for a slow process: 1.15 s at the
-	// defaults (1.5 s, 150 ms, 500 ms).
-	skip := max(nonVoterHeartbeatTimeout(t)-2*t.CommitTimeout-t.HeartbeatTimeout/10, 0)
-	return &raftTransport{raftInbox: in, skipWithin: skip, acked: map[raft.ServerID]appendAck{}}
+	// (the hold, past which raft's wait of one to two commit timeouts has
+	// always fired) and a tenth of the configured heartbeat timeout for a
+	// slow process: 1.5 s - 600 ms - 50 ms = 850 ms at the defaults.
+	hold := idleHold(t)
+	skip := max(nonVoterHeartbeatTimeout(t)-max(hold, 2*t.CommitTimeout)-t.HeartbeatTimeout/10, 0)
+	tr := &raftTransport{
+		raftInbox: in, skipWithin: skip,
+		acked: map[raft.ServerID]appendAck{}, sent: map[raft.ServerID]appendSent{},
+		release: make(chan struct{}),
+	}
+	tr.holdIdle.Store(int64(hold))
+	return tr
 }
+
+// idleHold is how long the leader holds an idle AppendEntries after the
+// previous one to the same follower came back: four commit timeouts,
+// 600 ms at the defaults. Raft's own wait (one to two commit timeouts)
+// has always fired by then, so they go out at a fixed cadence, and a
+// follower's news is at most one hold and a freshness tick old (plus two
+// round trips), the bound it had with raft's cadence counted from the
+// previous arrival alone (catchup.go).
+func idleHold(t Timing) time.Duration { return 4 * t.CommitTimeout }
 
 // isHeartbeat tells raft's heartbeats from its AppendEntries by the test
 // NetworkTransport applies on the receiving side (net_transport.go), less
@@ -142,25 +194,105 @@ func isHeartbeat(a *raft.AppendEntriesRequest) bool {
 		a.PrevLogEntry == 0 && a.PrevLogTerm == 0 && len(a.Entries) == 0 && a.LeaderCommitIndex == 0
 }
 
+// errHoldReleased fails a held idle AppendEntries that the leader's append
+// released when the follower's last answer cannot stand in for it (the
+// one before failed): raft retries at once with the new entries.
+var errHoldReleased = errors.New("idle AppendEntries not sent: the leader appended while it was held")
+
 // AppendEntries sends an AppendEntries or a heartbeat to a follower,
 // unless it is a heartbeat to a non-voter that has just answered an
-// AppendEntries (see raftTransport).
+// AppendEntries, and holds an idle AppendEntries (see raftTransport).
 func (t *raftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	beat := isHeartbeat(args)
-	if beat && t.answered(id, args.Term, resp) {
-		return nil
+	if isHeartbeat(args) {
+		if t.answered(id, args.Term, resp) {
+			return nil
+		}
+		return t.raftInbox.AppendEntries(id, target, args, resp)
+	}
+	if !t.hold(id, args) {
+		if t.answerIdle(id, args, resp) {
+			t.spared.Add(1)
+			return nil
+		}
+		return errHoldReleased
 	}
 	err := t.raftInbox.AppendEntries(id, target, args, resp)
-	if !beat {
-		t.mu.Lock()
-		if err == nil && resp.Success {
-			t.acked[id] = appendAck{at: time.Now(), term: args.Term, resp: *resp}
-		} else {
-			delete(t.acked, id)
-		}
-		t.mu.Unlock()
+	now := time.Now()
+	t.mu.Lock()
+	t.sent[id] = appendSent{term: args.Term, commit: args.LeaderCommitIndex, done: now}
+	if err == nil && resp.Success {
+		t.acked[id] = appendAck{at: now, term: args.Term, last: args.PrevLogEntry + uint64(len(args.Entries)), resp: *resp}
+	} else {
+		delete(t.acked, id)
 	}
+	t.mu.Unlock()
 	return err
+}
+
+// hold waits until an idle AppendEntries to id may go out, holdIdle after
+// the previous one came back; it reports false when the leader appended
+// meanwhile (or the node stops), and then the AppendEntries must not be
+// sent: the follower would count it as sent a hold after the previous one
+// arrived. Any other AppendEntries goes at once (true).
+func (t *raftTransport) hold(id raft.ServerID, args *raft.AppendEntriesRequest) bool {
+	holdFor := time.Duration(t.holdIdle.Load())
+	if holdFor <= 0 || len(args.Entries) > 0 {
+		return true
+	}
+	t.mu.Lock()
+	prev, ok := t.sent[id]
+	release := t.release
+	t.mu.Unlock()
+	// The same predicate as the follower's (raftInbox.run): the first of a
+	// term, or one with a new commit index, is news and goes at once.
+	if !ok || prev.term != args.Term || prev.commit != args.LeaderCommitIndex {
+		return true
+	}
+	// Entries stored after raft built this request are on their way:
+	// stored is set before release is closed, so one of the two shows them.
+	if t.stored.Load() > args.PrevLogEntry {
+		return false
+	}
+	wait := time.Until(prev.done.Add(holdFor))
+	if wait <= 0 {
+		return true
+	}
+	t.held.Add(1)
+	t.holding.Add(1)
+	defer t.holding.Add(-1)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-release:
+		return false
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+// appended records that this node stored entries up to last and releases
+// every held idle AppendEntries (the leader's log store calls it).
+func (t *raftTransport) appended(last uint64) {
+	t.stored.Store(last)
+	t.mu.Lock()
+	close(t.release)
+	t.release = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// answerIdle fills resp for an idle AppendEntries that is not sent from the
+// follower's last answer, if that confirmed the same log in this term.
+func (t *raftTransport) answerIdle(id raft.ServerID, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) bool {
+	t.mu.Lock()
+	a, ok := t.acked[id]
+	t.mu.Unlock()
+	if !ok || a.term != args.Term || a.last != args.PrevLogEntry {
+		return false
+	}
+	*resp = a.resp
+	return true
 }
 
 // answered fills resp from the non-voter id's last AppendEntries answer if
@@ -181,4 +313,25 @@ func (t *raftTransport) answered(id raft.ServerID, term uint64, resp *raft.Appen
 	*resp = a.resp
 	t.skipped.Add(1)
 	return true
+}
+
+// heldLogStore is the log store raft runs on: it tells the transport of every
+// append, so that held idle AppendEntries give way to the new entries.
+type heldLogStore struct {
+	*raft.LogCache
+	trans *raftTransport
+}
+
+// StoreLog stores one entry.
+func (s heldLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs stores the entries, then releases held idle AppendEntries.
+func (s heldLogStore) StoreLogs(logs []*raft.Log) error {
+	if err := s.LogCache.StoreLogs(logs); err != nil {
+		return err
+	}
+	if len(logs) > 0 {
+		s.trans.appended(logs[len(logs)-1].Index)
+	}
+	return nil
 }

@@ -1,0 +1,97 @@
+package cluster_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/gwelb/gwelb/cluster/clustertest"
+)
+
+// An idle leader holds its AppendEntries to a fixed cadence of one hold
+// (4 commit timeouts, 600 ms) after the previous one came back, instead of
+// raft's one to two commit timeouts, and its followers, counting each idle
+// one as sent a hold after the previous arrival, stay fresh throughout
+// (DESIGN.md §1.3, §6.1): no catch-up round begins. Without the hold,
+// each follower receives 13-27 AppendEntries in the 4 s window; counted
+// from the previous arrival alone, the followers' news would look 1.2 s
+// old and they would catch up every second.
+func TestIdleAppendEntriesHeld(t *testing.T) {
+	c := clustertest.New(t, 3)
+	nv := c.Start(c.NonVoterConfig("nv1"))
+	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter", func() bool {
+		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter"
+	})
+	nv.WaitServing(t, 20*time.Second)
+	leader := c.WaitLeader()
+	hold := leader.Node.IdleHold()
+	if hold != 600*time.Millisecond {
+		t.Fatalf("hold %v, want 600ms (4 commit timeouts)", hold)
+	}
+	followers := c.Followers()
+	clustertest.WaitFor(t, 20*time.Second, "every follower knows the leader's hold from gossip", func() bool {
+		for _, f := range followers {
+			if f.Node.LeaderIdleHold() != hold {
+				return false
+			}
+		}
+		return true
+	})
+	received := map[string]uint64{}
+	rounds := map[string]uint64{}
+	for _, f := range followers {
+		received[f.Cfg.Name] = f.Node.AppendEntriesReceived()
+		rounds[f.Cfg.Name] = f.Node.CatchUpRounds()
+	}
+	held, _ := leader.Node.AppendEntriesHeld()
+
+	const window = 4 * time.Second
+	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for _, f := range followers {
+			if !f.Node.Fresh(time.Now().UnixNano()) {
+				t.Fatalf("%s does not trust its table while the cluster idles", f.Cfg.Name)
+			}
+		}
+	}
+	for _, f := range followers {
+		name := f.Cfg.Name
+		n := f.Node.AppendEntriesReceived() - received[name]
+		if most := uint64(window/hold) + 2; n < 2 || n > most {
+			t.Errorf("%s received %d AppendEntries in %v, want 2..%d (one a hold after the previous came back)", name, n, window, most)
+		}
+		if r := f.Node.CatchUpRounds() - rounds[name]; r != 0 {
+			t.Errorf("%s began %d catch-up rounds while the cluster idled", name, r)
+		}
+	}
+	if n, _ := leader.Node.AppendEntriesHeld(); n-held < uint64(len(followers)) {
+		t.Errorf("the leader held %d idle AppendEntries in %v, want at least one per follower", n-held, window)
+	}
+}
+
+// A held idle AppendEntries gives way the moment the leader appends: with
+// the hold made an hour and the followers' catch-up questions cut off
+// (their answers would carry the change too), a member added on the
+// leader is applied by every follower's own Raft well within the wait.
+// Without the release, raft's replication loop to each follower sat in
+// the held call for the hour.
+func TestHeldAppendEntriesGiveWayToWrites(t *testing.T) {
+	c := clustertest.New(t, 3)
+	leader := c.WaitLeader()
+	for _, f := range c.Followers() {
+		t.Cleanup(f.Node.CutCatchUp())
+	}
+	leader.Node.HoldIdleAppends(time.Hour)
+	for i, route := range []string{"4", "5"} { // the second: held again after the first
+		clustertest.WaitFor(t, 10*time.Second, "an idle AppendEntries held for each follower", func() bool {
+			return leader.Node.AppendEntriesHolding() == 2
+		})
+		_, spared := leader.Node.AppendEntriesHeld()
+		putMember(t, c, leader, route, c.GWE["1"].URL)
+		c.WaitAll("member "+route+" in every node's own FSM", func(tn *clustertest.Node) bool {
+			_, ok := tn.Node.Table().Pool("backend").Lookup(route)
+			return ok
+		})
+		if _, n := leader.Node.AppendEntriesHeld(); n-spared < 2 {
+			t.Errorf("change %d: %d held AppendEntries answered from the follower's last answer, want one per follower", i+1, n-spared)
+		}
+	}
+}
