@@ -123,9 +123,6 @@ type freshness struct {
 	// lock-free; 0 while catching up.
 	until atomic.Int64
 
-	// rounds counts the catch-up rounds begun after the start (tests).
-	rounds atomic.Uint64
-
 	// refuseFor overrides staleRefuse (tests); 0 keeps the default.
 	refuseFor atomic.Int64
 	// askCut, tests only: while set, catch-up questions go unanswered
@@ -235,7 +232,7 @@ func (n *Node) beginCatchUpLocked(reason string) *catchUp {
 	c := &catchUp{reason: reason, start: now, hold: now.Add(n.cfg.StartupCatchupTimeout), done: make(chan struct{})}
 	n.fresh.cur = c
 	n.fresh.until.Store(0)
-	n.fresh.rounds.Add(1)
+	n.metrics.CatchUpRounds.Inc()
 	n.log.Info("table may be behind the cluster's: catching up", "why", reason)
 	n.goRun(func(ctx context.Context) { n.runCatchUp(ctx, c) })
 	return c

@@ -295,11 +295,13 @@ func TestHealedFollowerDoesNotMoveSessions(t *testing.T) {
 	f := c.Followers()[0]
 	f.WaitServing(t, 20*time.Second)
 
+	rounds := f.Node.CatchUpRounds()
 	resume := f.Node.StallRaft(true)
 	t.Cleanup(resume)
 	heal := f.Node.CutCatchUp()
 	t.Cleanup(heal)
 	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+" to know it may be behind", func() bool { return !f.Node.Fresh(time.Now().UnixNano()) })
+	clustertest.WaitFor(t, 10*time.Second, f.Cfg.Name+"'s catch-up round counted (gwelb_catchup_rounds_total)", func() bool { return f.Node.CatchUpRounds() > rounds })
 
 	putBackend(t, c, leader, "added", added.URL)
 	if server, _, err := clustertest.Get(t, leader, "/backend/x", "ROUTEID=.added"); err != nil || server != "added" {

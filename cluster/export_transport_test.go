@@ -1,6 +1,10 @@
 package cluster
 
-import "time"
+import (
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
 
 // HeartbeatsAnswered counts the heartbeats to non-voters this node, as
 // leader, answered without sending (transport.go), for
@@ -29,7 +33,13 @@ func (n *Node) AppendEntriesReceived() uint64 { return n.inbox.appends.Load() }
 // CatchUpRounds counts the catch-up rounds this node began after it
 // started (catchup.go): a needless one is a node that thought its table
 // stale.
-func (n *Node) CatchUpRounds() uint64 { return n.fresh.rounds.Load() }
+func (n *Node) CatchUpRounds() uint64 {
+	var m dto.Metric
+	if err := n.metrics.CatchUpRounds.Write(&m); err != nil {
+		panic(err)
+	}
+	return uint64(m.GetCounter().GetValue())
+}
 
 // IdleHold is how long this node, as leader, holds an idle AppendEntries.
 func (n *Node) IdleHold() time.Duration { return time.Duration(n.raftTrans.holdIdle.Load()) }

@@ -94,6 +94,9 @@ func TestMetricsThreeNodes(t *testing.T) {
 		if v, _ := f.Value(metrics.LeaderChangesTotal); v < 1 {
 			why = append(why, "no leader change counted")
 		}
+		if _, ok := f.Value(metrics.CatchUpRoundsTotal); !ok {
+			why = append(why, "no catch-up rounds counter")
+		}
 		if v, _ := f.Value(metrics.TableIndex); v < 1 {
 			why = append(why, "no table index")
 		}

@@ -50,6 +50,7 @@ const (
 	TableIndex               = "gwelb_table_index"
 	LastQuorumContactSeconds = "gwelb_last_quorum_contact_seconds"
 	LeaderChangesTotal       = "gwelb_leader_changes_total"
+	CatchUpRoundsTotal       = "gwelb_catchup_rounds_total"
 )
 
 // Re-pin causes: why a request that carried a route was served by another
@@ -289,6 +290,10 @@ type Cluster struct {
 	// LeaderChanges counts changes of the leader this node knows,
 	// including to "no leader".
 	LeaderChanges prometheus.Counter
+	// CatchUpRounds counts the catch-up rounds this node began after it
+	// started: its table went without news from the leader's log for the
+	// staleness bound, or the node did not run for that long.
+	CatchUpRounds prometheus.Counter
 
 	state sync.Mutex // guards src
 	src   func() ClusterState
@@ -330,6 +335,8 @@ func NewCluster() *Cluster {
 			Help: "Failed health probes of the member from this node: active probes, and connection failures the data plane reported (they count as failed probes)."}, mr),
 		LeaderChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: LeaderChangesTotal,
 			Help: "Changes of the Raft leader this node has seen, a change to no leader included."}),
+		CatchUpRounds: prometheus.NewCounter(prometheus.CounterOpts{Name: CatchUpRoundsTotal,
+			Help: "Catch-up rounds this node began after it started: its table went without news from the leader's log for 2 x heartbeat_timeout, or the node did not run for that long (DESIGN.md section 6.1)."}),
 		memberUp:    prometheus.NewDesc(MemberUp, "The cluster's verdict on the member (a majority of balancer nodes decides): 1 up, 0 down.", mr, nil),
 		adminState:  prometheus.NewDesc(MemberAdminState, "1 for the member's admin state (active, drain, disabled), 0 for the others.", []string{"pool", "route", "state"}, nil),
 		raftLeader:  prometheus.NewDesc(RaftLeader, "1 on the Raft leader, 0 on other nodes.", nil, nil),
@@ -351,6 +358,7 @@ func (c *Cluster) Describe(ch chan<- *prometheus.Desc) {
 	c.ProbeDuration.Describe(ch)
 	c.ProbeFailures.Describe(ch)
 	c.LeaderChanges.Describe(ch)
+	c.CatchUpRounds.Describe(ch)
 	for _, d := range []*prometheus.Desc{c.memberUp, c.adminState, c.raftLeader, c.tableIndex, c.lastContact} {
 		ch <- d
 	}
@@ -361,6 +369,7 @@ func (c *Cluster) Collect(ch chan<- prometheus.Metric) {
 	c.ProbeDuration.Collect(ch)
 	c.ProbeFailures.Collect(ch)
 	c.LeaderChanges.Collect(ch)
+	c.CatchUpRounds.Collect(ch)
 	c.state.Lock()
 	src := c.src
 	c.state.Unlock()
