@@ -3,6 +3,7 @@ package cluster
 import (
 	"time"
 
+	"github.com/hashicorp/raft"
 	dto "github.com/prometheus/client_model/go"
 )
 
@@ -47,3 +48,14 @@ func (n *Node) IdleHold() time.Duration { return time.Duration(n.raftTrans.holdI
 // LeaderIdleHold is the hold this node's leader gossips, which it counts
 // on (catchup.go); 0 when it does not know it.
 func (n *Node) LeaderIdleHold() time.Duration { return n.idleHoldOf(n.Leader()) }
+
+// GossipNoHold makes this node behave as a build before the hold of idle
+// AppendEntries: it gossips no hold and counts on none.
+func (n *Node) GossipNoHold() error {
+	n.noHold.Store(true)
+	return n.gossip.UpdateNode(2 * time.Second)
+}
+
+// CountsHold reports whether this node, as leader, holds the idle
+// AppendEntries to the named follower.
+func (n *Node) CountsHold(name string) bool { return n.countsHold(raft.ServerID(name)) }

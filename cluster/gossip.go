@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 )
 
 // nodeMeta is what a node tells its peers about itself through gossip
@@ -335,6 +336,9 @@ func (n *Node) grpcAddrOf(name string) string {
 // idleHoldOf returns how long the named node holds an idle AppendEntries
 // as leader, by its gossip; 0 when gossip does not list it.
 func (n *Node) idleHoldOf(name string) time.Duration {
+	if n.noHold.Load() {
+		return 0
+	}
 	v := &n.view
 	v.mu.Lock()
 	m, ok := v.members[name]
@@ -343,6 +347,29 @@ func (n *Node) idleHoldOf(name string) time.Duration {
 		return 0
 	}
 	return time.Duration(m.Meta.IdleHold) * time.Millisecond
+}
+
+// gossipedHold is the hold this node gossips: its transport's (0 while a
+// test makes it behave as a build before holds).
+func (n *Node) gossipedHold() time.Duration {
+	if n.noHold.Load() {
+		return 0
+	}
+	return idleHold(n.cfg.Timing)
+}
+
+// countsHold reports whether the follower named id counts on the leader's
+// hold of idle AppendEntries (transport.go): every node whose gossip
+// carries a hold does, and so does one gossip does not list (a new node
+// whose meta has not arrived, or one cut off from gossip: holding is the
+// safe side, since one that does count on it must always be held); only a
+// node that gossips without a hold, an older build, does not.
+func (n *Node) countsHold(id raft.ServerID) bool {
+	v := &n.view
+	v.mu.Lock()
+	m, ok := v.members[string(id)]
+	v.mu.Unlock()
+	return !ok || m.Meta.IdleHold > 0
 }
 
 // remember keeps the admin address a peer advertises (see grpcAddrOf).
@@ -366,7 +393,7 @@ func (n *Node) kick() {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load(), IdleHold: idleHold(d.n.cfg.Timing).Milliseconds()})
+	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load(), IdleHold: d.n.gossipedHold().Milliseconds()})
 	if len(b) > limit {
 		return nil
 	}

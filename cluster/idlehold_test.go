@@ -95,3 +95,35 @@ func TestHeldAppendEntriesGiveWayToWrites(t *testing.T) {
 		}
 	}
 }
+
+// A follower of a build before the hold (its gossip carries none) counts
+// each AppendEntries as sent when the previous arrived, so the leader
+// sends it raft's cadence: held, its news would look a hold older and it
+// would catch up every second, as during a rolling upgrade whose first new
+// node leads.
+func TestOlderFollowerGetsRaftsCadence(t *testing.T) {
+	c := clustertest.New(t, 3)
+	leader := c.WaitLeader()
+	old := c.Followers()[0]
+	if err := old.Node.GossipNoHold(); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.WaitFor(t, 10*time.Second, "the leader sees "+old.Cfg.Name+" gossip no hold", func() bool {
+		return !leader.Node.CountsHold(old.Cfg.Name)
+	})
+	received, rounds := old.Node.AppendEntriesReceived(), old.Node.CatchUpRounds()
+	const window = 4 * time.Second
+	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if !old.Node.Fresh(time.Now().UnixNano()) {
+			t.Fatalf("%s (no hold) does not trust its table while the cluster idles", old.Cfg.Name)
+		}
+	}
+	// Raft's cadence: one every 150-300 ms after the previous came back,
+	// 13-26 in the window; held, at most 8.
+	if n := old.Node.AppendEntriesReceived() - received; n < 12 {
+		t.Errorf("%s received %d AppendEntries in %v, want raft's cadence (13-26)", old.Cfg.Name, n, window)
+	}
+	if r := old.Node.CatchUpRounds() - rounds; r != 0 {
+		t.Errorf("%s began %d catch-up rounds while the cluster idled", old.Cfg.Name, r)
+	}
+}

@@ -55,7 +55,10 @@ type Node struct {
 	reaper     nonVoterReaper // failed non-voters by when the leader saw them fail (suffrage.go)
 	view       gossipView     // gossip membership and graceful leaves, kept from gossip events (gossip.go)
 	fresh      freshness      // whether the table may be behind the cluster's (catchup.go)
-	startup    *catchUp       // the catch-up a starting node makes before it routes
+	// noHold, tests only: gossip no hold of idle AppendEntries and count
+	// on none, as a build before them (transport.go).
+	noHold  atomic.Bool
+	startup *catchUp // the catch-up a starting node makes before it routes
 
 	// gossipKeys holds the gossip encryption keys, data_dir/keyring
 	// (keyring.go); nil for plain gossip.
@@ -232,6 +235,7 @@ func (n *Node) startRaft() (existing bool, err error) {
 		return false, fmt.Errorf("raft log cache: %w", err)
 	}
 	n.raftTrans = newRaftTransport(n.inbox, n.cfg.Timing)
+	n.raftTrans.countsHold = n.countsHold
 	// The transport holds idle AppendEntries until the log grows (transport.go).
 	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, heldLogStore{LogCache: cached, trans: n.raftTrans}, stable, snapStore, n.raftTrans)
 	if err != nil {

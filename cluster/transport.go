@@ -129,6 +129,10 @@ type raftTransport struct {
 	// each at once. Atomic for tests, which lengthen it.
 	holdIdle atomic.Int64
 	nonVoter atomic.Pointer[func(raft.ServerID) bool] // set once raft runs
+	// countsHold reports whether follower id counts on the hold: false
+	// only for a follower whose gossip says it is of a build that does
+	// not (no "ih"), which gets raft's cadence; nil holds for all.
+	countsHold func(raft.ServerID) bool
 
 	mu      sync.Mutex
 	acked   map[raft.ServerID]appendAck  // the last AppendEntries answered, per follower
@@ -243,9 +247,15 @@ func (t *raftTransport) hold(id raft.ServerID, args *raft.AppendEntriesRequest) 
 	prev, ok := t.sent[id]
 	release := t.release
 	t.mu.Unlock()
-	// The same predicate as the follower's (raftInbox.run): the first of a
-	// term, or one with a new commit index, is news and goes at once.
+	// The same predicate as the follower's (raftInbox.contact): the first
+	// of a term, or one with a new commit index, is news and goes at once.
 	if !ok || prev.term != args.Term || prev.commit != args.LeaderCommitIndex {
+		return true
+	}
+	// A follower of an older build counts each AppendEntries as sent when
+	// the previous arrived: held, its news would look a hold older, and it
+	// would catch up every second (a rolling upgrade with a new leader).
+	if t.countsHold != nil && !t.countsHold(id) {
 		return true
 	}
 	// Entries stored after raft built this request are on their way:
