@@ -50,10 +50,15 @@ func (n *Node) IdleHold() time.Duration { return time.Duration(n.raftTrans.holdI
 func (n *Node) LeaderIdleHold() time.Duration { return n.idleHoldOf(n.Leader()) }
 
 // GossipNoHold makes this node behave as a build before the hold of idle
-// AppendEntries: it gossips no hold and counts on none.
+// AppendEntries: it gossips no hold and counts on none. It hands its peers
+// the new meta over TCP too, as a restarted node's join does: gossip's
+// few UDP packets may be dropped on a busy machine.
 func (n *Node) GossipNoHold() error {
 	n.noHold.Store(true)
-	return n.gossip.UpdateNode(2 * time.Second)
+	if err := n.gossip.UpdateNode(2 * time.Second); err != nil {
+		return err
+	}
+	return n.pushToPeers(5 * time.Second)
 }
 
 // CountsHold reports whether this node, as leader, holds the idle

@@ -190,3 +190,18 @@ func TestNonVoterHeartbeatsRideOnAppendEntries(t *testing.T) {
 	resume()
 	watch("after the stall", 500*time.Millisecond)
 }
+
+// Voters get every heartbeat: the lease and their election timers need
+// them. In a cluster of voters alone, idle or just written to, the leader
+// answers none itself (transport.go).
+func TestVotersGetEveryHeartbeat(t *testing.T) {
+	c := clustertest.New(t, 3)
+	leader := c.WaitLeader()
+	before := leader.Node.HeartbeatsAnswered()
+	putMember(t, c, leader, "4", c.GWE["1"].URL)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if n := leader.Node.HeartbeatsAnswered() - before; n != 0 {
+			t.Fatalf("the leader answered %d heartbeats to voters itself", n)
+		}
+	}
+}
