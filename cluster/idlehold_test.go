@@ -16,12 +16,7 @@ import (
 // from the previous arrival alone, the followers' news would look 1.2 s
 // old and they would catch up every second.
 func TestIdleAppendEntriesHeld(t *testing.T) {
-	c := clustertest.New(t, 3)
-	nv := c.Start(c.NonVoterConfig("nv1"))
-	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter", func() bool {
-		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter"
-	})
-	nv.WaitServing(t, 20*time.Second)
+	c, _ := withNonVoter(t)
 	leader := c.WaitLeader()
 	hold := leader.Node.IdleHold()
 	if hold != 600*time.Millisecond {

@@ -152,12 +152,7 @@ func TestNonVoterLogDurability(t *testing.T) {
 // out again (raft's timer on the non-voter, at 1.5 s, would otherwise
 // forget the leader within 1.5-3 s).
 func TestNonVoterHeartbeatsRideOnAppendEntries(t *testing.T) {
-	c := clustertest.New(t, 3)
-	nv := c.Start(c.NonVoterConfig("nv1"))
-	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter", func() bool {
-		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter"
-	})
-	nv.WaitServing(t, 20*time.Second)
+	c, nv := withNonVoter(t)
 	leader := c.WaitLeader()
 
 	// watch polls nv1's view of the leader for d and fails on a gap.
@@ -204,4 +199,17 @@ func TestVotersGetEveryHeartbeat(t *testing.T) {
 			t.Fatalf("the leader answered %d heartbeats to voters itself", n)
 		}
 	}
+}
+
+// withNonVoter starts three voters and a non-voter, nv1, and returns once
+// nv1 is a non-voter in the leader's configuration and serves.
+func withNonVoter(t *testing.T) (*clustertest.Cluster, *clustertest.Node) {
+	t.Helper()
+	c := clustertest.New(t, 3)
+	nv := c.Start(c.NonVoterConfig("nv1"))
+	clustertest.WaitFor(t, 20*time.Second, "nv1 a non-voter", func() bool {
+		return raftSuffrage(c, c.WaitLeader())["nv1"] == "Nonvoter"
+	})
+	nv.WaitServing(t, 20*time.Second)
+	return c, nv
 }
