@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -40,12 +41,14 @@ func (n *nodeConn) close() { _ = n.cc.Close() }
 // fail turns the failure of RPC op into the error the user sees. A
 // connection failure that looks like a TLS setup mismatch gets a hint.
 func (n *nodeConn) fail(op string, err error) error {
-	// The node answered if its response headers arrived (answerSeen), or,
-	// for a deadline with no answer yet, if the connection is up. The
-	// connection state alone is not enough: grpc-go hands the new
+	// The node answered if its status arrived (answerSeen); a deadline
+	// with no answer yet reached it if the connection is up. The
+	// connection state alone is not enough either way: grpc-go hands a new
 	// connection to RPCs a moment before it reports it Ready, so a fast
-	// answer can fail before the state says Ready.
-	reached := errors.As(err, new(answeredError)) || n.cc.GetState() == connectivity.Ready
+	// answer can fail before the state says Ready, and a connection that
+	// broke under a stream still says Ready for a moment after.
+	reached := errors.As(err, new(answeredError)) ||
+		status.Code(err) == codes.DeadlineExceeded && n.cc.GetState() == connectivity.Ready
 	err = rpcError(op, n.addr, reached, n.timeout, err)
 	var ce *cliError
 	if !errors.As(err, &ce) || ce.code != exitUnreachable {
@@ -167,9 +170,10 @@ func unary[Resp any](a *app, cmd *cobra.Command, op string, call func(context.Co
 	return resp, nil
 }
 
-// answeredError is the failure of an RPC whose response headers or trailers
-// came from the node: its own status, not a broken connection. It keeps the
-// status (status.FromError and status.Code see through it) and the message.
+// answeredError is the failure of an RPC whose status came from the node
+// (in its trailers), not from a connection that failed or broke. It keeps
+// the status (status.FromError and status.Code see through it) and the
+// message.
 type answeredError struct{ error }
 
 // GRPCStatus returns the status of the wrapped error.
@@ -179,22 +183,22 @@ func (e answeredError) GRPCStatus() *status.Status { return status.Convert(e.err
 func (e answeredError) Unwrap() error { return e.error }
 
 // answerKey is the context key of an RPC's *atomic.Bool that answerSeen
-// sets when the node's response headers or trailers arrive.
+// sets when the node's status arrives.
 type answerKey struct{}
 
 // answerSeen is a client stats handler that notes, per RPC, that the node's
-// response headers or trailers arrived: grpc-go reports InHeader and
-// InTrailer only for frames the server sent, never for a connection that
-// failed or broke.
+// status arrived: grpc-go reports InTrailer only for the frame that ends a
+// stream the server ended (a trailers-only answer too), never for a
+// connection that failed or broke. Headers alone do not count: a watch
+// whose node died has had them since it began.
 type answerSeen struct{}
 
 // TagRPC returns ctx.
 func (answerSeen) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
-// HandleRPC sets the RPC's flag on the node's headers or trailers.
+// HandleRPC sets the RPC's flag on the node's trailers.
 func (answerSeen) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	switch s.(type) {
-	case *stats.InHeader, *stats.InTrailer:
+	if _, ok := s.(*stats.InTrailer); ok {
 		if seen, ok := ctx.Value(answerKey{}).(*atomic.Bool); ok {
 			seen.Store(true)
 		}

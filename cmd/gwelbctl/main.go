@@ -11,7 +11,8 @@
 //	0  ok
 //	1  other error
 //	2  usage error: bad arguments, unknown command or flag, bad flag value
-//	3  node unreachable: the node at --addr could not be connected to
+//	3  node unreachable: the node at --addr could not be connected to, or
+//	   the connection broke under the command (a watch whose node died)
 //	4  no leader: the cluster has no Raft leader right now; retry later
 //	5  unauthorised: the node refused the token (--token / GWELB_TOKEN) or
 //	   the client certificate, or the token is read-only and the command
@@ -65,7 +66,7 @@ Exit codes:
   0  ok
   1  other error
   2  usage error (bad arguments, unknown command or flag, bad flag value)
-  3  node unreachable (cannot connect to --addr)
+  3  node unreachable (cannot connect to --addr, or the connection broke)
   4  no leader (the cluster has no Raft leader right now; retry later)
   5  unauthorised (check --token / GWELB_TOKEN, or the client certificate;
      a read-only token may only read)
@@ -163,8 +164,8 @@ func usagef(format string, args ...any) error {
 // error the user sees, with its exit code. The exit code comes from the
 // status code and the reason the node attached (package rpcerr), never from
 // the message, which is for people. reached tells whether the node answered
-// (its response headers arrived) or the connection to it was up when the
-// RPC failed: an Unavailable from a node that answered is the node's own
+// (its status arrived) or, for a deadline, whether the connection to it
+// was up: an Unavailable from a node that answered is the node's own
 // status, not a connection failure.
 //
 //	Unauthenticated, PermissionDenied        5 unauthorised

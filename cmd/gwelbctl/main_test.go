@@ -837,6 +837,38 @@ func TestWatchInterrupt(t *testing.T) {
 	}
 }
 
+// A watch whose node goes away under it cannot reach the node (exit 3),
+// like one that never got there: the stream's headers came from the node,
+// its end did not. Counted by the headers, it was exit 1, "the node is
+// unavailable".
+func TestWatchNodeGone(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	gwelbv1.RegisterAdminServer(s, &fakeAdmin{events: watchEvents()[:1], block: true})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = s.Serve(lis)
+	}()
+	t.Cleanup(func() { s.Stop(); <-served })
+
+	out := &lineWriter{writes: make(chan struct{}, 1)}
+	var stderr bytes.Buffer
+	done := make(chan int)
+	go func() {
+		e := env{getenv: func(string) string { return "" }, now: func() time.Time { return testNow }}
+		done <- runWith(t.Context(), e, []string{"--addr", lis.Addr().String(), "--token", testToken, "watch"}, out, &stderr)
+	}()
+	<-out.writes // the first event is printed; the stream stays open
+	s.Stop()     // the node dies: its connections close
+	if code := <-done; code != exitUnreachable || !strings.HasPrefix(stderr.String(), "gwelbctl: cannot reach gwelb node at "+lis.Addr().String()+": ") {
+		t.Fatalf("exit %d, stderr %q, want exit %d, cannot reach", code, stderr.String(), exitUnreachable)
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	ok := startServer(t, &fakeAdmin{status: cannedStatus()})
 	closed := testnet.ClosedAddr(t)
