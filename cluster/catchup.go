@@ -128,11 +128,14 @@ type freshness struct {
 	// askCut, tests only: while set, catch-up questions go unanswered
 	// until it is closed, as across a partition.
 	askCut atomic.Pointer[chan struct{}]
+	// unwatched, tests only: while set, the monitor does not look.
+	unwatched atomic.Bool
 
 	mu       sync.Mutex
 	cur      *catchUp     // the round in progress, nil when fresh
 	caughtAt time.Time    // when the last completed round asked its question
 	prev     *replContact // the leader's last AppendEntries as the monitor saw it one tick ago
+	noted    time.Time    // fresh as of then, by noteContact
 }
 
 // staleAfter is how long without news from the leader's log makes the
@@ -141,8 +144,8 @@ type freshness struct {
 // the previous one came back (transport.go) besides heartbeats, and one at
 // once after each commit (commitnotify.go); an idle one counts as sent a
 // hold after the one before it arrived, so an idle follower's news is at
-// most about 700 ms old (a hold, two round trips and the 100 ms tick),
-// and this leaves 300 ms for a busy host before a needless catch-up.
+// most about 600 ms old (a hold and two round trips: noteContact), and
+// this leaves 400 ms for a busy host before a needless catch-up.
 func (n *Node) staleAfter() time.Duration { return 2 * n.cfg.Timing.HeartbeatTimeout }
 
 // staleRefuse is how long a node that knows it may be behind refuses to
@@ -257,10 +260,10 @@ func (n *Node) beginStartup(existing bool) {
 // leader's log stops reaching the node, or when the node finds it did not
 // run for a while (SIGSTOP, a frozen VM): then the last entries raft
 // remembers may be recent (they arrived as it resumed) while the table is
-// not.
+// not. It looks every freshTick; between looks a follower's freshness
+// moves with each AppendEntries as it arrives (noteContact).
 func (n *Node) watchFreshness(ctx context.Context) {
-	tick := n.cfg.Timing.HeartbeatTimeout / 5
-	t := time.NewTicker(tick)
+	t := time.NewTicker(n.freshTick())
 	defer t.Stop()
 	last := time.Now()
 	for {
@@ -276,7 +279,18 @@ func (n *Node) watchFreshness(ctx context.Context) {
 	}
 }
 
+// freshTick is how often the freshness monitor looks: a quarter of
+// staleAfter (250 ms by default). It was a fifth of that, and its wakeups
+// were a sixth of an idle node's (issue 12): the ticks are needed only
+// to notice a silence, and a leader's table (fresh as of now) is then
+// trusted for at least three quarters of staleAfter ahead, since a
+// follower's freshness moves as each AppendEntries arrives.
+func (n *Node) freshTick() time.Duration { return n.staleAfter() / 4 }
+
 func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
+	if n.fresh.unwatched.Load() {
+		return
+	}
 	bound := n.staleAfter()
 	n.fresh.mu.Lock()
 	defer n.fresh.mu.Unlock()
@@ -297,8 +311,12 @@ func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 		// last AppendEntries whose commit index it has applied, this
 		// tick's or the one seen a tick ago (raft hands entries to the
 		// FSM a moment after it counts them applied; a tick later they
-		// are in the table), or as of its last catch-up question.
+		// are in the table), or as of its last catch-up question, or as
+		// noteContact found when one arrived.
 		seen = n.fresh.caughtAt
+		if n.fresh.noted.After(seen) {
+			seen = n.fresh.noted
+		}
 		applied, term := n.raft.AppliedIndex(), n.raft.CurrentTerm()
 		for _, c := range []*replContact{cur, prev} {
 			if c != nil && c.term >= term && applied >= c.commit && c.sent.After(seen) {
@@ -311,6 +329,39 @@ func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 		}
 	}
 	n.fresh.until.Store(seen.Add(bound).UnixNano())
+}
+
+// noteContact moves a follower's freshness as an AppendEntries arrives
+// (raftInbox.run), so the monitor need not look often (freshTick): the
+// table is fresh as of when the previous AppendEntries was sent, if its
+// commit index is applied (it arrived a round trip ago: raft has handed
+// those entries to the FSM), and as of when this one was sent, if it
+// names no commit the previous did not (an idle one, most often). It only
+// ever moves freshness forward, and not while a catch-up round runs: the
+// monitor decides when the table is behind.
+func (n *Node) noteContact(prev, c *replContact) {
+	n.fresh.mu.Lock()
+	defer n.fresh.mu.Unlock()
+	if n.fresh.cur != nil {
+		return
+	}
+	seen := n.fresh.noted
+	applied, term := n.raft.AppliedIndex(), n.raft.CurrentTerm()
+	for _, x := range []*replContact{prev, c} {
+		if x == nil || x.term < term || applied < x.commit || !x.sent.After(seen) {
+			continue
+		}
+		if x == c && (prev == nil || c.commit > prev.commit) {
+			continue // its commit may still be on its way to the FSM
+		}
+		seen = x.sent
+	}
+	if seen.After(n.fresh.noted) {
+		n.fresh.noted = seen
+		if u := seen.Add(n.staleAfter()).UnixNano(); u > n.fresh.until.Load() {
+			n.fresh.until.Store(u)
+		}
+	}
 }
 
 // runCatchUp asks until an answer comes that the data plane routes on
@@ -611,6 +662,9 @@ type raftInbox struct {
 	// holdOf returns how long the named leader holds an idle
 	// AppendEntries (transport.go), 0 when unknown.
 	holdOf func(leader string) time.Duration
+	// onContact, once set (the node has its raft and its start round),
+	// hears of each AppendEntries and the one before it (noteContact).
+	onContact atomic.Pointer[func(prev, c *replContact)]
 }
 
 // replContact is one AppendEntries as the inbox passed it to raft.
@@ -679,8 +733,13 @@ func (in *raftInbox) run(ctx context.Context) {
 		}
 		in.held(false)
 		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
-			in.last.Store(in.contact(req, time.Now()))
+			prev := in.last.Load()
+			c := in.contact(req, time.Now())
+			in.last.Store(c)
 			in.appends.Add(1)
+			if f := in.onContact.Load(); f != nil {
+				(*f)(prev, c)
+			}
 		}
 		select {
 		case in.rpcs <- rpc:

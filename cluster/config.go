@@ -125,8 +125,8 @@ type Timing struct {
 	// CommitTimeout: an idle leader sends each follower an AppendEntries
 	// every four of these (default three tenths of HeartbeatTimeout,
 	// 150 ms: one every 600 ms, transport.go), the follower's proof that
-	// it has the leader's log (catchup.go: news at most about 700 ms old,
-	// 300 ms inside the staleness bound). Commits do not wait for it: the
+	// it has the leader's log (catchup.go: news at most about 600 ms old,
+	// 400 ms inside the staleness bound). Commits do not wait for it: the
 	// leader tells followers of each at once (commitnotify.go).
 	CommitTimeout time.Duration
 	GossipProfile string // "lan" (default) or "local": memberlist's LAN or loopback profile

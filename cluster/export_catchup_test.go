@@ -36,3 +36,11 @@ func (n *Node) CutCatchUp() (heal func()) {
 // SetStaleRefuse sets how long the node, once it knows it may be behind,
 // refuses to move sessions it cannot place (staleRefuse, 30 s).
 func (n *Node) SetStaleRefuse(d time.Duration) { n.fresh.refuseFor.Store(int64(d)) }
+
+// UnwatchFreshness stops the freshness monitor's looks (watchFreshness)
+// until resume is called: the node's freshness then moves only as
+// AppendEntries arrive (noteContact).
+func (n *Node) UnwatchFreshness() (resume func()) {
+	n.fresh.unwatched.Store(true)
+	return func() { n.fresh.unwatched.Store(false) }
+}

@@ -122,3 +122,44 @@ func TestOlderFollowerGetsRaftsCadence(t *testing.T) {
 		t.Errorf("%s began %d catch-up rounds while the cluster idled", old.Cfg.Name, r)
 	}
 }
+
+// A follower's freshness moves as each AppendEntries arrives, not only
+// when the monitor looks (every 250 ms, DESIGN.md §6.1): with the
+// monitor's looks stopped on every follower, each keeps trusting its
+// table through 3 s of idle, and a member added meanwhile reaches it.
+// Without noteContact the trust ends a second after the monitor's last
+// look.
+func TestFollowerFreshAsAppendEntriesArrive(t *testing.T) {
+	c := clustertest.New(t, 3)
+	leader := c.WaitLeader()
+	followers := c.Followers()
+	clustertest.WaitFor(t, 20*time.Second, "every follower knows the leader's hold from gossip", func() bool {
+		for _, f := range followers {
+			if f.Node.LeaderIdleHold() != leader.Node.IdleHold() || !f.Node.Fresh(time.Now().UnixNano()) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, f := range followers {
+		t.Cleanup(f.Node.UnwatchFreshness())
+	}
+	const window = 3 * time.Second
+	wrote := false
+	for start, now := time.Now(), time.Now(); now.Sub(start) < window; now = time.Now() {
+		for _, f := range followers {
+			if !f.Node.Fresh(now.UnixNano()) {
+				t.Fatalf("%s stopped trusting its table %v after the monitor's last look, the cluster idle", f.Cfg.Name, now.Sub(start).Round(time.Millisecond))
+			}
+		}
+		if !wrote && now.Sub(start) > window/2 {
+			putMember(t, c, leader, "4", c.GWE["1"].URL)
+			wrote = true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.WaitAll("member 4 in every node's own FSM", func(tn *clustertest.Node) bool {
+		_, ok := tn.Node.Table().Pool("backend").Lookup("4")
+		return ok
+	})
+}

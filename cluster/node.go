@@ -126,6 +126,8 @@ func (n *Node) start() error {
 		return err
 	}
 	n.beginStartup(existing)
+	noteContact := n.noteContact // after the start round: it decides when this node is first fresh
+	n.inbox.onContact.Store(&noteContact)
 	peers, err := newPeerClients(n.cfg, n.tls)
 	if err != nil {
 		return err

@@ -114,7 +114,7 @@ func (s *raftStream) Addr() net.Addr { return s.advertise }
 // arrival of the one before plus the hold, which it reads from the
 // leader's gossip (nodeMeta "ih"): its news is then as fresh at one
 // AppendEntries every 600 ms as it was at one every 150-300 ms counted
-// from the previous arrival alone (both at most about 700 ms old). The
+// from the previous arrival alone (both at most about 600-700 ms old). The
 // moment the leader appends (heldLogStore), a held one is answered from the
 // follower's last answer instead of being sent, so raft's replication
 // loop goes on at once to send the new entries.
