@@ -1,12 +1,17 @@
 package cluster
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -25,12 +30,11 @@ import (
 // node that does not probe a member still reports the failures its data
 // plane sees of it, as passive observations (passiveView).
 type prober struct {
-	n *Node
-	// keep probes members whose probes come at most probeKeepAliveMax
-	// apart, over kept-alive connections (at most probeKeptConns members:
-	// kept counts them); once probes the others, a connection a probe.
-	keep, once *http.Client
-	kept       int
+	n    *Node
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// kept counts the probes that keep their connection between probes
+	// (probe.keep): at most probeKeptConns.
+	kept int
 
 	mu        sync.Mutex
 	probes    map[string]map[string]*probe // by pool, then route
@@ -45,16 +49,22 @@ type probeKey struct{ pool, route string }
 // timer (time.AfterFunc) starts one for each probe that is due, and a
 // failure the proxy reports starts one when none runs; that goroutine
 // handles the member's events one at a time, in order (step), and ends
-// when none is left (DESIGN.md §1.3 step 8, §8). At 10,000 members a
-// goroutine parked per member, and a kept-alive connection with its two
-// goroutines and buffers, cost a voter about 30 KB a member; this costs
-// 2.5 KB, most of it the member's metrics series (BenchmarkProbeMemory).
+// when none is left (DESIGN.md §1.3 step 8, §8). That goroutine also
+// makes the probe's HTTP round trip itself, on a connection of its own
+// (probeConn), which it alone reads and writes: net/http's Transport ran
+// two goroutines per connection (readLoop, writeLoop) and handed each
+// request and answer across them, about four more goroutine wakeups a
+// probe (~200 µs of CPU each on a small VM; probes were a fifth of an
+// idle node's wakeups). At 10,000 members a goroutine parked per member, and a
+// kept-alive connection with its two goroutines and buffers, cost a
+// voter about 30 KB a member; this costs 2.5 KB, most of it the member's
+// metrics series (BenchmarkProbeMemory).
 type probe struct {
 	p                *prober
 	pool, route, url string
 	spec             fsm.HealthSpec
 	metrics          probeMetrics    // gwelb_probe_duration_seconds, gwelb_probe_failures_total (metrics.go)
-	client           *http.Client    // prober.keep or prober.once
+	keep             bool            // keeps its connection between probes (a place of prober.kept)
 	ctx              context.Context // the node's: ends when it stops
 
 	mu      sync.Mutex
@@ -64,6 +74,7 @@ type probe struct {
 	due     bool               // the timer fired: a probe is due
 	passive []error            // failures the proxy saw, counted as failed probes (at most passiveQueue)
 	cancel  context.CancelFunc // ends the probe or report in flight; nil when none
+	conn    *probeConn         // the kept connection while it idles; a probe in flight takes it out
 
 	st probeState // step's alone
 }
@@ -83,52 +94,43 @@ type probeState struct {
 const passiveQueue = 8
 
 // probeKeepAliveMax is the longest probe interval for which a probe keeps
-// its connection open for the next probe (prober.keep); probes further
-// apart close it after the answer (prober.once). The keep-alive transport
-// closes a connection idle for twice this. A kept-alive connection costs
-// a goroutine pair and buffers for as long as it idles; it saves a TCP
-// (and TLS) handshake a probe only when probes come often.
+// its connection open for the next probe (probe.keep); probes further
+// apart close it after the answer. A connection idle for longer than
+// twice this is closed at the next probe, and a new one dialled. A
+// kept-alive connection costs a socket (and its TLS state) for as long
+// as it idles, no goroutine (the probe's own goroutine reads and writes
+// it, only during a probe); it saves a TCP (and TLS) handshake and their
+// wakeups a probe only when probes come often.
 const probeKeepAliveMax = 5 * time.Second
 
 // probeKeptConns bounds the members whose probes keep their connection
-// (about 16 KiB each, 16 MiB in all, however many members a node probes
-// often): the first ones started get it, the others a connection a
-// probe. A fixed set, not the least recently used connections: probes
-// cycle through the members, so an LRU set smaller than their number
-// would close every connection before its next probe, and open one more.
+// (a socket each, with its TLS state for https; the buffers are pooled,
+// not kept with it), however many members a node probes often: the
+// first ones started get it, the others a connection a probe. A fixed
+// set, not the least recently used connections: probes cycle through the
+// members, so an LRU set smaller than their number would close every
+// connection before its next probe, and open one more.
 const probeKeptConns = 1024
 
+// probeBodyMax is the most of an answer's body a probe reads; a longer
+// answer's connection is closed, not kept.
+const probeBodyMax = 64 << 10
+
+// newProber makes a node's prober. Its probes make their HTTP round
+// trips on their own goroutines (probe.step), over connections they dial
+// and read themselves (probeConn), with net/http's wire format
+// (Request.Write, ReadResponse) but not its Transport: the Transport's
+// two goroutines per connection (readLoop, writeLoop) and its handing of
+// each request and answer across them cost about four goroutine wakeups
+// a probe, which an idle node pays on every probe (type probe).
 func newProber(n *Node) *prober {
 	dial := n.cfg.ProbeDialer
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	}
-	client := func(keepAlive bool) *http.Client {
-		return &http.Client{
-			Transport: &http.Transport{
-				DialContext:       dial,
-				TLSClientConfig:   n.cfg.ProbeTLS,
-				DisableKeepAlives: !keepAlive,
-				// Without keep-alive the transport also tracks no
-				// waiters per host: nothing stays per member.
-				MaxIdleConns:        probeKeptConns,
-				MaxIdleConnsPerHost: 1,
-				IdleConnTimeout:     2 * probeKeepAliveMax,
-				// A probe's request is a line and a header; its answer
-				// is read through this buffer (longer header lines
-				// too). The defaults (4 KiB each) would stay with every
-				// kept-alive connection.
-				ReadBufferSize:  1 << 10,
-				WriteBufferSize: 1 << 10,
-			},
-			// A redirect is an answer; the expected status decides.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-	}
 	return &prober{
 		n:       n,
-		keep:    client(true),
-		once:    client(false),
+		dial:    dial,
 		probes:  map[string]map[string]*probe{},
 		passive: map[probeKey]*passiveView{},
 	}
@@ -205,9 +207,9 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 			p.end(old)
 		}
 		pr := &probe{p: p, pool: pool.Name(), route: m.Route, url: m.URL, spec: spec, ctx: ctx,
-			metrics: p.n.probeMetricsFor(pool.Name(), m.Route), client: p.once}
+			metrics: p.n.probeMetricsFor(pool.Name(), m.Route)}
 		if spec.Interval <= probeKeepAliveMax && p.kept < probeKeptConns {
-			pr.client = p.keep
+			pr.keep = true
 			p.kept++
 		}
 		probes[m.Route] = pr
@@ -230,7 +232,7 @@ func (p *prober) stopProbe(pr *probe) {
 // end stops a probe and frees its kept-alive place. Called with p.mu held.
 func (p *prober) end(pr *probe) {
 	pr.stop()
-	if pr.client == p.keep {
+	if pr.keep {
 		p.kept--
 	}
 }
@@ -319,10 +321,11 @@ func (pr *probe) fail(err error) {
 }
 
 // stop ends the probe: no probe is due any more, and one in flight (or
-// its report) is cancelled and not counted.
+// its report) is cancelled and not counted. The kept connection is
+// closed: here while it idles, by the probe in flight (putConn) if one
+// has it.
 func (pr *probe) stop() {
 	pr.mu.Lock()
-	defer pr.mu.Unlock()
 	pr.stopped = true
 	pr.passive = nil
 	if pr.timer != nil {
@@ -330,6 +333,40 @@ func (pr *probe) stop() {
 	}
 	if pr.cancel != nil {
 		pr.cancel()
+	}
+	c := pr.conn
+	pr.conn = nil
+	pr.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// takeConn takes the probe's kept connection for a probe, nil when it
+// has none or it idled for too long (closed then).
+func (pr *probe) takeConn(now time.Time) *probeConn {
+	pr.mu.Lock()
+	c := pr.conn
+	pr.conn = nil
+	pr.mu.Unlock()
+	if c != nil && now.Sub(c.idle) > 2*probeKeepAliveMax {
+		c.Close()
+		return nil
+	}
+	return c
+}
+
+// putConn keeps c for the probe's next probe, or closes it when the
+// probe was stopped meanwhile.
+func (pr *probe) putConn(c *probeConn, now time.Time) {
+	c.idle = now
+	pr.mu.Lock()
+	if !pr.stopped && pr.conn == nil {
+		pr.conn, c = c, nil
+	}
+	pr.mu.Unlock()
+	if c != nil {
+		c.Close()
 	}
 }
 
@@ -454,7 +491,9 @@ func (p *prober) lastObserved(pr *probe) (down, recorded bool) {
 	return false, false
 }
 
-// check makes one probe: GET <url><path>, healthy when the status matches.
+// check makes one probe: GET <url><path>, healthy when the status
+// matches. The calling goroutine (step) makes the round trip itself
+// (roundTrip); a redirect is an answer, and no proxy is used.
 func (p *prober) check(ctx context.Context, pr *probe) error {
 	ctx, cancel := context.WithTimeout(ctx, pr.spec.Timeout)
 	defer cancel()
@@ -463,16 +502,169 @@ func (p *prober) check(ctx context.Context, pr *probe) error {
 		return err
 	}
 	req.Header.Set("User-Agent", "gwelb-probe")
-	resp, err := pr.client.Do(req)
+	req.Close = !pr.keep // Connection: close
+	status, err := p.roundTrip(ctx, pr, req)
 	if err != nil {
-		return fmt.Errorf("probe: %w", err)
+		// Worded as net/http's client words it: Get "<url>": <why>.
+		return fmt.Errorf("probe: %w", &url.Error{Op: "Get", URL: req.URL.String(), Err: err})
 	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	if resp.StatusCode != pr.spec.ExpectStatus {
-		return fmt.Errorf("probe: status %d, want %d", resp.StatusCode, pr.spec.ExpectStatus)
+	if status != pr.spec.ExpectStatus {
+		return fmt.Errorf("probe: status %d, want %d", status, pr.spec.ExpectStatus)
 	}
 	return nil
+}
+
+// roundTrip sends req over the probe's kept connection, or a new one,
+// and returns the answer's status; it keeps the connection for the next
+// probe when the probe keeps one and the connection may carry it, else
+// closes it. A kept connection that fails before any answer came (the
+// member closed it while it idled; a 408 it sent then) is retried once
+// on a new connection, as net/http's Transport does. ctx's deadline, or
+// its end, interrupts a blocked dial, handshake, write or read.
+func (p *prober) roundTrip(ctx context.Context, pr *probe, req *http.Request) (int, error) {
+	deadline, _ := ctx.Deadline()
+	c := pr.takeConn(time.Now())
+	for {
+		reused := c != nil
+		if !reused {
+			var err error
+			if c, err = p.dialProbe(ctx, req.URL, deadline); err != nil {
+				return 0, probeCtxErr(ctx, err)
+			}
+		}
+		c.SetDeadline(deadline)
+		conn := c.Conn
+		stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+		status, reusable, early, err := c.exchange(req)
+		if !stop() {
+			reusable = false // ctx ended: the deadline is past, maybe not yet set
+		}
+		retry := reused && ctx.Err() == nil &&
+			((early && !errors.Is(err, os.ErrDeadlineExceeded)) || (err == nil && status == http.StatusRequestTimeout))
+		if reusable && pr.keep && !retry {
+			c.SetDeadline(time.Time{}) // no deadline timer armed while it idles
+			pr.putConn(c, time.Now())
+		} else {
+			c.Close()
+		}
+		if retry {
+			c = nil
+			continue
+		}
+		if err != nil {
+			return 0, probeCtxErr(ctx, err)
+		}
+		return status, nil
+	}
+}
+
+// probeCtxErr is err, or the context's error when its deadline or end
+// interrupted the probe (net/http's client said "context deadline
+// exceeded" so).
+func probeCtxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded // the connection's deadline is ctx's
+	}
+	return err
+}
+
+// dialProbe connects to u's host (port 80 or 443 when it names none)
+// with the prober's dialer, and for https completes the TLS handshake
+// with the node's ProbeTLS (ServerName u's host when it sets none).
+func (p *prober) dialProbe(ctx context.Context, u *url.URL, deadline time.Time) (*probeConn, error) {
+	port := u.Port()
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("unsupported protocol scheme %q", u.Scheme)
+	case port != "":
+	case u.Scheme == "https":
+		port = "443"
+	default:
+		port = "80"
+	}
+	conn, err := p.dial(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == "https" {
+		cfg := &tls.Config{}
+		if p.n.cfg.ProbeTLS != nil {
+			cfg = p.n.cfg.ProbeTLS.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(conn, cfg)
+		conn.SetDeadline(deadline)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	return &probeConn{Conn: conn}, nil
+}
+
+// probeConn is a probe's connection to its member (a *tls.Conn for
+// https), read and written only by the probe's goroutine during a probe;
+// between probes a probe that keeps its connection holds it (probe.conn),
+// no goroutine and no buffer with it.
+type probeConn struct {
+	net.Conn
+	idle time.Time // when its last answer was read
+}
+
+// The buffers a probe writes its request through and reads its answer
+// through (longer header lines too), 1 KiB each: taken for a probe, not
+// kept with an idle connection.
+var (
+	probeWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1<<10) }}
+	probeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<10) }}
+)
+
+// exchange writes req on c and reads the answer, at most probeBodyMax of
+// its body. It returns the answer's status and whether c may carry the
+// next request: the answer read to its end, no byte after it, neither
+// Connection: close nor HTTP/1.0 without keep-alive. early reports an
+// error before any byte of an answer came.
+func (c *probeConn) exchange(req *http.Request) (status int, reusable, early bool, err error) {
+	bw := probeWriters.Get().(*bufio.Writer)
+	bw.Reset(c.Conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	probeWriters.Put(bw)
+	if err != nil {
+		return 0, false, true, err
+	}
+	br := probeReaders.Get().(*bufio.Reader)
+	br.Reset(c.Conn)
+	defer func() {
+		br.Reset(nil)
+		probeReaders.Put(br)
+	}()
+	if _, err := br.Peek(1); err != nil {
+		return 0, false, true, err
+	}
+	resp, err := http.ReadResponse(br, req)
+	// Informational answers (103 Early Hints) precede the answer, as
+	// net/http's Transport skips them (at most 5); 101 is an answer.
+	for i := 0; err == nil && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols && i < 5; i++ {
+		resp, err = http.ReadResponse(br, req)
+	}
+	if err != nil {
+		return 0, false, false, err
+	}
+	// The status decides, however the body ends; one byte beyond
+	// probeBodyMax tells a longer body, not read to its end.
+	n, err := io.Copy(io.Discard, io.LimitReader(resp.Body, probeBodyMax+1))
+	reusable = err == nil && n <= probeBodyMax && !resp.Close && resp.StatusCode >= 200 && br.Buffered() == 0
+	return resp.StatusCode, reusable, false, nil
 }
 
 // report submits this node's changed view; false means try again later
