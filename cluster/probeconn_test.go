@@ -43,6 +43,7 @@ func TestProbeConn(t *testing.T) {
 		idle    time.Duration
 		keep    bool
 		between func(*cluster.TestProbe) // after each probe
+		closed  bool                     // after each probe, wait until the server closed the connection
 		expect  int                      // status of a healthy answer; 0: 200
 		wantErr string                   // in every probe's error; "": every probe succeeds
 		conns   int                      // connections the server accepted for 3 probes
@@ -94,7 +95,7 @@ func TestProbeConn(t *testing.T) {
 		{name: "body of 64 KiB kept alive", handler: body(64 << 10), keep: true, conns: 1, kept: true},
 		{name: "body over 64 KiB not kept alive", handler: body(64<<10 + 1), keep: true, conns: 3},
 		{name: "server closed the idle connection", handler: ok, idle: 20 * time.Millisecond, keep: true,
-			between: func(*cluster.TestProbe) { time.Sleep(200 * time.Millisecond) }, conns: 3, kept: true},
+			closed: true, conns: 3, kept: true},
 		{name: "idle longer than twice the keep-alive", handler: ok, keep: true,
 			between: func(tp *cluster.TestProbe) { tp.AgeKeptConn(2*cluster.ProbeKeepAliveMax + time.Second) }, conns: 3, kept: true},
 	} {
@@ -166,6 +167,9 @@ func TestProbeConn(t *testing.T) {
 				if c.between != nil {
 					c.between(tp)
 				}
+				if c.closed {
+					waitClosed(t, &mu, &open)
+				}
 			}
 			// A probe that timed out may leave its context's callback
 			// running for a moment (context.AfterFunc), no longer.
@@ -197,15 +201,26 @@ func TestProbeConn(t *testing.T) {
 			}
 			// Stopped, the probe closed its kept connection: the member
 			// sees every connection closed.
-			for deadline := time.Now().Add(5 * time.Second); open > 0; {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d connections still open after the probe stopped", open)
-				}
-				mu.Unlock()
-				time.Sleep(10 * time.Millisecond)
-				mu.Lock()
-			}
+			mu.Unlock()
+			waitClosed(t, &mu, &open)
+			mu.Lock()
 		})
+	}
+}
+
+// waitClosed waits until the server counts no open connection.
+func waitClosed(t *testing.T, mu *sync.Mutex, open *int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		n := *open
+		mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open on the server", n)
+		}
 	}
 }
 
