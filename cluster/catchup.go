@@ -135,6 +135,7 @@ type freshness struct {
 	cur      *catchUp     // the round in progress, nil when fresh
 	caughtAt time.Time    // when the last completed round asked its question
 	prev     *replContact // the leader's last AppendEntries as the monitor saw it one tick ago
+	prevBeat *replContact // its last heartbeat naming a commit index, as seen one tick ago
 	noted    time.Time    // fresh as of then, by noteContact
 }
 
@@ -279,13 +280,16 @@ func (n *Node) watchFreshness(ctx context.Context) {
 	}
 }
 
-// freshTick is how often the freshness monitor looks: a quarter of
-// staleAfter (250 ms by default). It was a fifth of that, and its wakeups
-// were a sixth of an idle node's (issue 12): the ticks are needed only
-// to notice a silence, and a leader's table (fresh as of now) is then
-// trusted for at least three quarters of staleAfter ahead, since a
-// follower's freshness moves as each AppendEntries arrives.
-func (n *Node) freshTick() time.Duration { return n.staleAfter() / 4 }
+// freshTick is how often the freshness monitor looks: half of staleAfter
+// (500 ms by default). It was a tenth of that, and its wakeups were a
+// sixth of an idle node's (issue 12): the looks are needed only to notice
+// a silence and a process that did not run (a look more than staleAfter
+// after the one before), since a follower's freshness moves as each
+// AppendEntries or stamped heartbeat arrives, and a leader's table (fresh
+// as of the look) is then trusted at least half of staleAfter ahead. A
+// look delayed by more than half of staleAfter counts as a stall: a
+// needless catch-up, one round trip.
+func (n *Node) freshTick() time.Duration { return n.staleAfter() / 2 }
 
 func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 	if n.fresh.unwatched.Load() {
@@ -295,7 +299,8 @@ func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 	n.fresh.mu.Lock()
 	defer n.fresh.mu.Unlock()
 	cur, prev := n.inbox.last.Load(), n.fresh.prev
-	n.fresh.prev = cur
+	beat, prevBeat := n.inbox.lastBeat.Load(), n.fresh.prevBeat
+	n.fresh.prev, n.fresh.prevBeat = cur, beat
 	if n.fresh.cur != nil {
 		return
 	}
@@ -308,17 +313,17 @@ func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 		// A leader cut off from its quorum steps down within the leader
 		// lease, and no other leader can commit before then. A follower
 		// is as fresh as the leader's log: as of when the leader sent the
-		// last AppendEntries whose commit index it has applied, this
-		// tick's or the one seen a tick ago (raft hands entries to the
-		// FSM a moment after it counts them applied; a tick later they
-		// are in the table), or as of its last catch-up question, or as
-		// noteContact found when one arrived.
+		// last AppendEntries (or heartbeat naming one) whose commit index
+		// it has applied, this tick's or the one seen a tick ago (raft
+		// hands entries to the FSM a moment after it counts them applied;
+		// a tick later they are in the table), or as of its last catch-up
+		// question, or as noteContact found when one arrived.
 		seen = n.fresh.caughtAt
 		if n.fresh.noted.After(seen) {
 			seen = n.fresh.noted
 		}
 		applied, term := n.raft.AppliedIndex(), n.raft.CurrentTerm()
-		for _, c := range []*replContact{cur, prev} {
+		for _, c := range []*replContact{cur, prev, beat, prevBeat} {
 			if c != nil && c.term >= term && applied >= c.commit && c.sent.After(seen) {
 				seen = c.sent
 			}
@@ -331,9 +336,10 @@ func (n *Node) checkFreshness(now time.Time, gap time.Duration) {
 	n.fresh.until.Store(seen.Add(bound).UnixNano())
 }
 
-// noteContact moves a follower's freshness as an AppendEntries arrives
-// (raftInbox.run), so the monitor need not look often (freshTick): the
-// table is fresh as of when the previous AppendEntries was sent, if its
+// noteContact moves a follower's freshness as an AppendEntries, or a
+// heartbeat naming the commit index, arrives (raftInbox.run, beat; prev is
+// the one before it in the same chain), so the monitor need not look
+// often (freshTick): the table is fresh as of when the previous one was sent, if its
 // commit index is applied (it arrived a round trip ago: raft has handed
 // those entries to the FSM), and as of when this one was sent, if it
 // names no commit the previous did not (an idle one, most often). It only
@@ -646,17 +652,28 @@ func (p *peerClients) catchUpFresh(ctx context.Context, addr string, req *gwelbv
 
 // raftInbox stands between raft's network transport and raft, and notes
 // each AppendEntries from a leader that is not a heartbeat: the leader
-// sends one to every follower at least every hold (transport.go) with its
-// commit index, entries or not. A follower that has applied
+// sends one to every follower with its commit index, entries or not, at
+// least every hold (transport.go), or to a voter every beat hold, since
+// its heartbeats name the commit index too. A follower that has applied
 // that index held everything the leader had committed when it was sent
 // (checkFreshness). Heartbeats go round the inbox, straight to raft
-// (NetworkTransport's fast path), and are not evidence of the log.
+// (NetworkTransport's fast path); the inbox notes those that name the
+// leader's commit index (beat), in a chain of their own: they travel on
+// connections of their own, one in flight, and after a heal can arrive
+// seconds before the entries, which is why they count only with the log
+// (the follower must have applied the index they name).
 type raftInbox struct {
 	*raft.NetworkTransport
-	ctx   context.Context
-	rpcs  chan raft.RPC
-	last  atomic.Pointer[replContact]
-	stall atomic.Pointer[inboxStall] // tests: a network that stopped delivering
+	ctx  context.Context
+	rpcs chan raft.RPC
+	last atomic.Pointer[replContact]
+	// lastBeat is the last heartbeat that named a commit index; beatMu
+	// orders the heartbeats of two connections (one the leader gave up on).
+	lastBeat atomic.Pointer[replContact]
+	beatMu   sync.Mutex
+	// ignoreBeats, tests only: a build before stamped heartbeats.
+	ignoreBeats atomic.Bool
+	stall       atomic.Pointer[inboxStall] // tests: a network that stopped delivering
 	// appends counts the AppendEntries passed to raft (tests).
 	appends atomic.Uint64
 	// holdOf returns how long the named leader holds an idle
@@ -708,8 +725,35 @@ func (in *raftInbox) SetHeartbeatHandler(cb func(raft.RPC)) {
 	}
 	in.NetworkTransport.SetHeartbeatHandler(func(rpc raft.RPC) {
 		in.held(true)
+		if req, ok := rpc.Command.(*raft.AppendEntriesRequest); ok {
+			in.beat(req, time.Now())
+		}
 		cb(rpc)
 	})
+}
+
+// beat notes a heartbeat that names the leader's commit index (stampBeat,
+// transport.go): sent no earlier than the previous one's arrival, since
+// the leader sends a follower its next heartbeat only once the previous
+// one came back. One that names none (a leader of an older build, or
+// one whose first barrier of the term has not committed) is passed on
+// unnoted; the next one's bound is then an older arrival, which holds too.
+func (in *raftInbox) beat(req *raft.AppendEntriesRequest, now time.Time) {
+	commit, ok := takeStamp(req)
+	if !ok || in.ignoreBeats.Load() {
+		return
+	}
+	in.beatMu.Lock()
+	defer in.beatMu.Unlock()
+	prev := in.lastBeat.Load()
+	c := &replContact{at: now, term: req.Term, commit: commit}
+	if prev != nil && prev.term == req.Term {
+		c.sent = prev.at
+	}
+	in.lastBeat.Store(c)
+	if f := in.onContact.Load(); f != nil {
+		(*f)(prev, c)
+	}
 }
 
 func (in *raftInbox) held(heartbeat bool) {

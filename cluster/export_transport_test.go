@@ -50,16 +50,35 @@ func (n *Node) IdleHold() time.Duration { return time.Duration(n.raftTrans.holdI
 func (n *Node) LeaderIdleHold() time.Duration { return n.idleHoldOf(n.Leader()) }
 
 // GossipNoHold makes this node behave as a build before the hold of idle
-// AppendEntries: it gossips no hold and counts on none. It hands its peers
+// AppendEntries: it gossips no hold and counts on none (nor on stamped
+// heartbeats). It hands its peers
 // the new meta over TCP too, as a restarted node's join does: gossip's
 // few UDP packets may be dropped on a busy machine.
 func (n *Node) GossipNoHold() error {
 	n.noHold.Store(true)
+	n.noBeats.Store(true)
+	n.inbox.ignoreBeats.Store(true)
 	if err := n.gossip.UpdateNode(2 * time.Second); err != nil {
 		return err
 	}
 	return n.pushToPeers(5 * time.Second)
 }
+
+// GossipNoBeats makes this node behave as the build before stamped
+// heartbeats: it gossips the hold but no "hb", and does not count the
+// commit index heartbeats name.
+func (n *Node) GossipNoBeats() error {
+	n.noBeats.Store(true)
+	n.inbox.ignoreBeats.Store(true)
+	if err := n.gossip.UpdateNode(2 * time.Second); err != nil {
+		return err
+	}
+	return n.pushToPeers(5 * time.Second)
+}
+
+// CountsBeats reports whether this node, as leader, counts on the named
+// follower's count of the commit index its heartbeats name.
+func (n *Node) CountsBeats(name string) bool { return n.countsBeats(raft.ServerID(name)) }
 
 // CountsHold reports whether this node, as leader, holds the idle
 // AppendEntries to the named follower.

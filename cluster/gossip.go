@@ -35,6 +35,11 @@ type nodeMeta struct {
 	// back (transport.go): its followers count one as sent that much after
 	// the previous arrival (catchup.go). Absent (an older build): 0.
 	IdleHold int64 `json:"ih,omitempty"`
+	// Beats says the node, as a follower, counts the commit index the
+	// leader's heartbeats name (transport.go stampBeat, catchup.go beat):
+	// as a voter it may then get idle AppendEntries only every beat hold.
+	// Absent (an older build): false.
+	Beats bool `json:"hb,omitempty"`
 }
 
 // maxDepartures bounds how many graceful leavers a node remembers. A
@@ -372,6 +377,17 @@ func (n *Node) countsHold(id raft.ServerID) bool {
 	return !ok || m.Meta.IdleHold > 0
 }
 
+// countsBeats reports whether the follower named id counts the commit
+// index on heartbeats, by its gossip: one gossip does not list gets the
+// hold, which every build that holds counts on.
+func (n *Node) countsBeats(id raft.ServerID) bool {
+	v := &n.view
+	v.mu.Lock()
+	m, ok := v.members[string(id)]
+	v.mu.Unlock()
+	return ok && m.Meta.Beats
+}
+
 // remember keeps the admin address a peer advertises (see grpcAddrOf).
 func (n *Node) remember(m *memberlist.Node) {
 	var meta nodeMeta
@@ -393,7 +409,7 @@ func (n *Node) kick() {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load(), IdleHold: d.n.gossipedHold().Milliseconds()})
+	b, _ := json.Marshal(nodeMeta{Raft: d.n.cfg.advertised(d.n.cfg.RaftAddr), GRPC: d.n.GRPCAddr(), Leaving: d.n.view.departures.leaving.Load(), NonVoter: d.n.nonVoter.Load(), IdleHold: d.n.gossipedHold().Milliseconds(), Beats: !d.n.noBeats.Load()})
 	if len(b) > limit {
 		return nil
 	}

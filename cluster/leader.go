@@ -34,6 +34,7 @@ func (n *Node) monitorLeadership(ctx context.Context) {
 				lead = n.establish(ctx)
 			case !isLeader && lead != nil:
 				n.log.Info("lost leadership")
+				n.raftTrans.releaseHeld() // raft's replication loops stop: no hold to sit out
 				n.paceHeartbeats(false)
 				lead.revoke()
 				lead = nil
@@ -120,7 +121,12 @@ func (l *leadership) revoke() {
 func (n *Node) leaderLoop(ctx context.Context) {
 	for {
 		// Act on FSM state only once every committed entry is applied.
+		// The barrier is an entry of this term: once it commits, the
+		// commit index covers all that earlier leaders committed, and
+		// the heartbeats may name it (transport.go stamp).
+		term := n.raft.CurrentTerm()
 		if err := awaitRaft(ctx, n.raft.Barrier(n.cfg.WriteTimeout)); err == nil {
+			n.raftTrans.stampTerm.Store(term)
 			break
 		} else if ctx.Err() != nil {
 			return

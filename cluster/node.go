@@ -57,7 +57,10 @@ type Node struct {
 	fresh      freshness      // whether the table may be behind the cluster's (catchup.go)
 	// noHold, tests only: gossip no hold of idle AppendEntries and count
 	// on none, as a build before them (transport.go).
-	noHold  atomic.Bool
+	noHold atomic.Bool
+	// noBeats, tests only: gossip no count of stamped heartbeats, as a
+	// build before them (inbox.ignoreBeats goes with it).
+	noBeats atomic.Bool
 	startup *catchUp // the catch-up a starting node makes before it routes
 
 	// gossipKeys holds the gossip encryption keys, data_dir/keyring
@@ -238,6 +241,7 @@ func (n *Node) startRaft() (existing bool, err error) {
 	}
 	n.raftTrans = newRaftTransport(n.inbox, n.cfg.Timing)
 	n.raftTrans.countsHold = n.countsHold
+	n.raftTrans.countsBeats = n.countsBeats
 	// The transport holds idle AppendEntries until the log grows (transport.go).
 	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, heldLogStore{LogCache: cached, trans: n.raftTrans}, stable, snapStore, n.raftTrans)
 	if err != nil {
@@ -256,6 +260,8 @@ func (n *Node) startRaft() (existing bool, err error) {
 		return false
 	}
 	n.raftTrans.nonVoter.Store(&isNonVoter)
+	commitIndex := r.CommitIndex
+	n.raftTrans.commitIndex.Store(&commitIndex)
 	if n.suffrage != nil {
 		f := r.GetConfiguration()
 		if err := f.Error(); err != nil {

@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -118,6 +120,21 @@ func (s *raftStream) Addr() net.Addr { return s.advertise }
 // moment the leader appends (heldLogStore), a held one is answered from the
 // follower's last answer instead of being sent, so raft's replication
 // loop goes on at once to send the new entries.
+//
+// Heartbeats carry the commit index: once the leader's first barrier of
+// its term has committed (leader.go), each heartbeat it sends names the
+// commit index it had then (stampBeat), and a follower that has applied
+// it held everything the leader had committed when the heartbeat was
+// sent, which was after the previous heartbeat arrived (one in flight):
+// the follower's freshness moves with heartbeats as with AppendEntries
+// (catchup.go). A voter gets a heartbeat every 150-300 ms in any case (its
+// election timer needs them), so its idle AppendEntries say nothing the
+// heartbeats do not, and one to a voter that counts the stamps (gossip
+// "hb") is held beatHold instead of the hold: the idle leader's
+// replication loops to its voters, their timers and their answers, were a
+// fifth of its wakeups (issue 12). Non-voters keep the hold: their
+// heartbeats are answered without sending (above), and the AppendEntries
+// are what reaches them.
 type raftTransport struct {
 	*raftInbox
 	// skipWithin is how recently an AppendEntries to a non-voter must have
@@ -133,6 +150,17 @@ type raftTransport struct {
 	// only for a follower whose gossip says it is of a build that does
 	// not (no "ih"), which gets raft's cadence; nil holds for all.
 	countsHold func(raft.ServerID) bool
+	// countsBeats reports whether follower id counts the commit index on
+	// heartbeats (gossip "hb"); nil: none does.
+	countsBeats func(raft.ServerID) bool
+	// beatHold is how long an idle AppendEntries to a voter that counts
+	// the stamps is held instead (the hold's, if longer).
+	beatHold time.Duration
+	// stampTerm is the term in which this node, as leader, stamps its
+	// heartbeats: set once its first barrier of the term has committed,
+	// so that the commit index covers what earlier leaders committed.
+	stampTerm   atomic.Uint64
+	commitIndex atomic.Pointer[func() uint64] // raft's CommitIndex, set once raft runs
 
 	mu      sync.Mutex
 	acked   map[raft.ServerID]appendAck  // the last AppendEntries answered, per follower
@@ -172,7 +200,7 @@ func newRaftTransport(in *raftInbox, t Timing) *raftTransport {
 	hold := idleHold(t)
 	skip := max(nonVoterHeartbeatTimeout(t)-max(hold, 2*t.CommitTimeout)-t.HeartbeatTimeout/10, 0)
 	tr := &raftTransport{
-		raftInbox: in, skipWithin: skip,
+		raftInbox: in, skipWithin: skip, beatHold: beatHold(t),
 		acked: map[raft.ServerID]appendAck{}, sent: map[raft.ServerID]appendSent{},
 		release: make(chan struct{}),
 	}
@@ -188,6 +216,64 @@ func newRaftTransport(in *raftInbox, t Timing) *raftTransport {
 // round trips), the bound it had with raft's cadence counted from the
 // previous arrival alone (catchup.go).
 func idleHold(t Timing) time.Duration { return 4 * t.CommitTimeout }
+
+// beatHold is how long an idle AppendEntries to a voter whose freshness
+// rides on the heartbeats is held: ten holds, 6 s at the defaults. It
+// only bounds how long raft's replication loop to that voter sits in the
+// call while nothing happens; the leader's appends, and its loss of
+// leadership, release it at once.
+func beatHold(t Timing) time.Duration { return 10 * idleHold(t) }
+
+// beatStamp marks the commit index a heartbeat carries. It rides in the
+// request's Leader field, which raft fills with the leader's address only
+// for senders older than RPCHeader.Addr and reads only when Addr is
+// empty (raft.go appendEntries; isHeartbeat requires Addr): a follower of
+// an older build passes it to raft, which ignores it, and this build
+// takes it off before raft sees the request (takeStamp).
+const beatStamp = "\x00gwelb-commit:"
+
+// stampBeat returns a copy of the heartbeat args naming commit; raft's
+// own request, which its heartbeat loop reuses, is left alone.
+func stampBeat(args *raft.AppendEntriesRequest, commit uint64) *raft.AppendEntriesRequest {
+	s := *args
+	l := leaderField(&s)
+	*l = binary.AppendUvarint(append(append(make([]byte, 0, len(*l)+len(beatStamp)+binary.MaxVarintLen64), *l...), beatStamp...), commit)
+	return &s
+}
+
+// takeStamp returns the commit index a heartbeat carries, if it carries
+// one, and restores the request's Leader field to what raft sent.
+func takeStamp(req *raft.AppendEntriesRequest) (uint64, bool) {
+	l := leaderField(req)
+	i := bytes.LastIndex(*l, []byte(beatStamp))
+	if i < 0 {
+		return 0, false
+	}
+	commit, n := binary.Uvarint((*l)[i+len(beatStamp):])
+	if n <= 0 || i+len(beatStamp)+n != len(*l) {
+		return 0, false
+	}
+	*l = (*l)[:i]
+	return commit, true
+}
+
+// leaderField is the request's deprecated Leader field, which carries the
+// stamp (beatStamp says why that is safe).
+func leaderField(req *raft.AppendEntriesRequest) *[]byte {
+	//lint:ignore SA1019 the stamp's carrier: raft reads it only without RPCHeader.Addr
+	return &req.Leader
+}
+
+// stamp names the leader's commit index on a heartbeat sent in the term
+// whose first barrier has committed; other heartbeats go as raft made
+// them.
+func (t *raftTransport) stamp(args *raft.AppendEntriesRequest) *raft.AppendEntriesRequest {
+	f := t.commitIndex.Load()
+	if f == nil || t.stampTerm.Load() != args.Term {
+		return args
+	}
+	return stampBeat(args, (*f)())
+}
 
 // isHeartbeat tells raft's heartbeats from its AppendEntries by the test
 // NetworkTransport applies on the receiving side (net_transport.go), less
@@ -211,7 +297,7 @@ func (t *raftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 		if t.answered(id, args.Term, resp) {
 			return nil
 		}
-		return t.raftInbox.AppendEntries(id, target, args, resp)
+		return t.raftInbox.AppendEntries(id, target, t.stamp(args), resp)
 	}
 	if !t.hold(id, args) {
 		if t.answerIdle(id, args, resp) {
@@ -233,11 +319,13 @@ func (t *raftTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	return err
 }
 
-// hold waits until an idle AppendEntries to id may go out, holdIdle after
-// the previous one came back; it reports false when the leader appended
-// meanwhile (or the node stops), and then the AppendEntries must not be
-// sent: the follower would count it as sent a hold after the previous one
-// arrived. Any other AppendEntries goes at once (true).
+// hold waits until an idle AppendEntries to id may go out, holdIdle (or,
+// to a voter whose freshness rides on the heartbeats, beatHold) after the
+// previous one came back; it reports false when the leader appended
+// meanwhile (or lost leadership, or the node stops), and then the
+// AppendEntries must not be sent: the follower would count it as sent a
+// hold after the previous one arrived. Any other AppendEntries goes at
+// once (true).
 func (t *raftTransport) hold(id raft.ServerID, args *raft.AppendEntriesRequest) bool {
 	holdFor := time.Duration(t.holdIdle.Load())
 	if holdFor <= 0 || len(args.Entries) > 0 {
@@ -263,6 +351,9 @@ func (t *raftTransport) hold(id raft.ServerID, args *raft.AppendEntriesRequest) 
 	if t.stored.Load() > args.PrevLogEntry {
 		return false
 	}
+	if t.beats(id, args.Term) {
+		holdFor = max(holdFor, t.beatHold)
+	}
 	wait := time.Until(prev.done.Add(holdFor))
 	if wait <= 0 {
 		return true
@@ -282,10 +373,27 @@ func (t *raftTransport) hold(id raft.ServerID, args *raft.AppendEntriesRequest) 
 	}
 }
 
+// beats reports whether follower id, a voter that counts the commit index
+// on heartbeats, gets stamped ones in term.
+func (t *raftTransport) beats(id raft.ServerID, term uint64) bool {
+	if t.stampTerm.Load() != term || t.countsBeats == nil || !t.countsBeats(id) {
+		return false
+	}
+	f := t.nonVoter.Load()
+	return f != nil && !(*f)(id)
+}
+
 // appended records that this node stored entries up to last and releases
 // every held idle AppendEntries (the leader's log store calls it).
 func (t *raftTransport) appended(last uint64) {
 	t.stored.Store(last)
+	t.releaseHeld()
+}
+
+// releaseHeld releases every held idle AppendEntries: after an append, or
+// when this node stops leading (raft's replication loops are then told to
+// stop, and must not sit out a hold first).
+func (t *raftTransport) releaseHeld() {
 	t.mu.Lock()
 	close(t.release)
 	t.release = make(chan struct{})
