@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math/bits"
 	"net"
 	"net/http"
 	"net/url"
@@ -40,6 +41,11 @@ type prober struct {
 	probes    map[string]map[string]*probe // by pool, then route
 	balancers []string                     // the FSM's balancers at the last sync
 	passive   map[probeKey]*passiveView    // members this node does not probe whose failures it saw lately
+	// perInterval counts the probes by interval, the n of probeSlots;
+	// epoch is when the first probe started, the origin of every
+	// interval's slots (probe.start).
+	perInterval map[time.Duration]int
+	epoch       time.Time
 }
 
 // probeKey names a member.
@@ -69,6 +75,7 @@ type probe struct {
 
 	mu      sync.Mutex
 	timer   *time.Timer        // fires when the next probe is due
+	next    time.Time          // when timer fires: on the slot's instants (start, nextDue)
 	stopped bool               // the member is gone, moved or reassigned
 	running bool               // a goroutine is in step
 	due     bool               // the timer fired: a probe is due
@@ -129,10 +136,11 @@ func newProber(n *Node) *prober {
 		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	}
 	return &prober{
-		n:       n,
-		dial:    dial,
-		probes:  map[string]map[string]*probe{},
-		passive: map[probeKey]*passiveView{},
+		n:           n,
+		dial:        dial,
+		probes:      map[string]map[string]*probe{},
+		passive:     map[probeKey]*passiveView{},
+		perInterval: map[time.Duration]int{},
 	}
 }
 
@@ -143,7 +151,9 @@ func newProber(n *Node) *prober {
 // health settings it had in prev has the same routes, URLs and probers, so
 // its probes stand as they are; only a pool whose layout or health check
 // changed, or that came or went, is walked, and every pool when the
-// balancers changed (each member's probers may have moved).
+// balancers changed (each member's probers may have moved). The new probes
+// start once every pool is synced, when the number of probes of each
+// interval, which spaces their first probes (probe.start), is known.
 func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -161,13 +171,14 @@ func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 		p.stopAll()
 	}
 	p.balancers = balancers
+	var started []*probe
 	for _, pool := range t.Pools() {
 		if !moved && prev != nil {
 			if old := prev.Pool(pool.Name()); pool.SameLayout(old) && pool.Spec().Health == old.Spec().Health {
 				continue
 			}
 		}
-		p.syncPool(ctx, pool)
+		started = p.syncPool(ctx, pool, started)
 	}
 	for name, probes := range p.probes {
 		if t.Pool(name) == nil {
@@ -178,11 +189,21 @@ func (p *prober) sync(ctx context.Context, prev, t *fsm.Table) {
 			delete(p.probes, name)
 		}
 	}
+	if len(started) > 0 {
+		now := time.Now()
+		if p.epoch.IsZero() {
+			p.epoch = now
+		}
+		for _, pr := range started {
+			pr.start(p.epoch, now, p.perInterval[pr.spec.Interval])
+		}
+	}
 }
 
 // syncPool makes the probes of one pool match the members assigned to
 // this node (all of them while there is no balancer set: a lone -dev node).
-func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
+// It appends the probes it made to started, for sync to start.
+func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool, started []*probe) []*probe {
 	spec := pool.Spec().Health
 	probes := p.probes[pool.Name()]
 	if probes == nil {
@@ -213,7 +234,8 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 			p.kept++
 		}
 		probes[m.Route] = pr
-		pr.start()
+		p.perInterval[spec.Interval]++
+		started = append(started, pr)
 	}
 	for route, pr := range probes {
 		if !seen[route] {
@@ -221,6 +243,7 @@ func (p *prober) syncPool(ctx context.Context, pool *fsm.Pool) {
 			delete(probes, route)
 		}
 	}
+	return started
 }
 
 // stopProbe ends a probe of a member that is gone.
@@ -229,11 +252,15 @@ func (p *prober) stopProbe(pr *probe) {
 	p.n.deleteProbeMetrics(pr.pool, pr.route)
 }
 
-// end stops a probe and frees its kept-alive place. Called with p.mu held.
+// end stops a probe, frees its kept-alive place and uncounts it. Called
+// with p.mu held.
 func (p *prober) end(pr *probe) {
 	pr.stop()
 	if pr.keep {
 		p.kept--
+	}
+	if p.perInterval[pr.spec.Interval]--; p.perInterval[pr.spec.Interval] <= 0 {
+		delete(p.perInterval, pr.spec.Interval)
 	}
 }
 
@@ -276,15 +303,89 @@ func (p *prober) stopAll() {
 	}
 }
 
-// start arms the member's first probe at an offset derived from its name,
-// so that a node's probes spread over the interval instead of firing
-// together.
-func (pr *probe) start() {
-	h := fnv.New64a()
-	io.WriteString(h, pr.pool+"\x00"+pr.route)
+// start arms the member's first probe at its slot's offset (probeOffset)
+// past a whole number of intervals from epoch, the prober's first start:
+// the first such instant from now on (probeDelay). n is the number of the
+// node's probes of this interval, this one included (sync counts them
+// before it starts any). Each wakeup costs an idle node ~150 µs of CPU,
+// and the runtime runs every timer due at one instant in one wakeup: the
+// probes of a slot cost one between them (DESIGN.md §1.3 step 8), where
+// offsets hashed anywhere in the interval cost one each. Counting from
+// epoch puts a probe started later (a new member, a changed URL) on the
+// instants of the running probes of its slot, and keeps a member's phase
+// across such restarts while the slot count stays. Running probes keep
+// their timers when n changes: moving them would cost sync a walk of
+// every probe (it costs what changed, DESIGN.md §5.2) and put off some
+// probes by up to an interval. The later probes are due an interval
+// after the previous one was due (nextDue), so they stay on those
+// instants.
+func (pr *probe) start(epoch, now time.Time, n int) {
+	d := probeDelay(epoch, now, pr.spec.Interval, probeOffset(pr.pool, pr.route, pr.spec.Interval, n))
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
-	pr.timer = time.AfterFunc(time.Duration(h.Sum64()%uint64(pr.spec.Interval)), pr.fire)
+	pr.next = now.Add(d)
+	pr.timer = time.AfterFunc(d, pr.fire)
+}
+
+// probesPerSlot is the most probes of one interval a slot holds on
+// average (probeSlots): they share a timer wakeup, and on a busy node
+// their answers often share a netpoll. Past 16 a probe saves little more
+// (a ~150 µs wakeup shared by 16 is under 10 µs a probe, against its own
+// ~200 µs of CPU) and the burst grows: at 10,000 members probed every 2 s
+// by one node, 625 slots 3.2 ms apart of 16 round trips each (the
+// fullest about twice that: a hash fills them unevenly), ~3 ms of CPU
+// that a 2-core node clears within the slot, at the rate hashed offsets
+// gave too. Up to 16 members of an interval (the demo's 6) share one slot.
+const probesPerSlot = 16
+
+// probeSlots is the number of slots over the interval for a node's n
+// probes of that interval: ceil(n / probesPerSlot), at least 1.
+func probeSlots(n int) int {
+	return max(1, (n+probesPerSlot-1)/probesPerSlot)
+}
+
+// probeOffset is where in interval a member's probes are due, for a node
+// that probes n members at that interval: the middle of one of
+// probeSlots(n) equal slots, the one a hash h of its name falls in as a
+// fraction of 2⁶⁴. So it is the name's own phase (h/2⁶⁴ × interval)
+// rounded to the middle of its slot, half a slot away at most, and stays
+// deterministic. Always less than interval.
+func probeOffset(pool, route string, interval time.Duration, n int) time.Duration {
+	f := fnv.New64a()
+	io.WriteString(f, pool+"\x00"+route)
+	// fnv64a's high bits hardly change with a name's last bytes (GWE_B_00001,
+	// GWE_B_00002, ...: 10,000 such fell in 123 of 625 slots): murmur3's
+	// finalizer mixes every bit into them.
+	h := f.Sum64()
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	slots := probeSlots(n)
+	slot, _ := bits.Mul64(h, uint64(slots)) // ⌊h × slots / 2⁶⁴⌋
+	width := interval / time.Duration(slots)
+	return time.Duration(slot)*width + width/2
+}
+
+// probeDelay is the time from now to the next instant, now included, that
+// is offset past a whole number of intervals after epoch (not after now).
+func probeDelay(epoch, now time.Time, interval, offset time.Duration) time.Duration {
+	return (offset - now.Sub(epoch)%interval + interval) % interval
+}
+
+// nextDue is when the probe after one due at due is: an interval later,
+// or, for a probe that outlasted its interval, the first such instant
+// after now. Counted from when the probe was due, not from when its round
+// trip ended, so the probes of a slot stay in one wakeup whatever their
+// round trips took (a remote member's, or a slow one's, would otherwise
+// drift out of its slot by their differences, a little every interval).
+func nextDue(due, now time.Time, interval time.Duration) time.Time {
+	next := due.Add(interval)
+	if !next.After(now) {
+		next = next.Add((now.Sub(next)/interval + 1) * interval)
+	}
+	return next
 }
 
 // fire runs when a probe is due.
@@ -422,7 +523,8 @@ func (pr *probe) step() {
 			}
 			pr.mu.Lock()
 			if !pr.stopped {
-				pr.timer.Reset(pr.spec.Interval)
+				pr.next = nextDue(pr.next, time.Now(), pr.spec.Interval)
+				pr.timer.Reset(time.Until(pr.next))
 			}
 			pr.mu.Unlock()
 		}

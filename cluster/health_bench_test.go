@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"slices"
 	"syscall"
@@ -23,15 +24,23 @@ func defaultHealth(i int, cfg *cluster.Config) {
 
 // BenchmarkDetection measures, at default probe settings, the time from a
 // GWE server's death to the cluster verdict DOWN (the first node applying
-// it) and to the last node routing around it. Run with -benchtime=10x.
+// it) and to the last node routing around it. A server dies at any point
+// of the probe interval, so each kill first waits a different fraction of
+// the interval (multiples of the golden ratio, spread evenly for any
+// count): killed the moment the previous member came back, that is just
+// after a probe, the figures told how far apart two members' probes are,
+// not how fast a death is seen. Run with -benchtime=10x.
 func BenchmarkDetection(b *testing.B) {
 	c := clustertest.New(b, 3, defaultHealth)
 	var toVerdict, toAll []time.Duration
 	routes := []string{"1", "2", "3"}
+	const interval = fsm.DefaultProbeInterval
 	b.ResetTimer()
 	for i := range b.N {
 		route := routes[i%len(routes)]
 		g := c.GWE[route]
+		_, frac := math.Modf(float64(i+1) * 0.6180339887498949)
+		time.Sleep(time.Duration(frac * float64(interval))) // the point of death, not a synchronisation
 		died := time.Now()
 		g.Stop()
 		var first time.Duration
