@@ -90,19 +90,27 @@ func TestVoterWithoutBeatsGetsTheHold(t *testing.T) {
 	clustertest.WaitFor(t, 10*time.Second, "the leader sees "+old.Cfg.Name+" gossip no count of heartbeats", func() bool {
 		return !leader.Node.CountsBeats(old.Cfg.Name) && leader.Node.CountsHold(old.Cfg.Name)
 	})
-	received, rounds := old.Node.AppendEntriesReceived(), old.Node.CatchUpRounds()
 	const window = 4 * time.Second
-	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if !old.Node.Fresh(time.Now().UnixNano()) {
-			t.Fatalf("%s (no count of heartbeats) does not trust its table while the cluster idles", old.Cfg.Name)
-		}
-	}
-	if n := old.Node.AppendEntriesReceived() - received; n < 4 {
+	if n := idleTrusting(t, old, window); n < 4 {
 		t.Errorf("%s received %d AppendEntries in %v, want one a hold (600 ms) after the previous came back (5-8)", old.Cfg.Name, n, window)
 	}
-	if r := old.Node.CatchUpRounds() - rounds; r != 0 {
-		t.Errorf("%s began %d catch-up rounds while the cluster idled", old.Cfg.Name, r)
+}
+
+// idleTrusting watches tn for window while the cluster idles: the test
+// fails if tn stops trusting its table or begins a catch-up round. It
+// returns the AppendEntries tn received meanwhile.
+func idleTrusting(t *testing.T, tn *clustertest.Node, window time.Duration) (appends uint64) {
+	t.Helper()
+	received, rounds := tn.Node.AppendEntriesReceived(), tn.Node.CatchUpRounds()
+	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if !tn.Node.Fresh(time.Now().UnixNano()) {
+			t.Fatalf("%s does not trust its table while the cluster idles", tn.Cfg.Name)
+		}
 	}
+	if r := tn.Node.CatchUpRounds() - rounds; r != 0 {
+		t.Errorf("%s began %d catch-up rounds while the cluster idled", tn.Cfg.Name, r)
+	}
+	return tn.Node.AppendEntriesReceived() - received
 }
 
 // A held idle AppendEntries gives way the moment the leader appends: with
@@ -149,20 +157,11 @@ func TestOlderFollowerGetsRaftsCadence(t *testing.T) {
 	clustertest.WaitFor(t, 10*time.Second, "the leader sees "+old.Cfg.Name+" gossip no hold", func() bool {
 		return !leader.Node.CountsHold(old.Cfg.Name)
 	})
-	received, rounds := old.Node.AppendEntriesReceived(), old.Node.CatchUpRounds()
-	const window = 4 * time.Second
-	for end := time.Now().Add(window); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if !old.Node.Fresh(time.Now().UnixNano()) {
-			t.Fatalf("%s (no hold) does not trust its table while the cluster idles", old.Cfg.Name)
-		}
-	}
 	// Raft's cadence: one every 150-300 ms after the previous came back,
 	// 13-26 in the window; held, at most 8.
-	if n := old.Node.AppendEntriesReceived() - received; n < 12 {
+	const window = 4 * time.Second
+	if n := idleTrusting(t, old, window); n < 12 {
 		t.Errorf("%s received %d AppendEntries in %v, want raft's cadence (13-26)", old.Cfg.Name, n, window)
-	}
-	if r := old.Node.CatchUpRounds() - rounds; r != 0 {
-		t.Errorf("%s began %d catch-up rounds while the cluster idled", old.Cfg.Name, r)
 	}
 }
 

@@ -25,25 +25,7 @@ func TestProberSyncFollowsTheTable(t *testing.T) {
 	for _, p := range st.GetPools() {
 		p.Health = &gwelbv1.HealthCheck{IntervalMs: 3_600_000, Fall: 10}
 	}
-	data, err := proto.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
-		t.Fatal(err)
-	}
-	index := uint64(100)
-	apply := func(cmd *gwelbv1.Command) {
-		t.Helper()
-		index++
-		b, err := fsm.EncodeCommand(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: b}); resp != nil {
-			t.Fatal(resp)
-		}
-	}
+	apply := restoreState(t, f, st)
 	probes := func() map[string]*probe {
 		node.prober.mu.Lock()
 		defer node.prober.mu.Unlock()
@@ -113,6 +95,31 @@ func TestProberSyncFollowsTheTable(t *testing.T) {
 
 // probeTestNode is a node with an FSM, its table publisher and prober, and
 // no Raft: restoring a state into f makes the prober sync to its table.
+// restoreState restores st into f, as a snapshot would, and returns a
+// func that applies one command at the next Raft index.
+func restoreState(t *testing.T, f *fsm.FSM, st *gwelbv1.State) (apply func(*gwelbv1.Command)) {
+	t.Helper()
+	data, err := proto.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	index := uint64(100)
+	return func(cmd *gwelbv1.Command) {
+		t.Helper()
+		index++
+		b, err := fsm.EncodeCommand(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: b}); resp != nil {
+			t.Fatal(resp)
+		}
+	}
+}
+
 func probeTestNode(t *testing.T) (*Node, *fsm.FSM) {
 	t.Helper()
 	var f *fsm.FSM

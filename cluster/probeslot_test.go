@@ -1,16 +1,12 @@
 package cluster
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/gwelb/gwelb/fsm"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -162,25 +158,7 @@ func TestProbeSlotCount(t *testing.T) {
 	}
 	st.GetPools()[1].Health = &gwelbv1.HealthCheck{IntervalMs: 30 * time.Minute.Milliseconds(), Fall: 10}
 	frontend := proto.Clone(st.GetPools()[1]).(*gwelbv1.Pool)
-	data, err := proto.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
-		t.Fatal(err)
-	}
-	index := uint64(100)
-	apply := func(cmd *gwelbv1.Command) {
-		t.Helper()
-		index++
-		b, err := fsm.EncodeCommand(cmd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: b}); resp != nil {
-			t.Fatal(resp)
-		}
-	}
+	apply := restoreState(t, f, st)
 	p := node.prober
 	var epoch time.Time
 	want := func(label string, counts map[time.Duration]int) {
