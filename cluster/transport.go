@@ -172,7 +172,7 @@ type raftTransport struct {
 	skipped atomic.Uint64 // heartbeats answered without sending
 	held    atomic.Uint64 // idle AppendEntries held
 	holding atomic.Int64  // idle AppendEntries held now
-	spared  atomic.Uint64 // held AppendEntries answered without sending, released by an append
+	spared  atomic.Uint64 // held AppendEntries answered without sending, released by an append or a loss of leadership
 }
 
 // appendAck is an AppendEntries a follower answered with success.
