@@ -109,48 +109,34 @@ func TestPickAllocs(t *testing.T) {
 // request, so that a benchmark counts the proxy's allocations alone.
 func rawMember(t testing.TB, name string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	answer := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-GWE-Server: " + name + "\r\nContent-Length: " + fmt.Sprint(len(name)+1) + "\r\n\r\n" + name + "\n")
-	go func() {
+	return tcpMember(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					length := 0
-					for {
-						line, err := br.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(line) <= 2 {
-							break
-						}
-						if bytes.HasPrefix(line, []byte("Content-Length: ")) {
-							for _, d := range line[len("Content-Length: ") : len(line)-2] {
-								length = length*10 + int(d-'0')
-							}
-						}
-					}
-					if _, err := br.Discard(length); err != nil {
-						return
-					}
-					if _, err := c.Write(answer); err != nil {
-						return
+			length := 0
+			for {
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) <= 2 {
+					break
+				}
+				if bytes.HasPrefix(line, []byte("Content-Length: ")) {
+					for _, d := range line[len("Content-Length: ") : len(line)-2] {
+						length = length*10 + int(d-'0')
 					}
 				}
-			}()
+			}
+			if _, err := br.Discard(length); err != nil {
+				return
+			}
+			if _, err := c.Write(answer); err != nil {
+				return
+			}
 		}
-	}()
-	return "http://" + ln.Addr().String()
+	})
 }
 
 // rawClient sends one fixed request on a keep-alive connection and reads

@@ -242,16 +242,33 @@ func (s *Server) connect(ms *memberState, fresh bool) (*upConn, bool, error) {
 func (s *Server) roundTrip(x *exchange, uc *upConn, ms *memberState, websocket bool) error {
 	h := &x.head
 	x.writeRequestHead(uc.bw, ms, websocket)
-	if err := uc.bw.Flush(); err != nil {
+	// Without a body to send, the flush waits for the answer (await.go),
+	// for awaitMax at most: the read below finds it there, or waits
+	// the rest of the response header timeout itself.
+	sent := time.Now()
+	t := s.opts.ResponseHeaderTimeout
+	uc.await = x.st.body == nil && uc.canAwait
+	if uc.await {
+		d := awaitMax
+		if t > 0 {
+			d = min(d, t)
+		}
+		_ = uc.conn.SetReadDeadline(sent.Add(d))
+	}
+	err := uc.bw.Flush()
+	if t > 0 {
+		_ = uc.conn.SetReadDeadline(sent.Add(t))
+	} else if uc.await {
+		_ = uc.conn.SetReadDeadline(time.Time{})
+	}
+	uc.await = false
+	if err != nil {
 		return err
 	}
 	if b := x.st.body; b != nil {
 		x.send = newBodySender(x, uc, b.reader(), h.chunked, h.expect)
 		x.c.wg.Add(1)
 		go x.send.run()
-	}
-	if t := s.opts.ResponseHeaderTimeout; t > 0 {
-		_ = uc.conn.SetReadDeadline(time.Now().Add(t))
 	}
 	for {
 		if err := x.resp.read(uc.br, h.method == http.MethodHead); err != nil {

@@ -99,20 +99,8 @@ type splicer struct {
 // newSplicer returns a splicer from src to dst, or nil unless both are
 // plain TCP connections (TLS, or a test's pipe, cannot splice).
 func newSplicer(src, dst net.Conn) *splicer {
-	s, ok := src.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	d, ok := dst.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rs, err := s.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	rd, err := d.SyscallConn()
-	if err != nil {
+	rs, rd := rawTCP(src), rawTCP(dst)
+	if rs == nil || rd == nil {
 		return nil
 	}
 	return &splicer{src: rs, dst: rd}

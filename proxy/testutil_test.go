@@ -173,6 +173,28 @@ type harness struct {
 	client *http.Client
 }
 
+// tcpMember is a member written against raw TCP: it listens on loopback
+// and runs handle for each connection in a goroutine of its own (handle
+// closes it). It returns the member's URL.
+func tcpMember(t testing.TB, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // startProxy serves a new Server on lc (loopback, port 0 by default),

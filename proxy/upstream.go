@@ -28,6 +28,11 @@ type upConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	// A request without a body is sent by a flush that waits for the
+	// answer (await.go).
+	canAwait bool // conn is plain TCP
+	await    bool // bw's next flush waits
+	aw       awaiter
 }
 
 // upstreamPool is one member's idle connections.
@@ -120,5 +125,8 @@ func (s *Server) dial(ctx context.Context, ms *memberState) (*upConn, error) {
 		}
 		c = tc
 	}
-	return &upConn{conn: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
+	uc := &upConn{conn: c, br: bufio.NewReaderSize(c, 4<<10)}
+	uc.canAwait = uc.aw.init(c)
+	uc.bw = bufio.NewWriterSize(upWriter{uc}, 4<<10)
+	return uc, nil
 }

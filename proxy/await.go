@@ -1,0 +1,40 @@
+package proxy
+
+import "time"
+
+// Sending a request and waiting for the member's answer in one step
+// (DESIGN.md §1.2, step 5). net.Conn's Read tries the socket before it
+// waits, so the read that follows a request sent to a member finds
+// nothing (EAGAIN) and reads again after the poller's wakeup: one of a
+// proxied request's seven system calls, and on a virtual machine where
+// a system call costs microseconds, a real part of the balancer's CPU.
+// An upConn's flush of a request without a body (upWriter, awaiter)
+// writes the bytes and then waits for the answer to be readable, so that
+// the read finds it.
+//
+// The client's side keeps net.Conn's Read: waiting there for the next
+// request would leave bytes already in the socket (a pipelined request,
+// whose arrival the poller saw while the answer was being made) unread
+// until the wait timed out.
+
+// awaitMax bounds the wait in a flush: after it the ordinary read waits.
+// Bytes that reached the socket before the flush (a member that
+// half-closed a pooled connection, say) are then read at most awaitMax
+// late, and an answer slower than awaitMax (a long poll) costs the read
+// that finds nothing after all, once. Not shorter: a deadline earlier
+// than every other timer wakes an idle thread blocked in the poller to
+// re-arm it (a system call and a wakeup per request: 20 ms made the
+// serial new-session BenchmarkProxy 35% slower with two Ps), while the
+// keep-alive connections' hotWait deadlines, 1 s, are already set.
+const awaitMax = time.Second
+
+// upWriter is what an upConn's bufio.Writer flushes to: the connection,
+// or, while uc.await is set, the awaiter.
+type upWriter struct{ uc *upConn }
+
+func (w upWriter) Write(p []byte) (int, error) {
+	if w.uc.await {
+		return w.uc.aw.write(p)
+	}
+	return w.uc.conn.Write(p)
+}
