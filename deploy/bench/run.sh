@@ -418,9 +418,9 @@ parse_wrk() {
 }
 
 # Per-round values, space-separated, keyed "target,scenario".
-declare -A RPS_R=() P50_R=() P99_R=() CPU_R=()
+declare -A RPS_R=() P50_R=() P99_R=() CPU_R=() CLIENT_R=()
 # Final values (medians over rounds; errors and requests summed).
-declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=()
+declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=() CLIENT=()
 
 bench() { # bench TARGET SCENARIO ROUND
   local t=$1 s=$2 round=$3 url hdr=() raw parsed rps p50 p99 non2xx serr reqs
@@ -433,12 +433,17 @@ bench() { # bench TARGET SCENARIO ROUND
   check_alive "before ${t}/${s}"
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${WARMUP}" "${hdr[@]}" "${url}" >/dev/null ||
     die "wrk warm-up failed for ${t}/${s}"
-  local ticks0=""
+  local ticks0="" client0="" client1=""
   [[ -n ${TPID[$t]-} ]] && ticks0=$(cpu_ticks "${TPID[$t]}")
+  [[ ${PIN} == 1 ]] && client0=$(cpu_line "${WRK_CPU}")
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency "${hdr[@]}" "${url}" >"${raw}" ||
     die "wrk failed for ${t}/${s}"
+  [[ -n ${client0} ]] && client1=$(cpu_line "${WRK_CPU}")
   local ticks1=""
   [[ -n ${ticks0} ]] && ticks1=$(cpu_ticks "${TPID[$t]}")
+  if [[ -n ${client0} && -n ${client1} ]]; then
+    CLIENT_R[$t,$s]+="${CLIENT_R[$t,$s]:+ }$(busy_pct "${client0}" "${client1}")"
+  fi
   check_alive "after ${t}/${s}"
   parsed=$(parse_wrk "${raw}") || die "cannot parse wrk output ${raw}: $(cat "${raw}")"
   read -r rps p50 p99 non2xx serr reqs <<<"${parsed}"
@@ -459,6 +464,19 @@ bench() { # bench TARGET SCENARIO ROUND
       die "${t}: after the run, ROUTEID=.2 no longer reaches server 2 (status='${H_STATUS}' X-GWE-Server='${H_SERVER}' body='${H_BODY}')"
     fi
   fi
+}
+
+# cpu_line N: "busy total" clock ticks of CPU N so far (/proc/stat), and
+# busy_pct A B: the busy percentage between two of them. The client CPU's
+# (wrk and the servers) says what bounded a run: near 100%, the client
+# side did, and every balancer that keeps up comes out near 1.0x of the
+# others, whatever its own cost (CPU us/req).
+cpu_line() {
+  awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9; exit }' /proc/stat
+}
+busy_pct() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); t = y[2] - x[2]
+    if (t <= 0) print "-"; else printf "%.0f\n", 100 * (y[1] - x[1]) / t }'
 }
 
 # cpu_ticks PID: CPU time (user + system, clock ticks) of PID and its
@@ -653,6 +671,7 @@ for s in "${SCENARIO_LIST[@]}"; do
     P50[$t,$s]=$(median "${P50_R[$t,$s]}")
     P99[$t,$s]=$(median "${P99_R[$t,$s]}")
     [[ -n ${CPU_R[$t,$s]-} ]] && CPU[$t,$s]=$(median "${CPU_R[$t,$s]}")
+    [[ -n ${CLIENT_R[$t,$s]-} ]] && CLIENT[$t,$s]=$(median "${CLIENT_R[$t,$s]}")
   done
 done
 
@@ -671,20 +690,20 @@ done
       "${IDLE_BUSY}" "${IDLE_BUSY_END}"
     printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
   fi
-  printf '| %-11s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s |\n' \
+  printf '| %-11s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
     target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx' 'x haproxy' 'p99 x haproxy' 'x haproxy-min' \
-    'CPU us/req' 'CPU x haproxy'
-  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '----------' '-----------:' '---------:' \
+    'CPU us/req' 'CPU x haproxy' 'client CPU'
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '----------' '-----------:' '---------:' \
     '---------:' '--------:' '----------:' '---------:' '-----------:' '---------------:' '---------------:' \
-    '-----------:' '---------------:'
+    '-----------:' '---------------:' '-----------:'
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
-      printf '| %-11s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s |\n' \
+      printf '| %-11s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
         "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}")" "$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}")" \
         "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}")" "$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}")" \
         "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}")" \
-        "${CPU[$t,$s]:--}" "$(ratio "${CPU[$t,$s]-}" "${CPU[haproxy,$s]-}")"
+        "${CPU[$t,$s]:--}" "$(ratio "${CPU[$t,$s]-}" "${CPU[haproxy,$s]-}")" "$(if [[ -n ${CLIENT[$t,$s]-} ]]; then echo "${CLIENT[$t,$s]}%"; else echo -; fi)"
     done
   done
   printf '\nx direct / x nginx / x haproxy / x haproxy-min = req/s of the row divided by req/s of that target in the\n'
@@ -694,6 +713,10 @@ done
   printf 'CPU us/req = CPU time (user + system) of the balancer and its child processes over the measured run,\n'
   printf 'divided by the requests served: its own cost per request, which decides its req/s on a machine where\n'
   printf 'the balancer, not wrk and the servers (CPU 0 here), runs out of CPU; CPU x haproxy below 1 is cheaper.\n'
+  if [[ ${PIN} == 1 ]]; then
+    printf 'client CPU = how busy CPU %s (wrk and the servers) was during the run: near 100%%, the client side bounded\n' "${WRK_CPU}"
+    printf 'req/s, and balancers that keep up come out near 1.0x of each other whatever their own CPU us/req.\n'
+  fi
   if [[ ${STREAMS} == 1 ]]; then
     printf '\n| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' \
       target '16 MiB up MB/s' '16 MiB down MB/s' 'ws msg/s' 'idle KiB/conn' 'up x haproxy' 'down x haproxy' 'ws x haproxy'
@@ -738,7 +761,7 @@ done
   sep=""
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
-      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "rps_rounds": [%s]}' \
+      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "client_cpu_busy_pct": %s, "rps_rounds": [%s]}' \
         "${sep}" "$(json_str "$t")" "$(json_str "$s")" "${REQS[$t,$s]}" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
@@ -746,7 +769,7 @@ done
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
-        "$(numeric "${CPU[$t,$s]-}" null)" \
+        "$(numeric "${CPU[$t,$s]-}" null)" "$(numeric "${CLIENT[$t,$s]-}" null)" \
         "$(tr ' ' ',' <<<"${RPS_R[$t,$s]}")"
       sep=$',\n'
     done
