@@ -33,7 +33,8 @@
 # Environment (all optional):
 #   BENCH_DURATION=10s BENCH_CONNECTIONS=32 BENCH_THREADS=1 BENCH_WARMUP=2s
 #   BENCH_PATH=/backend/x
-#   BENCH_TARGETS="direct gwelb nginx haproxy haproxy-min apache"
+#   BENCH_TARGETS="direct gwelb haproxy haproxy-min nginx apache" (gwelb and haproxy
+#                             measured one right after the other in every round)
 #   BENCH_SCENARIOS="sticky new"
 #   BENCH_ROUNDS=1            >1: repeat every run (wrk and streams), report medians
 #   BENCH_PORT_BASE=18400     first port tried; 12 free ports are picked upward
@@ -58,7 +59,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
 REQ_PATH=${BENCH_PATH:-/backend/x}
-TARGETS=${BENCH_TARGETS:-direct gwelb nginx haproxy haproxy-min apache}
+TARGETS=${BENCH_TARGETS:-direct gwelb haproxy haproxy-min nginx apache}
 SCENARIOS=${BENCH_SCENARIOS:-sticky new}
 ROUNDS=${BENCH_ROUNDS:-1}
 PORT_BASE=${BENCH_PORT_BASE:-18400}
@@ -524,6 +525,31 @@ ratio() { # ratio A B -> A/B with 2 decimals, or "-"
   awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) printf "-"; else printf "%.2f", a / b }'
 }
 
+# pratio A B: the median of the per-round ratios A[i]/B[i] of two lists of
+# rounds (space-separated), 2 decimals, or "-". A round measures the
+# targets one right after the other, so its ratio cancels the machine's
+# own swings, which a ratio of medians taken from different rounds keeps:
+# a shared VM ran 35% slower for a minute at a time on 2026-12-03, and a
+# 3-round make bench then put one target's median in a slow round and the
+# other's in a fast one. Lists of different lengths (a failed sample):
+# the ratio of their medians.
+pratio() {
+  if [[ -z ${1-} || -z ${2-} ]]; then printf -- '-'; return; fi
+  local -a a b
+  read -r -a a <<<"$1"
+  read -r -a b <<<"$2"
+  if ((${#a[@]} != ${#b[@]})); then
+    ratio "$(median "$1")" "$(median "$2")"
+    return
+  fi
+  local rs="" i
+  for i in "${!a[@]}"; do
+    awk -v y="${b[i]}" 'BEGIN { exit !(y + 0 > 0) }' || { printf -- '-'; return; }
+    rs+="${rs:+ }$(awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN { printf "%.6f", x / y }')"
+  done
+  awk -v m="$(median "${rs}")" 'BEGIN { printf "%.2f", m }'
+}
+
 numeric() { # numeric V [ELSE]: V if it is a number, else ELSE (default "")
   if [[ ${1-} =~ ^[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf '%s' "${2-}"; fi
 }
@@ -700,14 +726,15 @@ done
     for t in "${TARGET_LIST[@]}"; do
       printf '| %-11s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
         "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
-        "$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}")" "$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}")" \
-        "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}")" "$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}")" \
-        "$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}")" \
-        "${CPU[$t,$s]:--}" "$(ratio "${CPU[$t,$s]-}" "${CPU[haproxy,$s]-}")" "$(if [[ -n ${CLIENT[$t,$s]-} ]]; then echo "${CLIENT[$t,$s]}%"; else echo -; fi)"
+        "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[direct,$s]-}")" "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[nginx,$s]-}")" \
+        "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy,$s]-}")" "$(pratio "${P99_R[$t,$s]}" "${P99_R[haproxy,$s]-}")" \
+        "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy-min,$s]-}")" \
+        "${CPU[$t,$s]:--}" "$(pratio "${CPU_R[$t,$s]-}" "${CPU_R[haproxy,$s]-}")" "$(if [[ -n ${CLIENT[$t,$s]-} ]]; then echo "${CLIENT[$t,$s]}%"; else echo -; fi)"
     done
   done
   printf '\nx direct / x nginx / x haproxy / x haproxy-min = req/s of the row divided by req/s of that target in the\n'
-  printf 'same scenario (new = new sessions: the balancer inserts the route cookie); p99 x haproxy below 1 is better.\n'
+  printf 'same scenario and round, median over rounds (new = new sessions: the balancer inserts the route cookie);\n'
+  printf 'p99 x haproxy below 1 is better.\n'
   printf 'haproxy forwards the cookie and X-Forwarded-For/-Host/-Proto as gwelb does; haproxy-min forwards neither,\n'
   printf 'so its servers (on the CPU wrk shares) parse fewer headers per request.\n'
   printf 'CPU us/req = CPU time (user + system) of the balancer and its child processes over the measured run,\n'
@@ -726,9 +753,9 @@ done
       [[ $t == haproxy-min ]] && continue # not run: see the streams loop
       printf '| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' "$t" \
         "${UP[$t]:--}" "${DOWN[$t]:--}" "${WS[$t]:--}" "${IDLEK[$t]:--}" \
-        "$(ratio "$(numeric "${UP[$t]-}")" "$(numeric "${UP[haproxy]-}")")" \
-        "$(ratio "$(numeric "${DOWN[$t]-}")" "$(numeric "${DOWN[haproxy]-}")")" \
-        "$(ratio "$(numeric "${WS[$t]-}")" "$(numeric "${WS[haproxy]-}")")"
+        "$(pratio "${UP_R[$t]-}" "${UP_R[haproxy]-}")" \
+        "$(pratio "${DOWN_R[$t]-}" "${DOWN_R[haproxy]-}")" \
+        "$(pratio "${WS_R[$t]-}" "${WS_R[haproxy]-}")"
     done
     printf '\nup = POST 16 MiB to /backend/echo, which streams it back at once (MB/s each way); down = GET 16 MiB;\n'
     printf 'ws = 64-byte messages echoed over 8 WebSockets; idle = the balancer RSS growth per idle keep-alive\n'
@@ -763,12 +790,12 @@ done
     for t in "${TARGET_LIST[@]}"; do
       printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "client_cpu_busy_pct": %s, "rps_rounds": [%s]}' \
         "${sep}" "$(json_str "$t")" "$(json_str "$s")" "${REQS[$t,$s]}" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
-        "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
-        "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
-        "$(r=$(ratio "${P99[$t,$s]}" "${P99[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
-        "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
-        "$(r=$(ratio "${P99[$t,$s]}" "${P99[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
-        "$(r=$(ratio "${RPS[$t,$s]}" "${RPS[haproxy-min,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(pratio "${P99_R[$t,$s]}" "${P99_R[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(pratio "${P99_R[$t,$s]}" "${P99_R[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
+        "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy-min,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(numeric "${CPU[$t,$s]-}" null)" "$(numeric "${CLIENT[$t,$s]-}" null)" \
         "$(tr ' ' ',' <<<"${RPS_R[$t,$s]}")"
       sep=$',\n'
