@@ -6,8 +6,9 @@ import "time"
 // (DESIGN.md §1.2, step 5). net.Conn's Read tries the socket before it
 // waits, so the read that follows a request sent to a member finds
 // nothing (EAGAIN) and reads again after the poller's wakeup: one of a
-// proxied request's seven system calls, and on a virtual machine where
-// a system call costs microseconds, a real part of the balancer's CPU.
+// proxied request's seven system calls (make bench on a virtual machine
+// where a system call costs microseconds: 6.8-6.9 a request before, 6.0
+// after; 37.4 us of CPU a request before, 36.2 after).
 // An upConn's flush of a request without a body (upWriter, awaiter)
 // writes the bytes and then waits for the answer to be readable, so that
 // the read finds it.
