@@ -392,14 +392,34 @@ func (n *Node) Shutdown(ctx context.Context) error {
 // it, so the cluster does not wait an election, and stays a voter that is
 // expected back, e.g. for a restart under an orchestrator.
 func (n *Node) Stop() error {
-	var err error
-	if n.IsLeader() && n.voters() > 1 {
-		if e := n.raft.LeadershipTransfer().Error(); e != nil {
-			err = fmt.Errorf("transfer leadership: %w", e)
-		}
-	}
+	err := n.handOver(context.Background()) // raft bounds each try by an election timeout
 	n.Kill()
 	return err
+}
+
+// transferTries is how many times handOver asks raft to transfer
+// leadership, as Consul's leave does: raft gives a transfer one election
+// timeout (500 ms) for the follower to win its election, which a busy
+// machine can exceed, and a second try usually succeeds.
+const transferTries = 3
+
+// handOver transfers leadership if this node holds it and has a voter to
+// hand it to.
+func (n *Node) handOver(ctx context.Context) error {
+	var err error
+	for try := 1; try <= transferTries; try++ {
+		if !n.IsLeader() || n.voters() <= 1 {
+			return nil // no longer leader: a try that timed out may still have succeeded
+		}
+		if err = awaitRaft(ctx, n.raft.LeadershipTransfer()); err == nil || ctx.Err() != nil {
+			break
+		}
+		n.log.Warn("leadership transfer failed", "try", try, "of", transferTries, "err", err)
+	}
+	if err != nil {
+		return fmt.Errorf("transfer leadership: %w", err)
+	}
+	return nil
 }
 
 // Kill stops the node without a goodbye, as a crash would (but releasing
@@ -441,10 +461,8 @@ func (n *Node) Kill() {
 // leaves gossip.
 func (n *Node) leave(ctx context.Context) error {
 	var errs []error
-	if n.IsLeader() && n.voters() > 1 {
-		if err := awaitRaft(ctx, n.raft.LeadershipTransfer()); err != nil {
-			errs = append(errs, fmt.Errorf("transfer leadership: %w", err))
-		}
+	if err := n.handOver(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	// Leave gossip before Raft: a node gossiping as alive would be added
 	// straight back as a voter after removePeer; one that announced its
