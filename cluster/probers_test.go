@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/gwelb/gwelb/cluster"
 	"github.com/gwelb/gwelb/cluster/clustertest"
@@ -198,6 +201,21 @@ func probedBy(t *testing.T, g *countingGWE, want []string, window, timeout time.
 	})
 }
 
+// gossipDetectionBound is how long gossip in the local profile may take to
+// declare one of n nodes dead: each live node probes the others in turn,
+// every probe interval stretched up to AwarenessMaxMultiplier times while
+// the node finds itself slow (Lifeguard), so the first suspicion may come a
+// round of n-1 such probes after the death; a suspicion then runs for
+// SuspicionMaxTimeoutMult times its minimum (18 s) until a second node
+// confirms it. A busy machine under -race gets there: CI saw 21.5 s.
+func gossipDetectionBound(n int) time.Duration {
+	mc := memberlist.DefaultLocalConfig()
+	scale := max(1, math.Log10(float64(n)))
+	suspicion := time.Duration(float64(mc.SuspicionMult)*scale*float64(mc.ProbeInterval)) * time.Duration(mc.SuspicionMaxTimeoutMult)
+	firstProbe := time.Duration(n-1) * time.Duration(mc.AwarenessMaxMultiplier) * mc.ProbeInterval
+	return firstProbe + suspicion
+}
+
 // TestBoundedProbing: 5 voters and a non-voter, k=3. Each GWE server is
 // probed by exactly its 3 rendezvous-chosen voters; killing one of a
 // member's probers moves its probes to the next voter in its ranking within
@@ -295,11 +313,13 @@ func TestBoundedProbing(t *testing.T) {
 			}
 		}
 	}
-	clustertest.WaitFor(t, 30*time.Second, victim.Cfg.Name+" out of the balancers", func() bool {
+	// Leaving the balancers is gossip's failure detection (DESIGN §5.5),
+	// which gwelb does not time: about 5 s here, 21.5 s once in CI.
+	clustertest.WaitFor(t, gossipDetectionBound(len(names)+len(nvs)), victim.Cfg.Name+" out of the balancers", func() bool {
 		stayedDown()
 		return slices.Equal(c.WaitLeader().Node.Balancers(), live)
 	})
-	outAfter := time.Since(killed)
+	out := time.Now()
 	after := fsm.Probers("backend", moving.route, k, live)
 	successor := ""
 	for _, n := range after {
@@ -317,10 +337,16 @@ func TestBoundedProbing(t *testing.T) {
 	c.WaitAll(target.route+" UP once its new prober judged (1 of 3 observing down)", func(tn *clustertest.Node) bool {
 		return verdict(tn, target.route) == fsm.Up
 	})
-	t.Logf("killed prober %s of %s: out of the balancers after %v, %s probed by %v (was %v) after %v",
-		victim.Cfg.Name, moving.route, outAfter.Round(10*time.Millisecond), moving.route, after, before, time.Since(killed).Round(10*time.Millisecond))
-	if bound := 20 * time.Second; time.Since(killed) > bound {
-		t.Fatalf("reassignment took %v, want at most %v", time.Since(killed), bound)
+	moved := time.Since(out)
+	t.Logf("killed prober %s of %s: out of the balancers after %v, %s probed by %v (was %v) %v later",
+		victim.Cfg.Name, moving.route, out.Sub(killed).Round(10*time.Millisecond), moving.route, after, before, moved.Round(10*time.Millisecond))
+	// What gwelb owns: from the balancer change to the successor's probes
+	// and judgment, 0.13-0.25 s measured (also in the CI run whose gossip
+	// took 21.5 s). The bound is below the leader's reconcile period, which
+	// a reassignment that waited for a sweep instead of the change would
+	// show.
+	if bound := 4 * time.Second; moved > bound {
+		t.Fatalf("reassignment took %v after %s left the balancers, want at most %v", moved, victim.Cfg.Name, bound)
 	}
 	moving.sick.Store(false)
 	c.WaitAll(moving.route+" UP again", func(tn *clustertest.Node) bool { return verdict(tn, moving.route) == fsm.Up })
