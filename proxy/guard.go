@@ -92,6 +92,7 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	g := &guardConn{Conn: c, l: l}
 	g.p.maxHead = l.maxHead
 	if l.tls == nil {
+		g.raw.init(c)
 		return g, nil
 	}
 	tc := tls.Server(c, l.tls)
@@ -118,6 +119,15 @@ type guardConn struct {
 	linger   atomic.Bool // the handler refused the request's body: linger on Close
 	stopped  atomic.Bool // the handler gave up on the client's bytes: reads fail (errStopped)
 	once     sync.Once
+	raw      rawIO // reads and writes of a plain TCP connection (rawio_linux.go)
+}
+
+// Write writes to the client.
+func (c *guardConn) Write(b []byte) (int, error) {
+	if c.raw.ok {
+		return c.raw.Write(b)
+	}
+	return c.Conn.Write(b)
 }
 
 // refused reports whether the guard refused what the client sent on this
@@ -170,7 +180,13 @@ func (c *guardConn) Read(b []byte) (int, error) {
 		}
 		return 0, c.err
 	}
-	n, err := c.Conn.Read(b)
+	var n int
+	var err error
+	if c.raw.ok {
+		n, err = c.raw.Read(b)
+	} else {
+		n, err = c.Conn.Read(b)
+	}
 	if n > 0 && !c.p.passthrough() {
 		if ok, why := c.p.scan(b[:n]); !ok {
 			c.err = errBadFraming

@@ -13,35 +13,8 @@ import (
 // keeps the kernel's default, and so does a connection nothing was
 // spliced to.
 func TestSplicerNotsentLowat(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 2)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	var conns []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c, <-accepted)
-	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	src, dst := conns[1], conns[3]
+	writer, src := tcpPair(t)
+	reader, dst := tcpPair(t)
 	def := notsentLowat(t, dst) // net.ipv4.tcp_notsent_lowat, -1 (unbounded) unless set
 	if def == spliceNotsentLowat {
 		t.Skipf("net.ipv4.tcp_notsent_lowat is %d already: nothing to tell apart", def)
@@ -55,7 +28,7 @@ func TestSplicerNotsentLowat(t *testing.T) {
 		t.Errorf("TCP_NOTSENT_LOWAT before anything was spliced: %d, want the default %d", got, def)
 	}
 	msg := []byte("spliced")
-	if _, err := conns[0].Write(msg); err != nil {
+	if _, err := writer.Write(msg); err != nil {
 		t.Fatal(err)
 	}
 	for got := 0; got < len(msg); {
@@ -69,7 +42,7 @@ func TestSplicerNotsentLowat(t *testing.T) {
 		got += n
 	}
 	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(conns[2], buf); err != nil || !bytes.Equal(buf, msg) {
+	if _, err := io.ReadFull(reader, buf); err != nil || !bytes.Equal(buf, msg) {
 		t.Fatalf("read %q, %v; want %q", buf, err, msg)
 	}
 	if got := notsentLowat(t, dst); got != spliceNotsentLowat {

@@ -28,11 +28,11 @@ type upConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	// A request without a body is sent by a flush that waits for the
+	// Reads and writes of a plain TCP conn go raw (rawio_linux.go); a
+	// request without a body is then sent by a flush that waits for the
 	// answer (await.go).
-	canAwait bool // conn is plain TCP
-	await    bool // bw's next flush waits
-	aw       awaiter
+	raw   rawIO
+	await bool // bw's next flush waits (raw.ok only)
 }
 
 // upstreamPool is one member's idle connections.
@@ -125,8 +125,9 @@ func (s *Server) dial(ctx context.Context, ms *memberState) (*upConn, error) {
 		}
 		c = tc
 	}
-	uc := &upConn{conn: c, br: bufio.NewReaderSize(c, 4<<10)}
-	uc.canAwait = uc.aw.init(c)
+	uc := &upConn{conn: c}
+	uc.raw.init(c)
+	uc.br = bufio.NewReaderSize(upReader{uc}, 4<<10)
 	uc.bw = bufio.NewWriterSize(upWriter{uc}, 4<<10)
 	return uc, nil
 }

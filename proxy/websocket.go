@@ -115,7 +115,7 @@ func (s *Server) tunnelWebSocket(x *exchange, uc *upConn, websocket bool) {
 type memberSide struct{ uc *upConn }
 
 func (m memberSide) Read(p []byte) (int, error)  { return m.uc.br.Read(p) }
-func (m memberSide) Write(p []byte) (int, error) { return m.uc.conn.Write(p) }
+func (m memberSide) Write(p []byte) (int, error) { return upWriter(m).Write(p) }
 func (m memberSide) Close() error                { return m.uc.conn.Close() }
 func (m memberSide) CloseWrite() error {
 	if cw, ok := m.uc.conn.(interface{ CloseWrite() error }); ok {

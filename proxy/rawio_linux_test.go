@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (local *net.TCPConn, peer *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-acc
+	if p == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); p.Close() })
+	return c.(*net.TCPConn), p.(*net.TCPConn)
+}
+
+// describe is what a caller can tell of an I/O result: the count, and
+// the error's operation and kind.
+func describe(n int, err error) string {
+	if err == nil {
+		return fmt.Sprintf("n=%d nil", n)
+	}
+	if err == io.EOF {
+		return fmt.Sprintf("n=%d EOF", n)
+	}
+	var oe *net.OpError
+	op := "not an OpError"
+	if errors.As(err, &oe) {
+		op = oe.Op + " " + oe.Net
+	}
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	return fmt.Sprintf("n>0=%v op=%q timeout=%v deadline=%v closed=%v reset=%v pipe=%v",
+		n > 0, op, timeout, errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE))
+}
+
+// reset makes the peer's Close send a RST.
+func reset(t *testing.T, peer *net.TCPConn) {
+	t.Helper()
+	if err := peer.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	peer.Close()
+}
+
+// TestRawIOAsNetConn: rawIO's Read and Write (the request path's raw
+// system calls, rawio_linux.go) give what net.Conn's give, over real
+// sockets, in every case a caller tells apart: data, end of stream, a
+// deadline, a closed connection, a reset, a write larger than the
+// socket takes at once.
+func TestRawIOAsNetConn(t *testing.T) {
+	big := make([]byte, 8<<20)
+	cases := []struct {
+		name string
+		run  func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error)
+	}{
+		{"read data", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			peer.Write([]byte("hello"))
+			buf := make([]byte, 64)
+			n, err := rw.Read(buf)
+			if string(buf[:n]) != "hello" {
+				t.Errorf("read %q", buf[:n])
+			}
+			return n, err
+		}},
+		{"read end of stream", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			peer.Close()
+			return rw.Read(make([]byte, 64))
+		}},
+		{"read deadline", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			return rw.Read(make([]byte, 64))
+		}},
+		{"read closed", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			c.Close()
+			return rw.Read(make([]byte, 64))
+		}},
+		{"read reset", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			reset(t, peer)
+			return rw.Read(make([]byte, 64))
+		}},
+		{"write larger than the socket takes", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			done := make(chan int64)
+			go func() {
+				n, _ := io.Copy(io.Discard, peer)
+				done <- n
+			}()
+			n, err := rw.Write(big)
+			c.CloseWrite()
+			if got := <-done; got != int64(len(big)) {
+				t.Errorf("peer got %d bytes, want %d", got, len(big))
+			}
+			return n, err
+		}},
+		{"write deadline", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+			return rw.Write(big) // the peer never reads
+		}},
+		{"write closed", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			c.Close()
+			return rw.Write([]byte("x"))
+		}},
+		{"write reset", func(t *testing.T, rw io.ReadWriter, c, peer *net.TCPConn) (int, error) {
+			reset(t, peer)
+			// The RST arrives after the first write at the latest.
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				if n, err := rw.Write([]byte("x")); err != nil {
+					return n, err
+				}
+			}
+			return 0, nil
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := tcpPair(t)
+			want := describe(tc.run(t, c, c, peer))
+			c, peer = tcpPair(t)
+			var x rawIO
+			if !x.init(c) {
+				t.Fatal("rawIO refused a plain TCP connection")
+			}
+			got := describe(tc.run(t, &x, c, peer))
+			if got != want {
+				t.Errorf("rawIO: %s\nnet.Conn: %s", got, want)
+			}
+		})
+	}
+}
