@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/gwelb/gwelb/internal/rawio"
 )
 
 // raftStream is raft's TCP stream layer with one change: a dial the peer
@@ -30,6 +32,11 @@ import (
 // peer keeps the count at one or two, and the entries go out as soon as
 // the peer listens. Heartbeats already cap their backoff at half a
 // heartbeat timeout. A dial that times out (a partition) fails as before.
+//
+// Its connections read and write with raw system calls (internal/rawio,
+// DESIGN.md §1.3): raft's traffic is most of an idle node's, and through
+// net.Conn each of its reads and writes woke the runtime's sysmon thread
+// from the sleep it takes while every P is idle.
 type raftStream struct {
 	ln        net.Listener
 	advertise net.Addr
@@ -62,8 +69,11 @@ func (s *raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 	d := net.Dialer{Timeout: timeout}
 	for {
 		conn, err := d.DialContext(s.ctx, "tcp", string(address))
-		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
-			return conn, err
+		if err == nil {
+			return rawio.Wrap(conn), nil
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, err
 		}
 		if s.state() != role {
 			return nil, err
@@ -77,7 +87,13 @@ func (s *raftStream) Dial(address raft.ServerAddress, timeout time.Duration) (ne
 }
 
 // Accept waits for the next connection from a peer.
-func (s *raftStream) Accept() (net.Conn, error) { return s.ln.Accept() }
+func (s *raftStream) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return rawio.Wrap(c), nil
+}
 
 // Close stops listening.
 func (s *raftStream) Close() error { return s.ln.Close() }

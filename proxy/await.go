@@ -10,8 +10,8 @@ import "time"
 // where a system call costs microseconds: 6.8-6.9 a request before, 6.0
 // after; 37.4 us of CPU a request before, 36.2 after).
 // An upConn's flush of a request without a body (upWriter,
-// rawIO.writeAwait in rawio_linux.go) writes the bytes and then waits for
-// the answer to be readable, so that the read finds it.
+// rawio.IO.WriteAwait) writes the bytes and then waits for the answer to
+// be readable, so that the read finds it.
 //
 // The client's side keeps net.Conn's Read: waiting there for the next
 // request would leave bytes already in the socket (a pipelined request,
@@ -30,15 +30,15 @@ import "time"
 const awaitMax = time.Second
 
 // upWriter is what an upConn's bufio.Writer flushes to: the connection,
-// raw where it can be (rawio_linux.go), awaiting the answer while
+// raw where it can be (internal/rawio), awaiting the answer while
 // uc.await is set.
 type upWriter struct{ uc *upConn }
 
 func (w upWriter) Write(p []byte) (int, error) {
 	switch {
 	case w.uc.await:
-		return w.uc.raw.writeAwait(p)
-	case w.uc.raw.ok:
+		return w.uc.raw.WriteAwait(p)
+	case w.uc.raw.Ready():
 		return w.uc.raw.Write(p)
 	}
 	return w.uc.conn.Write(p)
@@ -49,7 +49,7 @@ func (w upWriter) Write(p []byte) (int, error) {
 type upReader struct{ uc *upConn }
 
 func (r upReader) Read(p []byte) (int, error) {
-	if r.uc.raw.ok {
+	if r.uc.raw.Ready() {
 		return r.uc.raw.Read(p)
 	}
 	return r.uc.conn.Read(p)

@@ -247,7 +247,7 @@ func (s *Server) roundTrip(x *exchange, uc *upConn, ms *memberState, websocket b
 	// the rest of the response header timeout itself.
 	sent := time.Now()
 	t := s.opts.ResponseHeaderTimeout
-	uc.await = x.st.body == nil && uc.raw.ok
+	uc.await = x.st.body == nil && uc.raw.Ready()
 	if uc.await {
 		d := awaitMax
 		if t > 0 {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gwelb/gwelb/internal/rawio"
 )
 
 // errBadFraming is what a guarded connection returns once the client sent
@@ -92,7 +94,7 @@ func (l *guardListener) Accept() (net.Conn, error) {
 	g := &guardConn{Conn: c, l: l}
 	g.p.maxHead = l.maxHead
 	if l.tls == nil {
-		g.raw.init(c)
+		g.raw.Init(c)
 		return g, nil
 	}
 	tc := tls.Server(c, l.tls)
@@ -119,12 +121,12 @@ type guardConn struct {
 	linger   atomic.Bool // the handler refused the request's body: linger on Close
 	stopped  atomic.Bool // the handler gave up on the client's bytes: reads fail (errStopped)
 	once     sync.Once
-	raw      rawIO // reads and writes of a plain TCP connection (rawio_linux.go)
+	raw      rawio.IO // reads and writes of a plain TCP connection
 }
 
 // Write writes to the client.
 func (c *guardConn) Write(b []byte) (int, error) {
-	if c.raw.ok {
+	if c.raw.Ready() {
 		return c.raw.Write(b)
 	}
 	return c.Conn.Write(b)
@@ -182,7 +184,7 @@ func (c *guardConn) Read(b []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if c.raw.ok {
+	if c.raw.Ready() {
 		n, err = c.raw.Read(b)
 	} else {
 		n, err = c.Conn.Read(b)

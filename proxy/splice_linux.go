@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/gwelb/gwelb/internal/rawio"
 )
 
 // Zero-copy bodies (DESIGN.md §1.2 step 5 and 7): once the bytes a
@@ -99,7 +101,7 @@ type splicer struct {
 // newSplicer returns a splicer from src to dst, or nil unless both are
 // plain TCP connections (TLS, or a test's pipe, cannot splice).
 func newSplicer(src, dst net.Conn) *splicer {
-	rs, rd := rawTCP(src), rawTCP(dst)
+	rs, rd := rawio.TCP(src), rawio.TCP(dst)
 	if rs == nil || rd == nil {
 		return nil
 	}

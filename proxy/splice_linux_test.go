@@ -6,6 +6,8 @@ import (
 	"net"
 	"syscall"
 	"testing"
+
+	"github.com/gwelb/gwelb/internal/testnet"
 )
 
 // A splicer that moved bytes bounds the unsent bytes it leaves in its
@@ -13,8 +15,8 @@ import (
 // keeps the kernel's default, and so does a connection nothing was
 // spliced to.
 func TestSplicerNotsentLowat(t *testing.T) {
-	writer, src := tcpPair(t)
-	reader, dst := tcpPair(t)
+	writer, src := testnet.TCPPair(t)
+	reader, dst := testnet.TCPPair(t)
 	def := notsentLowat(t, dst) // net.ipv4.tcp_notsent_lowat, -1 (unbounded) unless set
 	if def == spliceNotsentLowat {
 		t.Skipf("net.ipv4.tcp_notsent_lowat is %d already: nothing to tell apart", def)

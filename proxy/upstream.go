@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/gwelb/gwelb/internal/rawio"
 )
 
 // Warm connections to members (DESIGN.md §1.2): each member keeps the
@@ -28,11 +30,11 @@ type upConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
-	// Reads and writes of a plain TCP conn go raw (rawio_linux.go); a
+	// Reads and writes of a plain TCP conn go raw (internal/rawio); a
 	// request without a body is then sent by a flush that waits for the
 	// answer (await.go).
-	raw   rawIO
-	await bool // bw's next flush waits (raw.ok only)
+	raw   rawio.IO
+	await bool // bw's next flush waits (raw ready only)
 }
 
 // upstreamPool is one member's idle connections.
@@ -126,7 +128,7 @@ func (s *Server) dial(ctx context.Context, ms *memberState) (*upConn, error) {
 		c = tc
 	}
 	uc := &upConn{conn: c}
-	uc.raw.init(c)
+	uc.raw.Init(c)
 	uc.br = bufio.NewReaderSize(upReader{uc}, 4<<10)
 	uc.bw = bufio.NewWriterSize(upWriter{uc}, 4<<10)
 	return uc, nil

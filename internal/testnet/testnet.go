@@ -3,6 +3,7 @@ package testnet
 
 import (
 	"fmt"
+	"net"
 	"syscall"
 	"testing"
 )
@@ -35,4 +36,31 @@ func ClosedAddr(t testing.TB) string {
 		t.Fatalf("closed address: getsockname returned %T", sa)
 	}
 	return fmt.Sprintf("127.0.0.1:%d", in4.Port)
+}
+
+// TCPPair returns the two ends of a loopback TCP connection, closed when
+// the test ends: local dialed, peer accepted.
+func TCPPair(t testing.TB) (local, peer *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		acc <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-acc
+	if p == nil {
+		c.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { c.Close(); p.Close() })
+	return c.(*net.TCPConn), p.(*net.TCPConn)
 }

@@ -1,4 +1,4 @@
-package proxy
+package rawio
 
 import (
 	"errors"
@@ -8,10 +8,10 @@ import (
 	"syscall"
 )
 
-// Raw reads and writes (DESIGN.md §1.2, step 5). A plain TCP socket of the
-// request path, a client's or a member's, is read and written through its
-// syscall.RawConn with sysRead and sysWrite, which are RawSyscall (not
-// the Syscall of net.Conn's Read and Write) outside race builds. Go's
+// A plain TCP socket is read and written through its syscall.RawConn
+// with sysRead and sysWrite, which are RawSyscall (not the Syscall of
+// net.Conn's Read and Write) outside race builds. The proxy's request
+// path (a client's and a member's socket) and raft's connections use it. Go's
 // sockets are non-blocking, so these calls never block, and Syscall's
 // bookkeeping buys nothing for them while it costs twice: its exit takes
 // the P back (0.6 us a request in perf), and its entry wakes the
@@ -22,21 +22,24 @@ import (
 // a second at 24k req/s in make bench). Measured in make bench's setup
 // on one CPU, in 4 interleaved pairs of 4 s: 31.2 us of CPU a request
 // against 34.4 (-9%), and 0.22-0.33 context switches a request against
-// 0.31-0.42. gVisor's netstack writes its non-blocking sockets the same
-// way.
+// 0.31-0.42. An idle node wakes up a few dozen times a second, and its
+// raft traffic woke sysmon each time (sysmon made 40% of an idle demo
+// leader's system calls). gVisor's netstack writes its non-blocking
+// sockets the same way.
 //
-// rawIO also sends a request and waits for its answer in one step:
-// writeAwait, await.go.
+// IO also sends a request and waits for its answer in one step:
+// WriteAwait (proxy/await.go).
 
-// rawIO does a plain TCP connection's reads and writes. One goroutine at
-// a time reads, and one at a time writes (each half keeps its call's
-// state so that its callback, bound once, allocates nothing).
-type rawIO struct {
-	ok     bool // conn is plain TCP: the methods below may be used
+// IO does a plain TCP connection's reads and writes. One goroutine at a
+// time reads, and one at a time writes (each half keeps its call's state
+// so that its callback, bound once, allocates nothing). The zero IO is
+// unready: Init readies it.
+type IO struct {
+	ok     bool
 	conn   net.Conn
 	rc     syscall.RawConn
 	rd, wr rawHalf
-	aw     rawHalf // writeAwait's
+	aw     rawHalf // WriteAwait's
 }
 
 // rawHalf is the state of one raw call in progress.
@@ -48,22 +51,26 @@ type rawHalf struct {
 	wrote bool // writeThenWait's first call is over
 }
 
-// init readies x for conn and reports whether conn is plain TCP; if not
-// (TLS, or a test's pipe), x stays unused.
-func (x *rawIO) init(conn net.Conn) bool {
-	rc := rawTCP(conn)
+// Init readies x for conn and reports whether conn is plain TCP; if not
+// (TLS, or a test's pipe), x stays unready and unused.
+func (x *IO) Init(conn net.Conn) bool {
+	rc := TCP(conn)
 	if rc == nil {
 		return false
 	}
-	*x = rawIO{ok: true, conn: conn, rc: rc}
+	*x = IO{ok: true, conn: conn, rc: rc}
 	x.rd.step = x.rd.read
 	x.wr.step = x.wr.write
 	x.aw.step = x.aw.writeThenWait
 	return true
 }
 
+// Ready reports whether Init readied x: Read, Write and WriteAwait may be
+// used.
+func (x *IO) Ready() bool { return x.ok }
+
 // Read is net.Conn's Read.
-func (x *rawIO) Read(p []byte) (int, error) {
+func (x *IO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -80,7 +87,7 @@ func (x *rawIO) Read(p []byte) (int, error) {
 }
 
 // Write is net.Conn's Write.
-func (x *rawIO) Write(p []byte) (int, error) {
+func (x *IO) Write(p []byte) (int, error) {
 	n, errno, err := x.run(&x.wr, p, false)
 	switch {
 	case err != nil:
@@ -93,7 +100,7 @@ func (x *rawIO) Write(p []byte) (int, error) {
 
 // run calls h's step on p through the poller, which waits for the socket
 // to be readable if reading (RawConn's Read), else writable.
-func (x *rawIO) run(h *rawHalf, p []byte, reading bool) (int, syscall.Errno, error) {
+func (x *IO) run(h *rawHalf, p []byte, reading bool) (int, syscall.Errno, error) {
 	h.p, h.n, h.errno, h.wrote = p, 0, 0, false
 	var err error
 	if reading {
@@ -106,11 +113,11 @@ func (x *rawIO) run(h *rawHalf, p []byte, reading bool) (int, syscall.Errno, err
 	return n, errno, err
 }
 
-// writeAwait writes p and returns once the peer has sent something, or
+// WriteAwait writes p and returns once the peer has sent something, or
 // the read deadline passed, or the connection closed (the read that
 // follows reports those). If the socket cannot take all of p at once,
 // the rest is written with Write and the peer is not waited for.
-func (x *rawIO) writeAwait(p []byte) (int, error) {
+func (x *IO) WriteAwait(p []byte) (int, error) {
 	n, errno, err := x.run(&x.aw, p, true)
 	switch {
 	case n == len(p):
@@ -162,9 +169,9 @@ func (h *rawHalf) write(fd uintptr) bool {
 	return true
 }
 
-// writeThenWait is writeAwait's raw read callback: the first call writes
+// writeThenWait is WriteAwait's raw read callback: the first call writes
 // and asks to wait, unless the socket did not take everything (EAGAIN
-// noted: writeAwait writes the rest); the next one, after the poller's
+// noted: WriteAwait writes the rest); the next one, after the poller's
 // wakeup, ends the wait.
 //
 // Waiting without trying the socket first is unsafe in general: a read
@@ -189,7 +196,7 @@ func (h *rawHalf) writeThenWait(fd uintptr) bool {
 // (a deadline, a closed connection) come as "raw-read" or "raw-write"
 // OpErrors; they get net.Conn's operation name, so that logs and
 // callers see what they would see from net.Conn.
-func (x *rawIO) opError(op string, err error) error {
+func (x *IO) opError(op string, err error) error {
 	var oe *net.OpError
 	if errors.As(err, &oe) {
 		oe.Op = op
@@ -201,9 +208,9 @@ func (x *rawIO) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: x.conn.LocalAddr(), Addr: x.conn.RemoteAddr(), Err: err}
 }
 
-// rawTCP returns c's raw connection, or nil unless c is plain TCP (TLS,
-// or a test's pipe).
-func rawTCP(c net.Conn) syscall.RawConn {
+// TCP returns c's raw connection, or nil unless c is plain TCP (TLS, or a
+// test's pipe).
+func TCP(c net.Conn) syscall.RawConn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -214,3 +221,27 @@ func rawTCP(c net.Conn) syscall.RawConn {
 	}
 	return rc
 }
+
+// Conn is a net.Conn whose Read and Write are an IO's: what Wrap returns.
+type Conn struct {
+	net.Conn
+	x *IO
+}
+
+// Wrap returns c reading and writing raw if it is plain TCP, else c. The
+// result keeps net.Conn's contract except that one goroutine at a time
+// may read and one at a time may write (crypto/tls and raft's transport
+// keep to that).
+func Wrap(c net.Conn) net.Conn {
+	x := &IO{}
+	if !x.Init(c) {
+		return c
+	}
+	return Conn{c, x}
+}
+
+// Read is net.Conn's Read.
+func (c Conn) Read(p []byte) (int, error) { return c.x.Read(p) }
+
+// Write is net.Conn's Write.
+func (c Conn) Write(p []byte) (int, error) { return c.x.Write(p) }

@@ -1,4 +1,4 @@
-package proxy
+package rawio
 
 import (
 	"errors"
@@ -9,32 +9,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (local *net.TCPConn, peer *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := <-acc
-	if p == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); p.Close() })
-	return c.(*net.TCPConn), p.(*net.TCPConn)
-}
+	"github.com/gwelb/gwelb/internal/testnet"
+)
 
 // describe is what a caller can tell of an I/O result: the count, and
 // the error's operation and kind.
@@ -66,12 +43,11 @@ func reset(t *testing.T, peer *net.TCPConn) {
 	peer.Close()
 }
 
-// TestRawIOAsNetConn: rawIO's Read and Write (the request path's raw
-// system calls, rawio_linux.go) give what net.Conn's give, over real
-// sockets, in every case a caller tells apart: data, end of stream, a
-// deadline, a closed connection, a reset, a write larger than the
-// socket takes at once.
-func TestRawIOAsNetConn(t *testing.T) {
+// TestAsNetConn: Wrap's connection reads and writes with raw system calls
+// and gives what net.Conn gives, over real sockets, in every case a caller
+// tells apart: data, end of stream, a deadline, a closed connection, a
+// reset, a write larger than the socket takes at once.
+func TestAsNetConn(t *testing.T) {
 	big := make([]byte, 8<<20)
 	cases := []struct {
 		name string
@@ -137,16 +113,16 @@ func TestRawIOAsNetConn(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, peer := tcpPair(t)
+			c, peer := testnet.TCPPair(t)
 			want := describe(tc.run(t, c, c, peer))
-			c, peer = tcpPair(t)
-			var x rawIO
-			if !x.init(c) {
-				t.Fatal("rawIO refused a plain TCP connection")
+			c, peer = testnet.TCPPair(t)
+			raw, ok := Wrap(c).(Conn)
+			if !ok {
+				t.Fatal("Wrap left a plain TCP connection as it was")
 			}
-			got := describe(tc.run(t, &x, c, peer))
+			got := describe(tc.run(t, raw, c, peer))
 			if got != want {
-				t.Errorf("rawIO: %s\nnet.Conn: %s", got, want)
+				t.Errorf("raw: %s\nnet.Conn: %s", got, want)
 			}
 		})
 	}
