@@ -11,8 +11,8 @@ import (
 // A plain TCP socket is read and written through its syscall.RawConn
 // with sysRead and sysWrite, which are RawSyscall (not the Syscall of
 // net.Conn's Read and Write) outside race builds. The proxy's request
-// path (a client's and a member's socket) and raft's connections use it. Go's
-// sockets are non-blocking, so these calls never block, and Syscall's
+// path (a client's and a member's socket) and raft's connections use it.
+// Go's sockets are non-blocking, so these calls never block, and Syscall's
 // bookkeeping buys nothing for them while it costs twice: its exit takes
 // the P back (0.6 us a request in perf), and its entry wakes the
 // runtime's sysmon thread whenever it sleeps because every P was idle.
@@ -31,9 +31,9 @@ import (
 // WriteAwait (proxy/await.go).
 
 // IO does a plain TCP connection's reads and writes. One goroutine at a
-// time reads, and one at a time writes (each half keeps its call's state
-// so that its callback, bound once, allocates nothing). The zero IO is
-// unready: Init readies it.
+// time reads, and one at a time writes; WriteAwait does both (each half
+// keeps its call's state so that its callback, bound once, allocates
+// nothing). The zero IO is unready: Init readies it.
 type IO struct {
 	ok     bool
 	conn   net.Conn
