@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gwelb/gwelb/fsm"
+	"github.com/gwelb/gwelb/internal/rawio"
 	gwelbv1 "github.com/gwelb/gwelb/proto/gwelb/v1"
 )
 
@@ -691,6 +692,11 @@ func (p *prober) dialProbe(ctx context.Context, u *url.URL, deadline time.Time) 
 	if err != nil {
 		return nil, err
 	}
+	// Raw reads and writes, below TLS as for raft's connections
+	// (internal/rawio): an idle node's probes are a few round trips a
+	// second, and each of net.Conn's system calls woke the runtime's
+	// sysmon thread that had gone to sleep with every P idle.
+	conn = rawio.Wrap(conn)
 	if u.Scheme == "https" {
 		cfg := &tls.Config{}
 		if p.n.cfg.ProbeTLS != nil {

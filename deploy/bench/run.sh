@@ -647,14 +647,45 @@ done
 # BENCH_ROUNDS rounds, the target order reversed every other round as for
 # wrk, and report medians: a single 16 MiB sample swings 650-1,750 MB/s on
 # a shared 2-core machine. Idle connections are measured once (memory).
+# Beside each rate, the balancer's own CPU per unit of work, as CPU us/req
+# is for wrk: the rates are bound by the client CPU (the streams tool and
+# the servers), so this is where the balancers' costs differ.
 STREAMS=${BENCH_STREAMS:-1} IDLE_CONNS=${BENCH_IDLE_CONNS:-500}
 declare -A UP=() DOWN=() WS=() IDLEK=() UP_R=() DOWN_R=() WS_R=()
+declare -A UPC=() DOWNC=() WSC=() UPC_R=() DOWNC_R=() WSC_R=() SCLIENT_R=() SCLIENT=()
 add_sample() { # add_sample ARRAY TARGET VALUE: append VALUE to ARRAY[TARGET] if it is a number
   local -n arr=$1
   local v
   v=$(numeric "$3")
   [[ -n $v ]] && arr[$2]="${arr[$2]:+${arr[$2]} }$v"
   return 0
+}
+# stream_run TARGET MODE (up, down or ws): one streams measurement; its rate
+# goes to UP_R/DOWN_R/WS_R, the balancer's CPU per GB (bodies, ms) or per
+# message (ws, us) to UPC_R/DOWNC_R/WSC_R, the client CPU's busy % to
+# SCLIENT_R[TARGET,MODE].
+stream_run() {
+  local t=$1 mode=$2 line kv rate="" work="" ticks0="" ticks1="" client0="" client1=""
+  [[ -n ${TPID[$t]-} ]] && ticks0=$(cpu_ticks "${TPID[$t]}")
+  [[ ${PIN} == 1 ]] && client0=$(cpu_line "${WRK_CPU}")
+  line=$("${spin[@]}" "${RUNDIR}/streams" -mode "${mode}" -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
+  [[ -n ${client0} ]] && client1=$(cpu_line "${WRK_CPU}")
+  [[ -n ${ticks0} ]] && ticks1=$(cpu_ticks "${TPID[$t]}")
+  for kv in ${line}; do
+    case ${kv} in
+      *_mbps=* | ws_msgs=*) rate=${kv#*=} ;;
+      *_bytes=* | ws_n=*) work=${kv#*=} ;;
+    esac
+  done
+  local upper=${mode^^}
+  add_sample "${upper}_R" "$t" "${rate}"
+  if [[ -n $(numeric "${rate}") && -n ${ticks1} && ${work} =~ ^[1-9][0-9]*$ ]]; then
+    add_sample "${upper}C_R" "$t" "$(awk -v d=$((ticks1 - ticks0)) -v hz="${CLK_TCK}" -v n="${work}" -v m="${mode}" \
+      'BEGIN { if (m == "ws") printf "%.1f", d * 1e6 / hz / n; else printf "%.0f", d * 1e3 / hz / (n / 1e9) }')"
+  fi
+  if [[ -n ${client0} && -n ${client1} ]]; then
+    SCLIENT_R[$t,$mode]+="${SCLIENT_R[$t,$mode]:+ }$(busy_pct "${client0}" "${client1}")"
+  fi
 }
 if [[ ${STREAMS} == 1 ]]; then
   go build -o "${RUNDIR}/streams" ./deploy/bench/streams >&2 || die "go build ./deploy/bench/streams failed (or BENCH_STREAMS=0)"
@@ -668,12 +699,7 @@ if [[ ${STREAMS} == 1 ]]; then
       [[ $t == haproxy-min ]] && continue
       url="http://127.0.0.1:${TPORT[$t]}"
       log "streams round ${round}/${ROUNDS} ${t}: 16 MiB bodies both ways, WebSocket echo$([[ $t != direct && ${round} == 1 ]] && echo ", ${IDLE_CONNS} idle connections")"
-      line=$("${spin[@]}" "${RUNDIR}/streams" -mode body -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
-      for kv in ${line}; do
-        case ${kv} in up_mbps=*) add_sample UP_R "$t" "${kv#*=}" ;; down_mbps=*) add_sample DOWN_R "$t" "${kv#*=}" ;; esac
-      done
-      line=$("${spin[@]}" "${RUNDIR}/streams" -mode ws -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
-      add_sample WS_R "$t" "${line#ws_msgs=}"
+      for mode in up down ws; do stream_run "$t" "${mode}"; done
       if [[ $t != direct && ${round} == 1 ]]; then
         line=$("${spin[@]}" "${RUNDIR}/streams" -mode idle -url "${url}" -cookie "${STICKY_COOKIE}" \
           -pid "${TPID[$t]}" -conns "${IDLE_CONNS}" 2>>"${RUNDIR}/streams.log") || line=""
@@ -687,6 +713,12 @@ if [[ ${STREAMS} == 1 ]]; then
     [[ -n ${UP_R[$t]-} ]] && UP[$t]=$(whole "$(median "${UP_R[$t]}")")
     [[ -n ${DOWN_R[$t]-} ]] && DOWN[$t]=$(whole "$(median "${DOWN_R[$t]}")")
     [[ -n ${WS_R[$t]-} ]] && WS[$t]=$(whole "$(median "${WS_R[$t]}")")
+    [[ -n ${UPC_R[$t]-} ]] && UPC[$t]=$(whole "$(median "${UPC_R[$t]}")")
+    [[ -n ${DOWNC_R[$t]-} ]] && DOWNC[$t]=$(whole "$(median "${DOWNC_R[$t]}")")
+    [[ -n ${WSC_R[$t]-} ]] && WSC[$t]=$(printf '%.1f' "$(median "${WSC_R[$t]}")")
+    for mode in up down ws; do
+      [[ -n ${SCLIENT_R[$t,$mode]-} ]] && SCLIENT[$t,$mode]=$(whole "$(median "${SCLIENT_R[$t,$mode]}")")
+    done
   done
 fi
 LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
@@ -760,6 +792,23 @@ done
     printf '\nup = POST 16 MiB to /backend/echo, which streams it back at once (MB/s each way); down = GET 16 MiB;\n'
     printf 'ws = 64-byte messages echoed over 8 WebSockets; idle = the balancer RSS growth per idle keep-alive\n'
     printf 'connection (%s connections, child processes included); "-" = refused (e.g. nginx: 1 MiB body limit).\n' "${IDLE_CONNS}"
+    printf '\n| %-8s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' \
+      target 'up CPU ms/GB' 'down CPU ms/GB' 'ws CPU us/msg' 'up CPU x haproxy' 'down CPU x haproxy' 'ws CPU x haproxy' 'client CPU up/down/ws'
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '-------------:' '---------------:' '-------------:' \
+      '---------------:' '-----------------:' '---------------:' '------------------:'
+    for t in "${TARGET_LIST[@]}"; do
+      [[ $t == haproxy-min ]] && continue
+      printf '| %-8s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' "$t" \
+        "${UPC[$t]:--}" "${DOWNC[$t]:--}" "${WSC[$t]:--}" \
+        "$(pratio "${UPC_R[$t]-}" "${UPC_R[haproxy]-}")" \
+        "$(pratio "${DOWNC_R[$t]-}" "${DOWNC_R[haproxy]-}")" \
+        "$(pratio "${WSC_R[$t]-}" "${WSC_R[haproxy]-}")" \
+        "${SCLIENT[$t,up]:--}/${SCLIENT[$t,down]:--}/${SCLIENT[$t,ws]:--}%"
+    done
+    printf '\nCPU per GB (of the request body for up; the echo carries as much back) and per message = CPU time\n'
+    printf '(user + system) of the balancer and its child processes over the measurement divided by the work;\n'
+    printf 'CPU x haproxy below 1 is cheaper. client CPU = how busy CPU %s (the streams tool and the servers)\n' "${WRK_CPU:-0}"
+    printf 'was: near 100%%, it bounded the rates above, as it bounds req/s.\n'
   fi
 } | tee "${OUT_DIR}/results.md"
 
@@ -804,9 +853,10 @@ done
   printf '\n  ],\n  "streams": ['
   sep=""
   for t in "${TARGET_LIST[@]}"; do
-    printf '%s\n    {"target": %s, "body_up_mbps": %s, "body_down_mbps": %s, "ws_msgs_per_s": %s, "idle_kib_per_conn": %s}' \
+    printf '%s\n    {"target": %s, "body_up_mbps": %s, "body_down_mbps": %s, "ws_msgs_per_s": %s, "idle_kib_per_conn": %s, "up_cpu_ms_per_gb": %s, "down_cpu_ms_per_gb": %s, "ws_cpu_us_per_msg": %s}' \
       "${sep}" "$(json_str "$t")" "$(numeric "${UP[$t]-}" null)" "$(numeric "${DOWN[$t]-}" null)" \
-      "$(numeric "${WS[$t]-}" null)" "$(numeric "${IDLEK[$t]-}" null)"
+      "$(numeric "${WS[$t]-}" null)" "$(numeric "${IDLEK[$t]-}" null)" \
+      "$(numeric "${UPC[$t]-}" null)" "$(numeric "${DOWNC[$t]-}" null)" "$(numeric "${WSC[$t]-}" null)"
     sep=","
   done
   printf '\n  ]\n}\n'

@@ -3,11 +3,17 @@
 // connections, in front of bin/gwe-demo servers. It talks to 127.0.0.1
 // only and prints one line of key=value pairs for run.sh:
 //
-//	streams -mode body -url http://127.0.0.1:PORT -cookie ROUTEID=.2
-//	  up_mbps=  (POST 16 MiB to /backend/echo, the echo streaming back at once: MB/s each way)
-//	  down_mbps= (GET /backend/blob?size=16 MiB)
-//	streams -mode ws -url ... -cookie ...   ws_msgs=  (echoed 64-byte messages/s over 8 WebSockets)
-//	streams -mode idle -url ... -pid PID    idle_kib=  (balancer RSS growth per idle keep-alive connection)
+//	streams -mode up -url http://127.0.0.1:PORT -cookie ROUTEID=.2
+//	  up_mbps= up_bytes=     (POST 16 MiB to /backend/echo, the echo streaming back at once: MB/s each way)
+//	streams -mode down -url ... -cookie ...
+//	  down_mbps= down_bytes= (GET /backend/blob?size=16 MiB)
+//	streams -mode ws -url ... -cookie ...
+//	  ws_msgs= ws_n=         (echoed 64-byte messages/s over 8 WebSockets, and how many)
+//	streams -mode idle -url ... -pid PID
+//	  idle_kib=              (balancer RSS growth per idle keep-alive connection)
+//
+// The *_bytes and ws_n counts are the work done, for run.sh to divide the
+// balancer's CPU time by (its cost per GB and per message).
 package main
 
 import (
@@ -30,7 +36,7 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "body", "body, ws or idle")
+	mode := flag.String("mode", "up", "up, down, ws or idle")
 	base := flag.String("url", "", "the balancer, http://127.0.0.1:PORT")
 	cookie := flag.String("cookie", "ROUTEID=.2", "Cookie header of every request")
 	dur := flag.Duration("d", 3*time.Second, "how long each measurement runs")
@@ -41,29 +47,26 @@ func main() {
 		fail(fmt.Errorf("-url must be http://127.0.0.1:PORT"))
 	}
 	switch *mode {
-	case "body":
-		up, err := bodies(*base+"/backend/echo", *cookie, *dur, true)
-		if err != nil {
-			fmt.Printf("up_mbps=- ")
-			fmt.Fprintln(os.Stderr, "up:", err)
-		} else {
-			fmt.Printf("up_mbps=%.0f ", up)
+	case "up", "down":
+		url := *base + "/backend/echo"
+		if *mode == "down" {
+			url = *base + "/backend/blob?size=" + strconv.Itoa(size)
 		}
-		down, err := bodies(*base+"/backend/blob?size="+strconv.Itoa(size), *cookie, *dur, false)
+		mbps, moved, err := bodies(url, *cookie, *dur, *mode == "up")
 		if err != nil {
-			fmt.Printf("down_mbps=-\n")
-			fmt.Fprintln(os.Stderr, "down:", err)
-		} else {
-			fmt.Printf("down_mbps=%.0f\n", down)
+			fmt.Printf("%s_mbps=-\n", *mode)
+			fmt.Fprintln(os.Stderr, *mode+":", err)
+			return
 		}
+		fmt.Printf("%s_mbps=%.0f %s_bytes=%d\n", *mode, mbps, *mode, moved)
 	case "ws":
-		n, err := echoes("ws"+strings.TrimPrefix(*base, "http")+"/backend/ws", *cookie, *dur)
+		rate, n, err := echoes("ws"+strings.TrimPrefix(*base, "http")+"/backend/ws", *cookie, *dur)
 		if err != nil {
 			fmt.Println("ws_msgs=-")
 			fmt.Fprintln(os.Stderr, "ws:", err)
 			return
 		}
-		fmt.Printf("ws_msgs=%.0f\n", n)
+		fmt.Printf("ws_msgs=%.0f ws_n=%d\n", rate, n)
 	case "idle":
 		kib, err := idle(strings.TrimPrefix(*base, "http://"), *cookie, *pid, *conns)
 		if err != nil {
@@ -85,9 +88,9 @@ func fail(err error) {
 const size = 16 << 20
 
 // bodies moves 16 MiB bodies for d, one after the other on one keep-alive
-// connection, and returns MB/s (of the request body when up: the echo
-// carries as much back at the same time).
-func bodies(url, cookie string, d time.Duration, up bool) (float64, error) {
+// connection, and returns MB/s and the bytes moved (of the request body
+// when up: the echo carries as much back at the same time).
+func bodies(url, cookie string, d time.Duration, up bool) (float64, int64, error) {
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	payload := bytes.Repeat([]byte("0123456789abcdef"), size/16)
 	var moved int64
@@ -101,26 +104,26 @@ func bodies(url, cookie string, d time.Duration, up bool) (float64, error) {
 			req, err = http.NewRequest(http.MethodGet, url, nil)
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		req.Header.Set("Cookie", cookie)
 		resp, err := client.Do(req)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		n, err := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusOK || n != size {
-			return 0, fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, n, err)
+			return 0, 0, fmt.Errorf("status %d, %d bytes, %v", resp.StatusCode, n, err)
 		}
 		moved += n
 	}
-	return float64(moved) / 1e6 / time.Since(start).Seconds(), nil
+	return float64(moved) / 1e6 / time.Since(start).Seconds(), moved, nil
 }
 
 // echoes sends 64-byte messages on 8 WebSockets for d, each waiting for
-// its echo, and returns messages echoed per second.
-func echoes(url, cookie string, d time.Duration) (float64, error) {
+// its echo, and returns messages echoed per second and how many.
+func echoes(url, cookie string, d time.Duration) (float64, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d+10*time.Second)
 	defer cancel()
 	var count atomic.Int64
@@ -157,10 +160,10 @@ func echoes(url, cookie string, d time.Duration) (float64, error) {
 	wg.Wait()
 	select {
 	case err := <-errs:
-		return 0, err
+		return 0, 0, err
 	default:
 	}
-	return float64(count.Load()) / time.Since(start).Seconds(), nil
+	return float64(count.Load()) / time.Since(start).Seconds(), count.Load(), nil
 }
 
 // idle opens conns keep-alive connections, each after one request, and
