@@ -31,12 +31,15 @@
 # raw wrk output in out/raw/, rendered configs in out/configs/.
 #
 # Environment (all optional):
-#   BENCH_DURATION=10s BENCH_CONNECTIONS=32 BENCH_THREADS=1 BENCH_WARMUP=2s
+#   BENCH_DURATION=5s BENCH_CONNECTIONS=32 BENCH_THREADS=1 BENCH_WARMUP=2s
 #   BENCH_PATH=/backend/x
 #   BENCH_TARGETS="direct gwelb haproxy haproxy-min nginx apache" (gwelb and haproxy
 #                             measured one right after the other in every round)
 #   BENCH_SCENARIOS="sticky new"
-#   BENCH_ROUNDS=1            >1: repeat every run (wrk and streams), report medians
+#   BENCH_ROUNDS=3            repeat every run (wrk and streams), report medians and
+#                             the median of each round's ratios: a shared VM runs
+#                             35% slower for a minute at a time, and one round
+#                             puts a target in one phase and its rival in another
 #   BENCH_PORT_BASE=18400     first port tried; 12 free ports are picked upward
 #   BENCH_OUT=deploy/bench/out
 #   BENCH_NO_PIN=1            do not pin with taskset
@@ -54,14 +57,14 @@ REPO_ROOT=$(cd "${SCRIPT_DIR}/../.." && pwd)
 cd "${REPO_ROOT}"
 export PATH="${PATH}:/usr/local/sbin:/usr/sbin:/sbin"
 
-DURATION=${BENCH_DURATION:-10s}
+DURATION=${BENCH_DURATION:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
 REQ_PATH=${BENCH_PATH:-/backend/x}
 TARGETS=${BENCH_TARGETS:-direct gwelb haproxy haproxy-min nginx apache}
 SCENARIOS=${BENCH_SCENARIOS:-sticky new}
-ROUNDS=${BENCH_ROUNDS:-1}
+ROUNDS=${BENCH_ROUNDS:-3}
 PORT_BASE=${BENCH_PORT_BASE:-18400}
 OUT_DIR=${BENCH_OUT:-${SCRIPT_DIR}/out}
 GWELB_BIN=${GWELB_BIN:-${REPO_ROOT}/bin/gwelb}
