@@ -13,10 +13,11 @@ import "time"
 // rawio.IO.WriteAwait) writes the bytes and then waits for the answer to
 // be readable, so that the read finds it.
 //
-// The client's side keeps net.Conn's Read: waiting there for the next
-// request would leave bytes already in the socket (a pipelined request,
-// whose arrival the poller saw while the answer was being made) unread
-// until the wait timed out.
+// The client's side does the same with the answer's last write
+// (conn.go, finish): there the wait is bounded by hotWait, because bytes
+// already in the socket (a request pipelined in a segment of its own,
+// whose arrival the poller saw while the answer was being made) wake
+// nothing and are read only when the wait times out.
 
 // awaitMax bounds the wait in a flush: after it the ordinary read waits.
 // Bytes that reached the socket before the flush (a member that
@@ -37,7 +38,7 @@ type upWriter struct{ uc *upConn }
 func (w upWriter) Write(p []byte) (int, error) {
 	switch {
 	case w.uc.await:
-		return w.uc.raw.WriteAwait(p)
+		return w.uc.raw.WriteAwait(p, nil)
 	case w.uc.raw.Ready():
 		return w.uc.raw.Write(p)
 	}

@@ -122,14 +122,29 @@ type guardConn struct {
 	stopped  atomic.Bool // the handler gave up on the client's bytes: reads fail (errStopped)
 	once     sync.Once
 	raw      rawio.IO // reads and writes of a plain TCP connection
+	// While await is set, a write to a plain TCP connection waits for
+	// the client's next bytes after it, and runs then before the wait
+	// (clientConn.finish).
+	await bool
+	then  func() bool
 }
 
 // Write writes to the client.
 func (c *guardConn) Write(b []byte) (int, error) {
 	if c.raw.Ready() {
+		if c.await {
+			return c.raw.WriteAwait(b, c.then)
+		}
 		return c.raw.Write(b)
 	}
 	return c.Conn.Write(b)
+}
+
+// betweenRequests reports whether the guard expects the first byte of a
+// request head next: the client's last request, its body included, is
+// read to its end, and nothing of the next one yet.
+func (c *guardConn) betweenRequests() bool {
+	return c.err == nil && !c.stopped.Load() && c.p.state == psHead && c.p.headLen == 0 && c.p.lineLen == 0
 }
 
 // refused reports whether the guard refused what the client sent on this

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gwelb/gwelb/fsm"
 )
 
 // A keep-alive connection idle past hotWait gives back its buffers and
@@ -58,4 +61,59 @@ func TestParkedConnectionServesAgain(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A client whose next request reaches the proxy before the answer to the
+// one before it (pipelining, in a segment of its own) gets both answered.
+// The wait for the next request that the answer's write starts (conn.go,
+// finish) cannot see bytes that came before it, so it lasts to the hot
+// deadline, and the read after it finds them; the connection does not
+// wait that way again.
+func TestPipelinedApartIsAnswered(t *testing.T) {
+	held := make(chan struct{}, 1)
+	release := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("hold") {
+			held <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, r.URL.RawQuery)
+	}))
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	h := startProxy(t, mustTable(t, fsm.PoolSpec{Name: "backend", Prefix: "/backend", Sticky: fsm.StickySpec{Cookie: "ROUTEID"},
+		Members: []fsm.MemberSpec{{Route: "1", URL: ts.URL}}}), Options{}, ListenerConfig{})
+	c := h.dialRaw(t)
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	br := bufio.NewReader(c)
+	req := func(query string) string {
+		return "GET /backend/x?" + query + " HTTP/1.1\r\nHost: gwe\r\nCookie: ROUTEID=.1\r\n\r\n"
+	}
+	io.WriteString(c, req("hold&n=1"))
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request did not reach the member")
+	}
+	// On loopback a write is in the proxy's socket when it returns.
+	io.WriteString(c, req("n=2"))
+	close(release)
+	for _, want := range []string{"hold&n=1", "n=2"} {
+		if r := readAnswer(t, br, http.MethodGet); r.status != http.StatusOK || r.body != want {
+			t.Fatalf("got %v, want 200 %q", r, want)
+		}
+	}
+	for i := 3; i < 6; i++ {
+		q := fmt.Sprintf("n=%d", i)
+		io.WriteString(c, req(q))
+		if r := readAnswer(t, br, http.MethodGet); r.status != http.StatusOK || r.body != q {
+			t.Fatalf("request %d after them: got %v, want 200 %q", i, r, q)
+		}
+	}
 }

@@ -48,7 +48,8 @@ type rawHalf struct {
 	p     []byte
 	n     int
 	errno syscall.Errno
-	wrote bool // writeThenWait's first call is over
+	wrote bool        // writeThenWait's first call is over
+	then  func() bool // WriteAwait's: run once all is written, before the wait
 }
 
 // Init readies x for conn and reports whether conn is plain TCP; if not
@@ -116,9 +117,14 @@ func (x *IO) run(h *rawHalf, p []byte, reading bool) (int, syscall.Errno, error)
 // WriteAwait writes p and returns once the peer has sent something, or
 // the read deadline passed, or the connection closed (the read that
 // follows reports those). If the socket cannot take all of p at once,
-// the rest is written with Write and the peer is not waited for.
-func (x *IO) WriteAwait(p []byte) (int, error) {
+// the rest is written with Write and the peer is not waited for. then,
+// unless nil, runs once all of p is written and before the wait (a
+// client's connection turns idle there, proxy/conn.go); if it returns
+// false, WriteAwait does not wait.
+func (x *IO) WriteAwait(p []byte, then func() bool) (int, error) {
+	x.aw.then = then
 	n, errno, err := x.run(&x.aw, p, true)
+	x.aw.then = nil
 	switch {
 	case n == len(p):
 		return n, nil // a failed wait is the read's to report
@@ -189,7 +195,10 @@ func (h *rawHalf) writeThenWait(fd uintptr) bool {
 		h.errno = syscall.EAGAIN
 		return true
 	}
-	return h.errno != 0 // all sent: wait
+	if h.errno != 0 {
+		return true
+	}
+	return h.then != nil && !h.then() // all sent: wait, unless then says no
 }
 
 // opError wraps err as net.Conn's Read and Write do. RawConn's own errors

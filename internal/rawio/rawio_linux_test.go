@@ -127,3 +127,67 @@ func TestAsNetConn(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteAwait: WriteAwait writes, runs then once everything is out,
+// and returns when the peer has answered, unless then says not to wait.
+func TestWriteAwait(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		then   func() bool // nil: none
+		answer bool        // the peer answers what it read
+	}{
+		{"no then", nil, true},
+		{"then waits", func() bool { return true }, true},
+		{"then does not wait", func() bool { return false }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := testnet.TCPPair(t)
+			var x IO
+			if !x.Init(c) {
+				t.Fatal("Init refused a plain TCP connection")
+			}
+			answered := make(chan struct{})
+			go func() {
+				buf := make([]byte, 5)
+				if _, err := io.ReadFull(peer, buf); err != nil || !tc.answer {
+					return
+				}
+				close(answered) // before the answer: WriteAwait must see this closed
+				peer.Write([]byte("world"))
+			}()
+			ran := 0
+			then := tc.then
+			if then != nil {
+				then = func() bool { ran++; return tc.then() }
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := x.WriteAwait([]byte("hello"), then)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("WriteAwait: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("WriteAwait did not return within 10s")
+			}
+			if tc.then != nil && ran != 1 {
+				t.Errorf("then ran %d times, want 1", ran)
+			}
+			if !tc.answer {
+				return
+			}
+			select {
+			case <-answered:
+			default:
+				t.Fatal("WriteAwait returned before the peer answered")
+			}
+			buf := make([]byte, 5)
+			if n, err := x.Read(buf); err != nil || string(buf[:n]) != "world" {
+				t.Errorf("the read after it: %q, %v", buf[:n], err)
+			}
+		})
+	}
+}

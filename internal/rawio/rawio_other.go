@@ -25,7 +25,7 @@ func (x *IO) Read(p []byte) (int, error) { panic("rawio: not ready") }
 func (x *IO) Write(p []byte) (int, error) { panic("rawio: not ready") }
 
 // WriteAwait is never called: the IO is never ready.
-func (x *IO) WriteAwait(p []byte) (int, error) { panic("rawio: not ready") }
+func (x *IO) WriteAwait(p []byte, then func() bool) (int, error) { panic("rawio: not ready") }
 
 // TCP returns nil: nothing here is read raw.
 func TCP(c net.Conn) syscall.RawConn { return nil }
