@@ -11,6 +11,11 @@
 # 127.0.0.1, with the same wrk settings, in two scenarios:
 #   sticky : every request carries "Cookie: ROUTEID=.2" (must reach server 2)
 #   new    : no cookie (every request is a new session: round-robin + insert)
+#   sticky-cap, new-cap : the same with each balancer held to BENCH_CAP% (50)
+#            of one CPU by a cgroup CPU quota, so that the balancer, not wrk
+#            and the servers, is what runs out: req/s then follows the
+#            balancer's own CPU per request (needs a writable cgroup cpu
+#            controller, v1 or v2; without one these scenarios are skipped)
 # The demo servers run with -no-echo: their answer does not grow with the
 # headers a balancer forwards (they share CPU 0 with wrk, the busier CPU, so
 # echoing gwelb's X-Forwarded-* and cookie back cost gwelb ~8% of its req/s
@@ -35,7 +40,9 @@
 #   BENCH_PATH=/backend/x
 #   BENCH_TARGETS="direct gwelb haproxy haproxy-min nginx apache" (gwelb and haproxy
 #                             measured one right after the other in every round)
-#   BENCH_SCENARIOS="sticky new"
+#   BENCH_SCENARIOS="sticky new sticky-cap new-cap"
+#   BENCH_CAP=50              percent of one CPU each balancer gets in the -cap
+#                             scenarios (a quota per 10 ms period)
 #   BENCH_ROUNDS=3            repeat every run (wrk and streams), report medians and
 #                             the median of each round's ratios: a shared VM runs
 #                             35% slower for a minute at a time, and one round
@@ -63,7 +70,8 @@ THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
 REQ_PATH=${BENCH_PATH:-/backend/x}
 TARGETS=${BENCH_TARGETS:-direct gwelb haproxy haproxy-min nginx apache}
-SCENARIOS=${BENCH_SCENARIOS:-sticky new}
+SCENARIOS=${BENCH_SCENARIOS:-sticky new sticky-cap new-cap}
+CAP=${BENCH_CAP:-50}
 ROUNDS=${BENCH_ROUNDS:-3}
 PORT_BASE=${BENCH_PORT_BASE:-18400}
 OUT_DIR=${BENCH_OUT:-${SCRIPT_DIR}/out}
@@ -112,6 +120,7 @@ cleanup() {
   if [[ -n ${POLICY_RC_CREATED} ]]; then
     rm -f "${POLICY_RC_CREATED}" 2>/dev/null || sudo rm -f "${POLICY_RC_CREATED}" || true
   fi
+  cap_remove
   if [[ -n ${RUNDIR} && -d ${RUNDIR} ]]; then
     if [[ ${BENCH_KEEP_RUNDIR:-0} == 1 ]]; then
       log "kept run dir ${RUNDIR}"
@@ -124,6 +133,81 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# -------------------------------------------------------------- CPU cap ----
+
+# The -cap scenarios hold each balancer to CAP% of one CPU. Every balancer
+# (with its child processes: nginx's and Apache's workers) runs in a cgroup
+# of its own from its start, unlimited but in the -cap runs, where a CPU
+# quota of CAP% of a CAP_PERIOD_US period applies. wrk and the servers then
+# keep up, and req/s follows the balancer's CPU per request. The short
+# period keeps a throttled balancer's pauses short (at most the rest of a
+# 10 ms period), which the capped rows' latencies include.
+CAP_PERIOD_US=10000
+CG_VERSION="" CG_BASE="" CAP_NOTE=""
+declare -A CG=() # target -> its cgroup directory
+
+# cap_init: find a cgroup CPU controller this script may use (v1's cpu
+# hierarchy, or v2 with cpu enabled for children); CG_VERSION stays empty
+# without one, and CAP_NOTE says why.
+cap_init() {
+  [[ ${CAP} =~ ^[0-9]+$ ]] && ((CAP >= 1 && CAP <= 100)) || die "BENCH_CAP must be 1-100 (percent of one CPU), got '${CAP}'"
+  if [[ -w /sys/fs/cgroup/cpu/cgroup.procs && -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]]; then
+    CG_VERSION=1 CG_BASE=/sys/fs/cgroup/cpu
+  elif [[ -w /sys/fs/cgroup/cgroup.subtree_control ]] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers 2>/dev/null &&
+    { grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control; } 2>/dev/null; then
+    CG_VERSION=2 CG_BASE=/sys/fs/cgroup
+  else
+    CAP_NOTE="no writable cgroup CPU controller (v1 /sys/fs/cgroup/cpu or v2 with cpu): the -cap scenarios are skipped"
+    return 0
+  fi
+  CAP_NOTE="-cap scenarios: each balancer and its child processes held to ${CAP}% of one CPU (cgroup v${CG_VERSION} CPU quota $((CAP * CAP_PERIOD_US / 100)) us per ${CAP_PERIOD_US} us)"
+}
+
+# cap_join T: put target T's processes in a cgroup of their own, unlimited.
+cap_join() {
+  local t=$1 dir p pids i=0
+  [[ -n ${CG_VERSION} && -n ${TPID[$t]-} ]] || return 0
+  dir="${CG_BASE}/gwelb-bench.$$.${t}"
+  mkdir "${dir}" || die "cannot create cgroup ${dir}"
+  CG[$t]=${dir}
+  cap_set "$t" off
+  pids=("${TPID[$t]}")
+  while ((i < ${#pids[@]})); do
+    p=${pids[i]}
+    ((i++)) || true
+    echo "${p}" >"${dir}/cgroup.procs" 2>/dev/null || die "cannot move ${t} (pid ${p}) into ${dir}"
+    # shellcheck disable=SC2207
+    pids+=($(pgrep -P "${p}" || true))
+  done
+}
+
+# cap_set T on|off: apply or lift T's CPU quota.
+cap_set() {
+  local dir=${CG[$1]-} quota=-1
+  [[ -n ${dir} ]] || return 0
+  [[ $2 == on ]] && quota=$((CAP * CAP_PERIOD_US / 100))
+  if [[ ${CG_VERSION} == 1 ]]; then
+    echo -1 >"${dir}/cpu.cfs_quota_us" && echo "${CAP_PERIOD_US}" >"${dir}/cpu.cfs_period_us" &&
+      echo "${quota}" >"${dir}/cpu.cfs_quota_us"
+  else
+    [[ ${quota} == -1 ]] && quota=max
+    echo "${quota} ${CAP_PERIOD_US}" >"${dir}/cpu.max"
+  fi || die "cannot set the CPU quota of ${dir}"
+}
+
+# cap_remove: remove the cgroups (their processes are gone by then; an
+# exiting child may take a moment).
+cap_remove() {
+  local dir n
+  for dir in "${CG[@]}"; do
+    for ((n = 0; n < 20; n++)); do
+      rmdir "${dir}" 2>/dev/null && break
+      [[ -d ${dir} ]] || break
+      sleep 0.1
+    done
+  done
+}
 
 # ---------------------------------------------------------------- tools ----
 
@@ -429,12 +513,13 @@ declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=() CLIENT=()
 bench() { # bench TARGET SCENARIO ROUND
   local t=$1 s=$2 round=$3 url hdr=() raw parsed rps p50 p99 non2xx serr reqs
   url="http://127.0.0.1:${TPORT[$t]}${REQ_PATH}"
-  [[ $s == sticky ]] && hdr=(-H "Cookie: ${STICKY_COOKIE}")
+  [[ ${s%-cap} == sticky ]] && hdr=(-H "Cookie: ${STICKY_COOKIE}")
   raw="${OUT_DIR}/raw/${t}-${s}-r${round}.txt"
   local wpin=()
   [[ ${PIN} == 1 ]] && wpin=(taskset -c "${WRK_CPU}")
   log "round ${round}/${ROUNDS} ${t}/${s}: wrk warm-up ${WARMUP}, then -t${THREADS} -c${CONNECTIONS} -d${DURATION} --latency ${hdr[*]} ${url}"
   check_alive "before ${t}/${s}"
+  [[ $s == *-cap ]] && cap_set "$t" on
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${WARMUP}" "${hdr[@]}" "${url}" >/dev/null ||
     die "wrk warm-up failed for ${t}/${s}"
   local ticks0="" client0="" client1=""
@@ -445,6 +530,7 @@ bench() { # bench TARGET SCENARIO ROUND
   [[ -n ${client0} ]] && client1=$(cpu_line "${WRK_CPU}")
   local ticks1=""
   [[ -n ${ticks0} ]] && ticks1=$(cpu_ticks "${TPID[$t]}")
+  [[ $s == *-cap ]] && cap_set "$t" off
   if [[ -n ${client0} && -n ${client1} ]]; then
     CLIENT_R[$t,$s]+="${CLIENT_R[$t,$s]:+ }$(busy_pct "${client0}" "${client1}")"
   fi
@@ -624,11 +710,25 @@ log "demo servers: 1=127.0.0.1:${B_PORT[1]} 2=127.0.0.1:${B_PORT[2]} 3=127.0.0.1
 read -r -a TARGET_LIST <<<"${TARGETS}"
 read -r -a SCENARIO_LIST <<<"${SCENARIOS}"
 for s in "${SCENARIO_LIST[@]}"; do
-  [[ $s == sticky || $s == new ]] || die "unknown scenario '$s' (BENCH_SCENARIOS: sticky new)"
+  [[ $s =~ ^(sticky|new)(-cap)?$ ]] || die "unknown scenario '$s' (BENCH_SCENARIOS: sticky new sticky-cap new-cap)"
 done
+if [[ " ${SCENARIOS} " == *"-cap "* ]]; then
+  cap_init
+  log "${CAP_NOTE}"
+  if [[ -z ${CG_VERSION} ]]; then
+    kept=()
+    for s in "${SCENARIO_LIST[@]}"; do [[ $s == *-cap ]] || kept+=("$s"); done
+    SCENARIO_LIST=("${kept[@]}")
+  fi
+fi
+# measured T S: whether target T runs in scenario S (no balancer to cap for direct).
+measured() { [[ $2 != *-cap || $1 != direct ]]; }
 
 # Start and verify everything before measuring anything.
-for t in "${TARGET_LIST[@]}"; do start_target "$t"; done
+for t in "${TARGET_LIST[@]}"; do
+  start_target "$t"
+  cap_join "$t"
+done
 for t in "${TARGET_LIST[@]}"; do verify_target "$t"; done
 
 [[ ${ROUNDS} =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
@@ -642,7 +742,9 @@ for ((i = ${#TARGET_LIST[@]} - 1; i >= 0; i--)); do REVERSED+=("${TARGET_LIST[i]
 for ((round = 1; round <= ROUNDS; round++)); do
   for s in "${SCENARIO_LIST[@]}"; do
     if ((round % 2)); then order=("${TARGET_LIST[@]}"); else order=("${REVERSED[@]}"); fi
-    for t in "${order[@]}"; do bench "$t" "$s" "${round}"; done
+    for t in "${order[@]}"; do
+      if measured "$t" "$s"; then bench "$t" "$s" "${round}"; fi
+    done
   done
 done
 # The second table (deploy/bench/streams): big bodies, WebSockets, idle
@@ -663,12 +765,13 @@ add_sample() { # add_sample ARRAY TARGET VALUE: append VALUE to ARRAY[TARGET] if
   [[ -n $v ]] && arr[$2]="${arr[$2]:+${arr[$2]} }$v"
   return 0
 }
-# stream_run TARGET MODE (up, down or ws): one streams measurement; its rate
-# goes to UP_R/DOWN_R/WS_R, the balancer's CPU per GB (bodies, ms) or per
-# message (ws, us) to UPC_R/DOWNC_R/WSC_R, the client CPU's busy % to
-# SCLIENT_R[TARGET,MODE].
+# stream_run TARGET MODE [KEY] (MODE up, down or ws): one streams measurement;
+# its rate goes to UP_R/DOWN_R/WS_R[KEY], the balancer's CPU per GB (bodies,
+# ms) or per message (ws, us) to UPC_R/DOWNC_R/WSC_R[KEY], the client CPU's
+# busy % to SCLIENT_R[KEY,MODE]. KEY is TARGET, or TARGET-cap for a run
+# with the balancer's CPU quota on.
 stream_run() {
-  local t=$1 mode=$2 line kv rate="" work="" ticks0="" ticks1="" client0="" client1=""
+  local t=$1 mode=$2 k=${3:-$1} line kv rate="" work="" ticks0="" ticks1="" client0="" client1=""
   [[ -n ${TPID[$t]-} ]] && ticks0=$(cpu_ticks "${TPID[$t]}")
   [[ ${PIN} == 1 ]] && client0=$(cpu_line "${WRK_CPU}")
   line=$("${spin[@]}" "${RUNDIR}/streams" -mode "${mode}" -url "${url}" -cookie "${STICKY_COOKIE}" 2>>"${RUNDIR}/streams.log") || line=""
@@ -681,15 +784,27 @@ stream_run() {
     esac
   done
   local upper=${mode^^}
-  add_sample "${upper}_R" "$t" "${rate}"
+  add_sample "${upper}_R" "$k" "${rate}"
   if [[ -n $(numeric "${rate}") && -n ${ticks1} && ${work} =~ ^[1-9][0-9]*$ ]]; then
-    add_sample "${upper}C_R" "$t" "$(awk -v d=$((ticks1 - ticks0)) -v hz="${CLK_TCK}" -v n="${work}" -v m="${mode}" \
+    add_sample "${upper}C_R" "$k" "$(awk -v d=$((ticks1 - ticks0)) -v hz="${CLK_TCK}" -v n="${work}" -v m="${mode}" \
       'BEGIN { if (m == "ws") printf "%.1f", d * 1e6 / hz / n; else printf "%.0f", d * 1e3 / hz / (n / 1e9) }')"
   fi
   if [[ -n ${client0} && -n ${client1} ]]; then
-    SCLIENT_R[$t,$mode]+="${SCLIENT_R[$t,$mode]:+ }$(busy_pct "${client0}" "${client1}")"
+    SCLIENT_R[$k,$mode]+="${SCLIENT_R[$k,$mode]:+ }$(busy_pct "${client0}" "${client1}")"
   fi
 }
+# The streams table's rows: every target but haproxy-min (see the streams
+# loop), then each balancer again with its CPU quota on (TARGET-cap) when
+# the -cap scenarios run.
+STREAM_KEYS=()
+for t in "${TARGET_LIST[@]}"; do
+  if [[ $t != haproxy-min ]]; then STREAM_KEYS+=("$t"); fi
+done
+if [[ " ${SCENARIO_LIST[*]} " == *"-cap "* ]]; then
+  for t in "${TARGET_LIST[@]}"; do
+    if [[ $t != haproxy-min && $t != direct ]]; then STREAM_KEYS+=("$t-cap"); fi
+  done
+fi
 if [[ ${STREAMS} == 1 ]]; then
   go build -o "${RUNDIR}/streams" ./deploy/bench/streams >&2 || die "go build ./deploy/bench/streams failed (or BENCH_STREAMS=0)"
   spin=()
@@ -703,6 +818,11 @@ if [[ ${STREAMS} == 1 ]]; then
       url="http://127.0.0.1:${TPORT[$t]}"
       log "streams round ${round}/${ROUNDS} ${t}: 16 MiB bodies both ways, WebSocket echo$([[ $t != direct && ${round} == 1 ]] && echo ", ${IDLE_CONNS} idle connections")"
       for mode in up down ws; do stream_run "$t" "${mode}"; done
+      if [[ " ${STREAM_KEYS[*]} " == *" $t-cap "* ]]; then
+        cap_set "$t" on
+        for mode in up down ws; do stream_run "$t" "${mode}" "$t-cap"; done
+        cap_set "$t" off
+      fi
       if [[ $t != direct && ${round} == 1 ]]; then
         line=$("${spin[@]}" "${RUNDIR}/streams" -mode idle -url "${url}" -cookie "${STICKY_COOKIE}" \
           -pid "${TPID[$t]}" -conns "${IDLE_CONNS}" 2>>"${RUNDIR}/streams.log") || line=""
@@ -712,7 +832,7 @@ if [[ ${STREAMS} == 1 ]]; then
     done
   done
   whole() { printf '%.0f' "$1"; }
-  for t in "${TARGET_LIST[@]}"; do
+  for t in "${STREAM_KEYS[@]}"; do
     [[ -n ${UP_R[$t]-} ]] && UP[$t]=$(whole "$(median "${UP_R[$t]}")")
     [[ -n ${DOWN_R[$t]-} ]] && DOWN[$t]=$(whole "$(median "${DOWN_R[$t]}")")
     [[ -n ${WS_R[$t]-} ]] && WS[$t]=$(whole "$(median "${WS_R[$t]}")")
@@ -728,6 +848,7 @@ LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 IDLE_BUSY_END=$(cpu_busy_pct)
 for s in "${SCENARIO_LIST[@]}"; do
   for t in "${TARGET_LIST[@]}"; do
+    measured "$t" "$s" || continue
     RPS[$t,$s]=$(median "${RPS_R[$t,$s]}")
     P50[$t,$s]=$(median "${P50_R[$t,$s]}")
     P99[$t,$s]=$(median "${P99_R[$t,$s]}")
@@ -744,6 +865,7 @@ done
     "$( ((ROUNDS > 1)) && echo ', medians shown')"
   printf '# sticky = every request sends "Cookie: %s" (must reach server 2); new = no cookie (new session, round-robin)\n' "${STICKY_COOKIE}"
   printf '# %s\n# %s; %s CPUs\n' "${PIN_NOTE}" "${BUDGET_NOTE}" "${NCPU}"
+  [[ -n ${CAP_NOTE} ]] && printf '# %s\n' "${CAP_NOTE}"
   printf '# other load: CPUs %s%% busy just before and %s%% just after measuring (bench idle); load average %s before, %s after\n\n' \
     "${IDLE_BUSY}" "${IDLE_BUSY_END}" "${LOADAVG_START}" "${LOADAVG_END}"
   if [[ ${IDLE_BUSY} =~ ^[0-9]+$ && ${IDLE_BUSY_END} =~ ^[0-9]+$ ]] && ((IDLE_BUSY > 10 || IDLE_BUSY_END > 10)); then
@@ -751,15 +873,16 @@ done
       "${IDLE_BUSY}" "${IDLE_BUSY_END}"
     printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
   fi
-  printf '| %-11s | %-8s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
+  printf '| %-11s | %-10s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
     target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx' 'x haproxy' 'p99 x haproxy' 'x haproxy-min' \
     'CPU us/req' 'CPU x haproxy' 'client CPU'
-  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '----------' '-----------:' '---------:' \
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '------------' '-----------:' '---------:' \
     '---------:' '--------:' '----------:' '---------:' '-----------:' '---------------:' '---------------:' \
     '-----------:' '---------------:' '-----------:'
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
-      printf '| %-11s | %-8s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
+      measured "$t" "$s" || continue
+      printf '| %-11s | %-10s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
         "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[direct,$s]-}")" "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[nginx,$s]-}")" \
         "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy,$s]-}")" "$(pratio "${P99_R[$t,$s]}" "${P99_R[haproxy,$s]-}")" \
@@ -775,37 +898,47 @@ done
   printf 'CPU us/req = CPU time (user + system) of the balancer and its child processes over the measured run,\n'
   printf 'divided by the requests served: its own cost per request, which decides its req/s on a machine where\n'
   printf 'the balancer, not wrk and the servers (CPU 0 here), runs out of CPU; CPU x haproxy below 1 is cheaper.\n'
+  if [[ " ${SCENARIO_LIST[*]} " == *"-cap "* ]]; then
+    printf -- '-cap = the same scenario with every balancer held to %s%% of one CPU (cgroup quota, %s ms periods):\n' "${CAP}" "$((CAP_PERIOD_US / 1000))"
+    printf 'there the balancer runs out first (client CPU below 100%%), and req/s follows its CPU per request;\n'
+    printf 'its latencies include the pauses of a throttled balancer (up to the rest of a period).\n'
+  fi
   if [[ ${PIN} == 1 ]]; then
     printf 'client CPU = how busy CPU %s (wrk and the servers) was during the run: near 100%%, the client side bounded\n' "${WRK_CPU}"
     printf 'req/s, and balancers that keep up come out near 1.0x of each other whatever their own CPU us/req.\n'
   fi
   if [[ ${STREAMS} == 1 ]]; then
-    printf '\n| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' \
+    printf '\n| %-11s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' \
       target '16 MiB up MB/s' '16 MiB down MB/s' 'ws msg/s' 'idle KiB/conn' 'up x haproxy' 'down x haproxy' 'ws x haproxy'
-    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '---------------:' '-----------------:' '----------:' \
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '---------------:' '-----------------:' '----------:' \
       '--------------:' '-------------:' '---------------:' '-------------:'
-    for t in "${TARGET_LIST[@]}"; do
-      [[ $t == haproxy-min ]] && continue # not run: see the streams loop
-      printf '| %-8s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' "$t" \
+    for t in "${STREAM_KEYS[@]}"; do
+      h=haproxy
+      [[ $t == *-cap ]] && h=haproxy-cap
+      printf '| %-11s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' "$t" \
         "${UP[$t]:--}" "${DOWN[$t]:--}" "${WS[$t]:--}" "${IDLEK[$t]:--}" \
-        "$(pratio "${UP_R[$t]-}" "${UP_R[haproxy]-}")" \
-        "$(pratio "${DOWN_R[$t]-}" "${DOWN_R[haproxy]-}")" \
-        "$(pratio "${WS_R[$t]-}" "${WS_R[haproxy]-}")"
+        "$(pratio "${UP_R[$t]-}" "${UP_R[$h]-}")" \
+        "$(pratio "${DOWN_R[$t]-}" "${DOWN_R[$h]-}")" \
+        "$(pratio "${WS_R[$t]-}" "${WS_R[$h]-}")"
     done
     printf '\nup = POST 16 MiB to /backend/echo, which streams it back at once (MB/s each way); down = GET 16 MiB;\n'
     printf 'ws = 64-byte messages echoed over 8 WebSockets; idle = the balancer RSS growth per idle keep-alive\n'
     printf 'connection (%s connections, child processes included); "-" = refused (e.g. nginx: 1 MiB body limit).\n' "${IDLE_CONNS}"
-    printf '\n| %-8s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' \
+    if [[ " ${STREAM_KEYS[*]} " == *"-cap "* ]]; then
+      printf 'TARGET-cap = the same runs with the balancer held to %s%% of one CPU (as the -cap scenarios), x haproxy-cap.\n' "${CAP}"
+    fi
+    printf '\n| %-11s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' \
       target 'up CPU ms/GB' 'down CPU ms/GB' 'ws CPU us/msg' 'up CPU x haproxy' 'down CPU x haproxy' 'ws CPU x haproxy' 'client CPU up/down/ws'
-    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '----------' '-------------:' '---------------:' '-------------:' \
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '-------------:' '---------------:' '-------------:' \
       '---------------:' '-----------------:' '---------------:' '------------------:'
-    for t in "${TARGET_LIST[@]}"; do
-      [[ $t == haproxy-min ]] && continue
-      printf '| %-8s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' "$t" \
+    for t in "${STREAM_KEYS[@]}"; do
+      h=haproxy
+      [[ $t == *-cap ]] && h=haproxy-cap
+      printf '| %-11s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' "$t" \
         "${UPC[$t]:--}" "${DOWNC[$t]:--}" "${WSC[$t]:--}" \
-        "$(pratio "${UPC_R[$t]-}" "${UPC_R[haproxy]-}")" \
-        "$(pratio "${DOWNC_R[$t]-}" "${DOWNC_R[haproxy]-}")" \
-        "$(pratio "${WSC_R[$t]-}" "${WSC_R[haproxy]-}")" \
+        "$(pratio "${UPC_R[$t]-}" "${UPC_R[$h]-}")" \
+        "$(pratio "${DOWNC_R[$t]-}" "${DOWNC_R[$h]-}")" \
+        "$(pratio "${WSC_R[$t]-}" "${WSC_R[$h]-}")" \
         "${SCLIENT[$t,up]:--}/${SCLIENT[$t,down]:--}/${SCLIENT[$t,ws]:--}%"
     done
     printf '\nCPU per GB (of the request body for up; the echo carries as much back) and per message = CPU time\n'
@@ -829,6 +962,9 @@ done
   printf '  "cpu_pinning": {"enabled": %s, "balancers_cpu": %s, "wrk_cpu": %s, "demo_servers_cpu": %s, "note": %s, "budget": %s},\n' \
     "$([[ ${PIN} == 1 ]] && echo true || echo false)" "${LB_CPU:-null}" "${WRK_CPU:-null}" "${DEMO_CPU:-null}" \
     "$(json_str "${PIN_NOTE}")" "$(json_str "${BUDGET_NOTE}")"
+  printf '  "cpu_cap": {"percent": %s, "period_us": %s, "cgroup": %s, "note": %s},\n' \
+    "$([[ -n ${CG_VERSION} ]] && echo "${CAP}" || echo null)" "${CAP_PERIOD_US}" \
+    "$([[ -n ${CG_VERSION} ]] && json_str "v${CG_VERSION}" || echo null)" "$(json_str "${CAP_NOTE}")"
   printf '  "versions": {'
   sep=""
   for t in "${TARGET_LIST[@]}"; do
@@ -840,6 +976,7 @@ done
   sep=""
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
+      measured "$t" "$s" || continue
       printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "client_cpu_busy_pct": %s, "rps_rounds": [%s]}' \
         "${sep}" "$(json_str "$t")" "$(json_str "$s")" "${REQS[$t,$s]}" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
@@ -855,7 +992,7 @@ done
   done
   printf '\n  ],\n  "streams": ['
   sep=""
-  for t in "${TARGET_LIST[@]}"; do
+  for t in "${STREAM_KEYS[@]}"; do
     printf '%s\n    {"target": %s, "body_up_mbps": %s, "body_down_mbps": %s, "ws_msgs_per_s": %s, "idle_kib_per_conn": %s, "up_cpu_ms_per_gb": %s, "down_cpu_ms_per_gb": %s, "ws_cpu_us_per_msg": %s}' \
       "${sep}" "$(json_str "$t")" "$(numeric "${UP[$t]-}" null)" "$(numeric "${DOWN[$t]-}" null)" \
       "$(numeric "${WS[$t]-}" null)" "$(numeric "${IDLEK[$t]-}" null)" \
