@@ -793,6 +793,9 @@ stream_run() {
     SCLIENT_R[$k,$mode]+="${SCLIENT_R[$k,$mode]:+ }$(busy_pct "${client0}" "${client1}")"
   fi
 }
+# rival KEY: the streams row KEY is compared with: haproxy, or haproxy-cap
+# for a capped row.
+rival() { if [[ $1 == *-cap ]]; then echo haproxy-cap; else echo haproxy; fi; }
 # The streams table's rows: every target but haproxy-min (see the streams
 # loop), then each balancer again with its CPU quota on (TARGET-cap) when
 # the -cap scenarios run.
@@ -913,8 +916,7 @@ done
     printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '---------------:' '-----------------:' '----------:' \
       '--------------:' '-------------:' '---------------:' '-------------:'
     for t in "${STREAM_KEYS[@]}"; do
-      h=haproxy
-      [[ $t == *-cap ]] && h=haproxy-cap
+      h=$(rival "$t")
       printf '| %-11s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' "$t" \
         "${UP[$t]:--}" "${DOWN[$t]:--}" "${WS[$t]:--}" "${IDLEK[$t]:--}" \
         "$(pratio "${UP_R[$t]-}" "${UP_R[$h]-}")" \
@@ -932,8 +934,7 @@ done
     printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '-------------:' '---------------:' '-------------:' \
       '---------------:' '-----------------:' '---------------:' '------------------:'
     for t in "${STREAM_KEYS[@]}"; do
-      h=haproxy
-      [[ $t == *-cap ]] && h=haproxy-cap
+      h=$(rival "$t")
       printf '| %-11s | %12s | %14s | %12s | %14s | %16s | %14s | %17s |\n' "$t" \
         "${UPC[$t]:--}" "${DOWNC[$t]:--}" "${WSC[$t]:--}" \
         "$(pratio "${UPC_R[$t]-}" "${UPC_R[$h]-}")" \
