@@ -506,9 +506,9 @@ parse_wrk() {
 }
 
 # Per-round values, space-separated, keyed "target,scenario".
-declare -A RPS_R=() P50_R=() P99_R=() CPU_R=() CLIENT_R=()
+declare -A RPS_R=() P50_R=() P99_R=() CPU_R=() CLIENT_R=() CLIENTUS_R=() SLEEPS_R=()
 # Final values (medians over rounds; errors and requests summed).
-declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=() CLIENT=()
+declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=() CLIENT=() CLIENTUS=() SLEEPS=()
 
 bench() { # bench TARGET SCENARIO ROUND
   local t=$1 s=$2 round=$3 url hdr=() raw parsed rps p50 p99 non2xx serr reqs
@@ -522,14 +522,14 @@ bench() { # bench TARGET SCENARIO ROUND
   [[ $s == *-cap ]] && cap_set "$t" on
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${WARMUP}" "${hdr[@]}" "${url}" >/dev/null ||
     die "wrk warm-up failed for ${t}/${s}"
-  local ticks0="" client0="" client1=""
-  [[ -n ${TPID[$t]-} ]] && ticks0=$(cpu_ticks "${TPID[$t]}")
+  local ticks0="" sleeps0="" client0="" client1=""
+  [[ -n ${TPID[$t]-} ]] && ticks0=$(cpu_ticks "${TPID[$t]}") && sleeps0=$(proc_sum "${TPID[$t]}" sleeps)
   [[ ${PIN} == 1 ]] && client0=$(cpu_line "${WRK_CPU}")
   "${wpin[@]}" wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency "${hdr[@]}" "${url}" >"${raw}" ||
     die "wrk failed for ${t}/${s}"
   [[ -n ${client0} ]] && client1=$(cpu_line "${WRK_CPU}")
-  local ticks1=""
-  [[ -n ${ticks0} ]] && ticks1=$(cpu_ticks "${TPID[$t]}")
+  local ticks1="" sleeps1=""
+  [[ -n ${ticks0} ]] && ticks1=$(cpu_ticks "${TPID[$t]}") && sleeps1=$(proc_sum "${TPID[$t]}" sleeps)
   [[ $s == *-cap ]] && cap_set "$t" off
   if [[ -n ${client0} && -n ${client1} ]]; then
     CLIENT_R[$t,$s]+="${CLIENT_R[$t,$s]:+ }$(busy_pct "${client0}" "${client1}")"
@@ -540,6 +540,11 @@ bench() { # bench TARGET SCENARIO ROUND
   RPS_R[$t,$s]+="${RPS_R[$t,$s]:+ }${rps}"
   if [[ -n ${ticks1} ]] && ((reqs > 0)); then
     CPU_R[$t,$s]+="${CPU_R[$t,$s]:+ }$(awk -v d=$((ticks1 - ticks0)) -v hz="${CLK_TCK}" -v n="${reqs}" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')"
+    SLEEPS_R[$t,$s]+="${SLEEPS_R[$t,$s]:+ }$(awk -v d=$((sleeps1 - sleeps0)) -v n="${reqs}" 'BEGIN { printf "%.2f", d / n }')"
+  fi
+  if [[ -n ${client0} && -n ${client1} ]] && ((reqs > 0)); then
+    CLIENTUS_R[$t,$s]+="${CLIENTUS_R[$t,$s]:+ }$(awk -v a="${client0}" -v b="${client1}" -v hz="${CLK_TCK}" -v n="${reqs}" \
+      'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.1f", (y[1] - x[1]) * 1e6 / hz / n }')"
   fi
   P50_R[$t,$s]+="${P50_R[$t,$s]:+ }${p50}"
   P99_R[$t,$s]+="${P99_R[$t,$s]:+ }${p99}"
@@ -569,18 +574,29 @@ busy_pct() {
     if (t <= 0) print "-"; else printf "%.0f\n", 100 * (y[1] - x[1]) / t }'
 }
 
-# cpu_ticks PID: CPU time (user + system, clock ticks) of PID and its
-# descendants (nginx and Apache work in child processes) from /proc: the
-# balancer's own cost per request, whichever CPU is the bound. A child that
-# exits during a run takes its ticks with it (Apache may retire workers).
+# proc_sum PID FIELD: FIELD summed over PID and its descendants (nginx and
+# Apache work in child processes) from /proc, where FIELD is
+#   ticks     CPU time (user + system, clock ticks): the balancer's own
+#             cost per request, whichever CPU is the bound;
+#   sleeps    voluntary context switches of every thread: how often the
+#             balancer ran out of work and waited for the network. Each
+#             such wait ends with a wakeup, and a wakeup from the other CPU
+#             (a client's request, a server's answer) is paid partly by the
+#             CPU that sends it, here the client CPU (see bench).
+# A child that exits during a run takes its counts with it (Apache may
+# retire workers).
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-cpu_ticks() {
-  local p total=0 pids=("$1") i=0
+proc_sum() {
+  local p total=0 pids=("$1") i=0 what=$2
   while ((i < ${#pids[@]})); do
     p=${pids[i]}
     ((i++)) || true
     [[ -r /proc/${p}/stat ]] || continue
-    total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/${p}/stat")))
+    if [[ ${what} == ticks ]]; then
+      total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/${p}/stat")))
+    else
+      total=$((total + $(cat "/proc/${p}"/task/*/status 2>/dev/null | awk '$1 == "voluntary_ctxt_switches:" { n += $2 } END { print n + 0 }')))
+    fi
     if command -v pgrep >/dev/null 2>&1; then
       # shellcheck disable=SC2207
       pids+=($(pgrep -P "${p}" || true))
@@ -588,6 +604,7 @@ cpu_ticks() {
   done
   echo "${total}"
 }
+cpu_ticks() { proc_sum "$1" ticks; }
 
 # cpu_busy_pct: percentage of all CPUs' time spent busy over the next 2s
 # (from /proc/stat; "unknown" without it). Everything started by this script
@@ -857,6 +874,8 @@ for s in "${SCENARIO_LIST[@]}"; do
     P99[$t,$s]=$(median "${P99_R[$t,$s]}")
     [[ -n ${CPU_R[$t,$s]-} ]] && CPU[$t,$s]=$(median "${CPU_R[$t,$s]}")
     [[ -n ${CLIENT_R[$t,$s]-} ]] && CLIENT[$t,$s]=$(median "${CLIENT_R[$t,$s]}")
+    [[ -n ${CLIENTUS_R[$t,$s]-} ]] && CLIENTUS[$t,$s]=$(median "${CLIENTUS_R[$t,$s]}")
+    [[ -n ${SLEEPS_R[$t,$s]-} ]] && SLEEPS[$t,$s]=$(median "${SLEEPS_R[$t,$s]}")
   done
 done
 
@@ -876,21 +895,22 @@ done
       "${IDLE_BUSY}" "${IDLE_BUSY_END}"
     printf '#          see rps_rounds in results.json; rerun on a quiet machine or with BENCH_ROUNDS=5\n\n'
   fi
-  printf '| %-11s | %-10s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
+  printf '| %-11s | %-10s | %10s | %8s | %8s | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s | %13s | %10s |\n' \
     target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x direct' 'x nginx' 'x haproxy' 'p99 x haproxy' 'x haproxy-min' \
-    'CPU us/req' 'CPU x haproxy' 'client CPU'
-  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '------------' '-----------:' '---------:' \
+    'CPU us/req' 'CPU x haproxy' 'client CPU' 'client us/req' 'sleeps/req'
+  printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' '-------------' '------------' '-----------:' '---------:' \
     '---------:' '--------:' '----------:' '---------:' '-----------:' '---------------:' '---------------:' \
-    '-----------:' '---------------:' '-----------:'
+    '-----------:' '---------------:' '-----------:' '--------------:' '-----------:'
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
       measured "$t" "$s" || continue
-      printf '| %-11s | %-10s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s |\n' \
+      printf '| %-11s | %-10s | %10.0f | %8.3f | %8.3f | %7s | %9s | %8s | %10s | %14s | %14s | %10s | %14s | %10s | %13s | %10s |\n' \
         "$t" "$s" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[direct,$s]-}")" "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[nginx,$s]-}")" \
         "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy,$s]-}")" "$(pratio "${P99_R[$t,$s]}" "${P99_R[haproxy,$s]-}")" \
         "$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy-min,$s]-}")" \
-        "${CPU[$t,$s]:--}" "$(pratio "${CPU_R[$t,$s]-}" "${CPU_R[haproxy,$s]-}")" "$(if [[ -n ${CLIENT[$t,$s]-} ]]; then echo "${CLIENT[$t,$s]}%"; else echo -; fi)"
+        "${CPU[$t,$s]:--}" "$(pratio "${CPU_R[$t,$s]-}" "${CPU_R[haproxy,$s]-}")" "$(if [[ -n ${CLIENT[$t,$s]-} ]]; then echo "${CLIENT[$t,$s]}%"; else echo -; fi)" \
+        "${CLIENTUS[$t,$s]:--}" "${SLEEPS[$t,$s]:--}"
     done
   done
   printf '\nx direct / x nginx / x haproxy / x haproxy-min = req/s of the row divided by req/s of that target in the\n'
@@ -909,6 +929,9 @@ done
   if [[ ${PIN} == 1 ]]; then
     printf 'client CPU = how busy CPU %s (wrk and the servers) was during the run: near 100%%, the client side bounded\n' "${WRK_CPU}"
     printf 'req/s, and balancers that keep up come out near 1.0x of each other whatever their own CPU us/req.\n'
+    printf 'client us/req = busy time of CPU %s divided by the requests: there, what bounds req/s. sleeps/req =\n' "${WRK_CPU}"
+    printf 'the times the balancer waited for the network (voluntary context switches) per request; each wait ends\n'
+    printf 'in a wakeup from the other CPU, partly paid by CPU %s, so a balancer that waits more often costs it more.\n' "${WRK_CPU}"
   fi
   if [[ ${STREAMS} == 1 ]]; then
     printf '\n| %-11s | %14s | %16s | %9s | %13s | %12s | %14s | %12s |\n' \
@@ -978,7 +1001,7 @@ done
   for s in "${SCENARIO_LIST[@]}"; do
     for t in "${TARGET_LIST[@]}"; do
       measured "$t" "$s" || continue
-      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "client_cpu_busy_pct": %s, "rps_rounds": [%s]}' \
+      printf '%s    {"target": %s, "scenario": %s, "requests": %s, "rps": %s, "p50_ms": %s, "p99_ms": %s, "errors": %s, "rps_vs_direct": %s, "rps_vs_nginx": %s, "p99_vs_nginx": %s, "rps_vs_haproxy": %s, "p99_vs_haproxy": %s, "rps_vs_haproxy_min": %s, "cpu_us_per_req": %s, "client_cpu_busy_pct": %s, "client_cpu_us_per_req": %s, "sleeps_per_req": %s, "rps_rounds": [%s]}' \
         "${sep}" "$(json_str "$t")" "$(json_str "$s")" "${REQS[$t,$s]}" "${RPS[$t,$s]}" "${P50[$t,$s]}" "${P99[$t,$s]}" "${ERRS[$t,$s]}" \
         "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[direct,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[nginx,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
@@ -987,6 +1010,7 @@ done
         "$(r=$(pratio "${P99_R[$t,$s]}" "${P99_R[haproxy,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(r=$(pratio "${RPS_R[$t,$s]}" "${RPS_R[haproxy-min,$s]-}"); [[ $r == - ]] && echo null || echo "$r")" \
         "$(numeric "${CPU[$t,$s]-}" null)" "$(numeric "${CLIENT[$t,$s]-}" null)" \
+        "$(numeric "${CLIENTUS[$t,$s]-}" null)" "$(numeric "${SLEEPS[$t,$s]-}" null)" \
         "$(tr ' ' ',' <<<"${RPS_R[$t,$s]}")"
       sep=$',\n'
     done
