@@ -82,11 +82,15 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## bench: Go benchmarks, then gwelb side by side with nginx, HAProxy and Apache under wrk
+## bench: the idle demo cluster's CPU, Go benchmarks, then gwelb side by side
+## with nginx, HAProxy and Apache under wrk. Idle goes first, on a quiet
+## machine: right after the load (thousands of sockets in TIME_WAIT, the
+## other balancers' exits) it read 1.47% / 1.17-1.20% where the same build
+## idled at 0.73-0.77% / 0.50-0.60% alone minutes later (2026-12-04).
 bench: build
+	deploy/bench/idle.sh
 	$(GO) test -run=NONE -bench=. -benchmem ./proxy/ ./fsm/
 	deploy/bench/run.sh
-	deploy/bench/idle.sh
 
 ## bench-idle: CPU of the three-node demo cluster while idle, per node
 bench-idle: build
