@@ -22,12 +22,20 @@ import (
 )
 
 // auditRecorder keeps the "audit" records of every node of a cluster, each
-// as its attributes (node included), and every record's text, to look for
-// secrets.
+// as its attributes (node included), every record's text, to look for
+// secrets, and every record's level, message and attributes (all).
 type auditRecorder struct {
 	mu      sync.Mutex
 	records []map[string]string
 	text    strings.Builder
+	all     []loggedRecord
+}
+
+// loggedRecord is one record an auditRecorder received.
+type loggedRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]string
 }
 
 type auditHandler struct {
@@ -49,6 +57,7 @@ func (h auditHandler) Handle(_ context.Context, rec slog.Record) error {
 	h.r.mu.Lock()
 	defer h.r.mu.Unlock()
 	fmt.Fprintf(&h.r.text, "%s %v\n", rec.Message, m)
+	h.r.all = append(h.r.all, loggedRecord{level: rec.Level, msg: rec.Message, attrs: m})
 	if rec.Message == "audit" {
 		h.r.records = append(h.r.records, m)
 	}
@@ -64,6 +73,27 @@ func (h auditHandler) WithGroup(string) slog.Handler { return h }
 // option makes every node log to the recorder.
 func (r *auditRecorder) option(_ int, cfg *cluster.Config) {
 	cfg.Logger = slog.New(auditHandler{r: r})
+}
+
+// logged returns the records with message msg whose attributes include
+// every pair of kv.
+func (r *auditRecorder) logged(msg string, kv ...string) []loggedRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []loggedRecord
+next:
+	for _, rec := range r.all {
+		if rec.msg != msg {
+			continue
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if rec.attrs[kv[i]] != kv[i+1] {
+				continue next
+			}
+		}
+		out = append(out, rec)
+	}
+	return out
 }
 
 // find returns the audit records whose attributes include every pair of kv.

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -386,4 +387,39 @@ func watchedVerdict(ev *gwelbv1.WatchEvent, route string) gwelbv1.Verdict {
 		}
 	}
 	return -1
+}
+
+// TestReplayedVerdictsNotNews: a lone node that restarts applies its log
+// again, as leader. The verdict changes in it were logged when they
+// happened; logged again at info they read as a member failing at the
+// time of the restart. They are logged at debug ("verdict replayed"), and
+// a change after the restart is still news ("verdict changed").
+func TestReplayedVerdictsNotNews(t *testing.T) {
+	c := clustertest.New(t, 1)
+	n := c.Nodes[0]
+	c.GWE["2"].Stop()
+	c.WaitAll("verdict DOWN for member 2", func(tn *clustertest.Node) bool { return verdict(tn, "2") == fsm.Down })
+
+	c.Kill(n)
+	rec := &auditRecorder{}
+	cfg := n.Cfg
+	cfg.Logger = slog.New(auditHandler{r: rec})
+	c.Start(cfg)
+	c.WaitLeader()
+	clustertest.WaitFor(t, 20*time.Second, "the restarted leader to log member 2's change as replayed", func() bool {
+		return len(rec.logged("verdict replayed", "route", "2", "verdict", "down")) > 0
+	})
+	if got := rec.logged("verdict changed", "route", "2"); len(got) > 0 {
+		t.Errorf("a replayed verdict logged as news: %v", got[0].attrs)
+	}
+	for _, r := range rec.logged("verdict replayed") {
+		if r.level != slog.LevelDebug {
+			t.Errorf("verdict replayed at %v, want debug", r.level)
+		}
+	}
+
+	c.GWE["3"].Stop()
+	clustertest.WaitFor(t, 20*time.Second, "member 3's new verdict logged as news", func() bool {
+		return len(rec.logged("verdict changed", "route", "3", "verdict", "down")) > 0
+	})
 }

@@ -62,6 +62,11 @@ type Node struct {
 	// build before them (inbox.ignoreBeats goes with it).
 	noBeats atomic.Bool
 	startup *catchUp // the catch-up a starting node makes before it routes
+	// replayTo is the last index of this node's raft log when it started.
+	// Those entries were decided before this process ran; a leader that
+	// applies them again (a whole cluster restarted, a lone node) logs
+	// their verdict changes at debug, not as news (logVerdictChanges).
+	replayTo uint64
 
 	// gossipKeys holds the gossip encryption keys, data_dir/keyring
 	// (keyring.go); nil for plain gossip.
@@ -242,6 +247,9 @@ func (n *Node) startRaft() (existing bool, err error) {
 	n.raftTrans = newRaftTransport(n.inbox, n.cfg.Timing)
 	n.raftTrans.countsHold = n.countsHold
 	n.raftTrans.countsBeats = n.countsBeats
+	if n.replayTo, err = cached.LastIndex(); err != nil {
+		return false, fmt.Errorf("raft log: %w", err)
+	}
 	// The transport holds idle AppendEntries until the log grows (transport.go).
 	r, err := raft.NewRaft(rc, commitFSM{n.fsm, n.notifyCommit}, heldLogStore{LogCache: cached, trans: n.raftTrans}, stable, snapStore, n.raftTrans)
 	if err != nil {
@@ -292,7 +300,9 @@ func (n *Node) onTable(t *fsm.Table) {
 }
 
 // logVerdictChanges logs each verdict change once, on the leader, with the
-// cause the FSM recorded. It costs what the change touched (DESIGN.md
+// cause the FSM recorded; one this node's log held when it started is a
+// replay, logged at debug: after a restart it would read as a member
+// failing now, with the time of the restart. It costs what the change touched (DESIGN.md
 // §5.2): a pool the FSM did not touch is the same pointer, one whose layout
 // is the same is compared by the member blocks it does not share
 // (Pool.Changed), and only a pool whose members came, went or moved is
@@ -301,6 +311,7 @@ func (n *Node) logVerdictChanges(prev, t *fsm.Table) {
 	if prev == nil || !n.IsLeader() {
 		return
 	}
+	replayed := t.Index() <= n.replayTo
 	for _, p := range t.Pools() {
 		old := prev.Pool(p.Name())
 		if old == p || old == nil {
@@ -309,25 +320,32 @@ func (n *Node) logVerdictChanges(prev, t *fsm.Table) {
 		if changed, ok := p.Changed(old); ok {
 			for _, i := range changed {
 				if m, o := p.Member(i), old.Member(i); m.Verdict != o.Verdict {
-					n.logVerdict(p.Name(), m.Route, m.Verdict)
+					n.logVerdict(p.Name(), m.Route, m.Verdict, replayed)
 				}
 			}
 			continue
 		}
 		for _, m := range p.All() {
 			if j, ok := old.Lookup(m.Route); ok && old.Member(j).Verdict != m.Verdict {
-				n.logVerdict(p.Name(), m.Route, m.Verdict)
+				n.logVerdict(p.Name(), m.Route, m.Verdict, replayed)
 			}
 		}
 	}
 }
 
-func (n *Node) logVerdict(pool, route string, v fsm.Verdict) {
+func (n *Node) logVerdict(pool, route string, v fsm.Verdict, replayed bool) {
+	msg, level := "verdict changed", slog.LevelInfo
+	if replayed {
+		msg, level = "verdict replayed", slog.LevelDebug
+	}
+	if !n.log.Enabled(n.ctx, level) {
+		return
+	}
 	cause := ""
 	if m, _, ok := n.fsm.Member(pool, route); ok {
 		cause = m.GetVerdictCause()
 	}
-	n.log.Info("verdict changed", "pool", pool, "route", route, "verdict", v.String(), "cause", cause)
+	n.log.Log(n.ctx, level, msg, "pool", pool, "route", route, "verdict", v.String(), "cause", cause)
 }
 
 // goRun runs f in a goroutine tied to the node's lifetime.
