@@ -302,11 +302,12 @@ func (n *Node) onTable(t *fsm.Table) {
 // logVerdictChanges logs each verdict change once, on the leader, with the
 // cause the FSM recorded; one this node's log held when it started is a
 // replay, logged at debug: after a restart it would read as a member
-// failing now, with the time of the restart (DESIGN.md §1.3 step 4). It costs what the change touched (DESIGN.md
-// §5.2): a pool the FSM did not touch is the same pointer, one whose layout
-// is the same is compared by the member blocks it does not share
-// (Pool.Changed), and only a pool whose members came, went or moved is
-// walked whole. Only changed members' causes are read (FSM.Member).
+// failing now, with the time of the restart (DESIGN.md §1.3 step 4). It
+// costs what the change touched (DESIGN.md §5.2): a pool the FSM did not
+// touch is the same pointer, one whose layout is the same is compared by
+// the member blocks it does not share (Pool.Changed), and only a pool
+// whose members came, went or moved is walked whole. Only changed
+// members' causes are read (FSM.Member), and none when the level is off.
 func (n *Node) logVerdictChanges(prev, t *fsm.Table) {
 	if prev == nil || !n.IsLeader() {
 		return
