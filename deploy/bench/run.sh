@@ -8,10 +8,13 @@
 #   haproxy-min : the same stickiness forwarding neither (haproxy-min.cfg.tmpl)
 #   apache  : the guide's mod_proxy_balancer    (apache-backend.conf.tmpl)
 # all in front of the same three bin/gwe-demo backends (routes 1, 2, 3) on
-# 127.0.0.1, with the same wrk settings, in two scenarios:
+# 127.0.0.1, with the same wrk settings, in three scenarios:
 #   sticky : every request carries "Cookie: ROUTEID=.2" (must reach server 2)
+#   alias  : every request is GET /frontend/x?alias=.2, the Frontend pool's
+#            query parameter (must reach server 2; the guide's Frontend
+#            samples for nginx and Apache, HAProxy's use-server on urlp)
 #   new    : no cookie (every request is a new session: round-robin + insert)
-#   sticky-cap, new-cap : the same with each balancer held to BENCH_CAP% (50)
+#   sticky-cap, alias-cap, new-cap : the same with each balancer held to BENCH_CAP% (50)
 #            of one CPU by a cgroup CPU quota, so that the balancer, not wrk
 #            and the servers, is what runs out: req/s then follows the
 #            balancer's own CPU per request (needs a writable cgroup cpu
@@ -40,7 +43,7 @@
 #   BENCH_PATH=/backend/x
 #   BENCH_TARGETS="direct gwelb haproxy haproxy-min nginx apache" (gwelb and haproxy
 #                             measured one right after the other in every round)
-#   BENCH_SCENARIOS="sticky new sticky-cap new-cap"
+#   BENCH_SCENARIOS="sticky alias new sticky-cap alias-cap new-cap"
 #   BENCH_CAP=50              percent of one CPU each balancer gets in the -cap
 #                             scenarios (a quota per 10 ms period)
 #   BENCH_ROUNDS=3            repeat every run (wrk and streams), report medians and
@@ -70,7 +73,7 @@ THREADS=${BENCH_THREADS:-1}
 WARMUP=${BENCH_WARMUP:-2s}
 REQ_PATH=${BENCH_PATH:-/backend/x}
 TARGETS=${BENCH_TARGETS:-direct gwelb haproxy haproxy-min nginx apache}
-SCENARIOS=${BENCH_SCENARIOS:-sticky new sticky-cap new-cap}
+SCENARIOS=${BENCH_SCENARIOS:-sticky alias new sticky-cap alias-cap new-cap}
 CAP=${BENCH_CAP:-50}
 ROUNDS=${BENCH_ROUNDS:-3}
 PORT_BASE=${BENCH_PORT_BASE:-18400}
@@ -80,6 +83,7 @@ GWE_DEMO_BIN=${GWE_DEMO_BIN:-${REPO_ROOT}/bin/gwe-demo}
 APACHE_MODDIR=${APACHE_MODDIR:-/usr/lib/apache2/modules}
 NGINX_MIME_TYPES=${NGINX_MIME_TYPES:-/etc/nginx/mime.types}
 STICKY_COOKIE='ROUTEID=.2'
+ALIAS_PATH='/frontend/x?alias=.2'
 READY_TIMEOUT=20 # seconds
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -456,9 +460,20 @@ verify_target() {
     http_get "${port}" "${REQ_PATH}" "${STICKY_COOKIE}" || die "direct: no answer on ${port}"
     [[ ${H_STATUS} == 200 && ${H_SERVER} == 2 && ${H_BODY} == 2 ]] ||
       die "direct: want 200 from server 2, got status=${H_STATUS} X-GWE-Server=${H_SERVER} body=${H_BODY}"
-    log "verify direct: server 2 answers ${REQ_PATH} (X-GWE-Server: 2)"
+    http_get "${port}" "${ALIAS_PATH}" || die "direct: no answer on ${port}"
+    [[ ${H_STATUS} == 200 && ${H_SERVER} == 2 ]] ||
+      die "direct: want 200 from server 2 for ${ALIAS_PATH}, got status=${H_STATUS} X-GWE-Server=${H_SERVER}"
+    log "verify direct: server 2 answers ${REQ_PATH} and ${ALIAS_PATH} (X-GWE-Server: 2)"
     return 0
   fi
+  for r in 2 1 3 2; do
+    for i in 1 2 3; do
+      http_get "${port}" "${ALIAS_PATH%.2}.${r}" || die "$t: no answer on ${port}"
+      if [[ ${H_STATUS} != 200 || ${H_SERVER} != "${r}" ]]; then
+        die "$t does NOT route '${ALIAS_PATH%.2}.${r}' to server ${r}: status=${H_STATUS} X-GWE-Server='${H_SERVER}' (request ${i})"
+      fi
+    done
+  done
   for r in 2 1 3 2; do
     for i in 1 2 3; do
       http_get "${port}" "${REQ_PATH}" "ROUTEID=.${r}" || die "$t: no answer on ${port}"
@@ -477,7 +492,7 @@ verify_target() {
     [[ " ${seen} " == *" ${H_SERVER} "* ]] || seen+=" ${H_SERVER}"
   done
   (($(wc -w <<<"${seen}") >= 2)) || die "$t: 6 new sessions all went to server${seen} (no balancing)"
-  log "verify $t: ROUTEID=.1/.2/.3 -> servers 1/2/3; new sessions -> servers${seen} with matching Set-Cookie"
+  log "verify $t: ROUTEID=.1/.2/.3 and alias=.1/.2/.3 -> servers 1/2/3; new sessions -> servers${seen} with matching Set-Cookie"
 }
 
 # ------------------------------------------------------------------- wrk ----
@@ -510,10 +525,23 @@ declare -A RPS_R=() P50_R=() P99_R=() CPU_R=() CLIENT_R=() CLIENTUS_R=() SLEEPS_
 # Final values (medians over rounds; errors and requests summed).
 declare -A RPS=() P50=() P99=() ERRS=() REQS=() CPU=() CLIENT=() CLIENTUS=() SLEEPS=()
 
+# scenario_request S: sets SREQ_PATH and SREQ_COOKIE, the request wrk
+# repeats in scenario S (with or without -cap), and SCHECK_PATH and
+# SCHECK_COOKIE, the sticky request that must still reach server 2 after
+# the run.
+scenario_request() {
+  SREQ_PATH=${REQ_PATH} SREQ_COOKIE="" SCHECK_PATH=${REQ_PATH} SCHECK_COOKIE=${STICKY_COOKIE}
+  case ${1%-cap} in
+  sticky) SREQ_COOKIE=${STICKY_COOKIE} ;;
+  alias) SREQ_PATH=${ALIAS_PATH} SCHECK_PATH=${ALIAS_PATH} SCHECK_COOKIE="" ;;
+  esac
+}
+
 bench() { # bench TARGET SCENARIO ROUND
   local t=$1 s=$2 round=$3 url hdr=() raw parsed rps p50 p99 non2xx serr reqs
-  url="http://127.0.0.1:${TPORT[$t]}${REQ_PATH}"
-  [[ ${s%-cap} == sticky ]] && hdr=(-H "Cookie: ${STICKY_COOKIE}")
+  scenario_request "$s"
+  url="http://127.0.0.1:${TPORT[$t]}${SREQ_PATH}"
+  [[ -n ${SREQ_COOKIE} ]] && hdr=(-H "Cookie: ${SREQ_COOKIE}")
   raw="${OUT_DIR}/raw/${t}-${s}-r${round}.txt"
   local wpin=()
   [[ ${PIN} == 1 ]] && wpin=(taskset -c "${WRK_CPU}")
@@ -555,8 +583,8 @@ bench() { # bench TARGET SCENARIO ROUND
   fi
   # Cheap post-check that the balancer still routes correctly after the load.
   if [[ $t != direct ]]; then
-    if ! http_get "${TPORT[$t]}" "${REQ_PATH}" "${STICKY_COOKIE}" || [[ ${H_SERVER} != 2 ]]; then
-      die "${t}: after the run, ROUTEID=.2 no longer reaches server 2 (status='${H_STATUS}' X-GWE-Server='${H_SERVER}' body='${H_BODY}')"
+    if ! http_get "${TPORT[$t]}" "${SCHECK_PATH}" "${SCHECK_COOKIE}" || [[ ${H_SERVER} != 2 ]]; then
+      die "${t}: after the run, ${SCHECK_PATH} ${SCHECK_COOKIE} no longer reaches server 2 (status='${H_STATUS}' X-GWE-Server='${H_SERVER}' body='${H_BODY}')"
     fi
   fi
 }
@@ -727,7 +755,7 @@ log "demo servers: 1=127.0.0.1:${B_PORT[1]} 2=127.0.0.1:${B_PORT[2]} 3=127.0.0.1
 read -r -a TARGET_LIST <<<"${TARGETS}"
 read -r -a SCENARIO_LIST <<<"${SCENARIOS}"
 for s in "${SCENARIO_LIST[@]}"; do
-  [[ $s =~ ^(sticky|new)(-cap)?$ ]] || die "unknown scenario '$s' (BENCH_SCENARIOS: sticky new sticky-cap new-cap)"
+  [[ $s =~ ^(sticky|alias|new)(-cap)?$ ]] || die "unknown scenario '$s' (BENCH_SCENARIOS: sticky alias new sticky-cap alias-cap new-cap)"
 done
 if [[ " ${SCENARIOS} " == *"-cap "* ]]; then
   cap_init
@@ -885,7 +913,8 @@ done
   printf '# gwelb benchmark: wrk -t%s -c%s -d%s --latency %s (warm-up %s), %s round(s)%s\n' \
     "${THREADS}" "${CONNECTIONS}" "${DURATION}" "${REQ_PATH}" "${WARMUP}" "${ROUNDS}" \
     "$( ((ROUNDS > 1)) && echo ', medians shown')"
-  printf '# sticky = every request sends "Cookie: %s" (must reach server 2); new = no cookie (new session, round-robin)\n' "${STICKY_COOKIE}"
+  printf '# sticky = every request sends "Cookie: %s" (must reach server 2); alias = every request is GET %s\n' "${STICKY_COOKIE}" "${ALIAS_PATH}"
+  printf '# (the Frontend pool: must reach server 2); new = no cookie (new session, round-robin)\n'
   printf '# %s\n# %s; %s CPUs\n' "${PIN_NOTE}" "${BUDGET_NOTE}" "${NCPU}"
   [[ -n ${CAP_NOTE} ]] && printf '# %s\n' "${CAP_NOTE}"
   printf '# other load: CPUs %s%% busy just before and %s%% just after measuring (bench idle); load average %s before, %s after\n\n' \
@@ -980,9 +1009,9 @@ done
     "$(json_str "$(uname -sr)")" "$([[ ${IDLE_BUSY} =~ ^[0-9]+$ ]] && echo "${IDLE_BUSY}" || echo null)" \
     "$([[ ${IDLE_BUSY_END} =~ ^[0-9]+$ ]] && echo "${IDLE_BUSY_END}" || echo null)" \
     "$(json_str "${LOADAVG_START}")" "$(json_str "${LOADAVG_END}")"
-  printf '  "wrk": {"threads": %s, "connections": %s, "duration": %s, "warmup": %s, "rounds": %s, "path": %s, "sticky_cookie": %s},\n' \
+  printf '  "wrk": {"threads": %s, "connections": %s, "duration": %s, "warmup": %s, "rounds": %s, "path": %s, "sticky_cookie": %s, "alias_path": %s},\n' \
     "${THREADS}" "${CONNECTIONS}" "$(json_str "${DURATION}")" "$(json_str "${WARMUP}")" "${ROUNDS}" \
-    "$(json_str "${REQ_PATH}")" "$(json_str "${STICKY_COOKIE}")"
+    "$(json_str "${REQ_PATH}")" "$(json_str "${STICKY_COOKIE}")" "$(json_str "${ALIAS_PATH}")"
   printf '  "cpu_pinning": {"enabled": %s, "balancers_cpu": %s, "wrk_cpu": %s, "demo_servers_cpu": %s, "note": %s, "budget": %s},\n' \
     "$([[ ${PIN} == 1 ]] && echo true || echo false)" "${LB_CPU:-null}" "${WRK_CPU:-null}" "${DEMO_CPU:-null}" \
     "$(json_str "${PIN_NOTE}")" "$(json_str "${BUDGET_NOTE}")"
